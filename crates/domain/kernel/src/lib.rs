@@ -1,0 +1,21 @@
+//! The shared kernel of Trellis: identifiers, the tenant context every port takes,
+//! the one role → permission table, cursor paging and the value objects that more
+//! than one domain validates. Nothing here does I/O.
+
+pub mod clock;
+pub mod ctx;
+pub mod ids;
+pub mod page;
+pub mod roles;
+pub mod secrets;
+pub mod values;
+
+pub use clock::{Clock, SystemClock};
+pub use ctx::{Actor, PlatformCtx, TenantCtx};
+pub use ids::*;
+pub use page::{Cursor, InvalidPage, Page, PageRequest};
+pub use roles::{Permission, Role, UnknownRole};
+pub use values::{Email, HexColor, HttpUrl, InvalidValue, Slug};
+
+/// UTC timestamps everywhere; the database stores `timestamptz`.
+pub type Timestamp = chrono::DateTime<chrono::Utc>;

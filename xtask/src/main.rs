@@ -1,0 +1,113 @@
+//! `cargo xtask`: developer tasks for the Trellis workspace.
+//!
+//! Provisions a local PostgreSQL 18 + pgvector (`db …`), runs the app's migrations and
+//! seed data, starts the dev server and runs the test suite against that database.
+//! See `docs/operations.md` ("Local database") for the user-facing description.
+
+/// Prints one progress line to stderr, prefixed with `xtask:`.
+macro_rules! say {
+    ($($arg:tt)*) => {
+        eprintln!("xtask: {}", format_args!($($arg)*))
+    };
+}
+
+mod app;
+mod db;
+mod envfile;
+mod sys;
+mod wheel;
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::{Context, Result};
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "xtask", about = "Trellis developer tasks", version)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Manage the local PostgreSQL 18 + pgvector server kept in `.trellis/`.
+    Db {
+        #[command(subcommand)]
+        command: DbCommand,
+    },
+    /// Ensure the database is up, then run `trellis migrate`.
+    Migrate,
+    /// Ensure the database is up, then run `trellis seed`.
+    Seed,
+    /// Database up, migrate, seed, then run `trellis serve` in the foreground.
+    Dev,
+    /// Database up (unless DATABASE_URL is set), migrate, then `cargo nextest run --workspace`.
+    Test {
+        /// Extra arguments passed through to the test runner.
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
+}
+
+#[derive(Subcommand)]
+enum DbCommand {
+    /// Provision (first time) and start the server, then write `.trellis/db.env`.
+    Up,
+    /// Stop the server (fast shutdown); no error if it is not running.
+    Down,
+    /// Stop the server, delete its data directory, and bring it up again.
+    Reset,
+    /// Show whether the server is initialised and running, its port and its URLs.
+    Status,
+    /// Run the server's `psql` as the owner role; extra arguments are passed through.
+    #[command(disable_help_flag = true)]
+    Psql {
+        /// Arguments for psql, e.g. `-c "select 1"`.
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(cli) {
+        Ok(code) => code,
+        Err(err) => {
+            say!("error: {err:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(cli: Cli) -> Result<ExitCode> {
+    let root = repo_root()?;
+    match cli.command {
+        Command::Db { command } => match command {
+            DbCommand::Up => db::ensure_up(&root).map(|_| ExitCode::SUCCESS),
+            DbCommand::Down => db::down(&root).map(|()| ExitCode::SUCCESS),
+            DbCommand::Reset => db::reset(&root).map(|_| ExitCode::SUCCESS),
+            DbCommand::Status => db::status(&root).map(|()| ExitCode::SUCCESS),
+            DbCommand::Psql { args } => db::psql(&root, &args),
+        },
+        Command::Migrate => app::migrate(&root),
+        Command::Seed => app::seed(&root),
+        Command::Dev => app::dev(&root),
+        Command::Test { args } => app::test(&root, &args),
+    }
+}
+
+/// The workspace root: the parent of this crate's manifest directory.
+fn repo_root() -> Result<PathBuf> {
+    let manifest_dir = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    let manifest_dir = std::fs::canonicalize(&manifest_dir).unwrap_or(manifest_dir);
+    let root = manifest_dir
+        .parent()
+        .map(Path::to_path_buf)
+        .context("xtask's manifest directory has no parent")?;
+    if !root.join("Cargo.toml").is_file() {
+        anyhow::bail!("{} does not look like the workspace root", root.display());
+    }
+    Ok(root)
+}
