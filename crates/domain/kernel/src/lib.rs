@@ -6,6 +6,7 @@ pub mod clock;
 pub mod ctx;
 pub mod ids;
 pub mod page;
+pub mod password;
 pub mod roles;
 pub mod secrets;
 pub mod values;
@@ -14,6 +15,7 @@ pub use clock::{Clock, SystemClock};
 pub use ctx::{Actor, PlatformCtx, TenantCtx};
 pub use ids::*;
 pub use page::{Cursor, InvalidPage, Page, PageRequest};
+pub use password::{Password, PasswordHash, PasswordHasher};
 pub use roles::{Permission, Role, UnknownRole};
 pub use values::{Email, HexColor, HttpUrl, InvalidValue, Slug};
 

@@ -35,7 +35,9 @@ impl Cursor {
         if s.len() != 32 {
             return Err(InvalidPage::Cursor);
         }
-        Uuid::try_parse(s).map(Self).map_err(|_| InvalidPage::Cursor)
+        Uuid::try_parse(s)
+            .map(Self)
+            .map_err(|_| InvalidPage::Cursor)
     }
 }
 
@@ -127,13 +129,19 @@ mod tests {
 
     #[test]
     fn a_page_larger_than_the_maximum_is_refused() {
-        assert_eq!(PageRequest::new(Some(MAX_PAGE_SIZE + 1), None), Err(InvalidPage::Limit));
+        assert_eq!(
+            PageRequest::new(Some(MAX_PAGE_SIZE + 1), None),
+            Err(InvalidPage::Limit)
+        );
         assert_eq!(PageRequest::new(Some(0), None), Err(InvalidPage::Limit));
     }
 
     #[test]
     fn a_garbled_cursor_is_refused() {
-        assert_eq!(PageRequest::new(None, Some("nope")), Err(InvalidPage::Cursor));
+        assert_eq!(
+            PageRequest::new(None, Some("nope")),
+            Err(InvalidPage::Cursor)
+        );
     }
 
     #[test]

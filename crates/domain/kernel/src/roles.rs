@@ -195,7 +195,13 @@ impl Role {
                 P::ChatUse,
             ],
             Role::Client => &[P::TenantRead, P::ContentRead, P::ChatUse, P::CoursesRead],
-            Role::Sales => &[P::TenantRead, P::UsersRead, P::CrmRead, P::CrmWrite, P::ChatUse],
+            Role::Sales => &[
+                P::TenantRead,
+                P::UsersRead,
+                P::CrmRead,
+                P::CrmWrite,
+                P::ChatUse,
+            ],
             Role::Support => &[
                 P::TenantRead,
                 P::UsersRead,
@@ -309,7 +315,10 @@ mod tests {
     #[test]
     fn only_the_superadmin_may_manage_the_platform() {
         for role in Role::ALL {
-            assert_eq!(role.can(Permission::PlatformManage), role == Role::Superadmin);
+            assert_eq!(
+                role.can(Permission::PlatformManage),
+                role == Role::Superadmin
+            );
         }
     }
 

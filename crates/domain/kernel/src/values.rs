@@ -168,7 +168,10 @@ impl HttpUrl {
         }
         let url = url::Url::parse(s).map_err(|e| InvalidValue::new("url", e.to_string()))?;
         if !matches!(url.scheme(), "http" | "https") || url.host_str().is_none() {
-            return Err(InvalidValue::new("url", "must be an absolute http or https URL"));
+            return Err(InvalidValue::new(
+                "url",
+                "must be an absolute http or https URL",
+            ));
         }
         Ok(Self(url.to_string()))
     }
@@ -188,12 +191,23 @@ mod tests {
 
     #[test]
     fn emails_are_normalised_to_lower_case() {
-        assert_eq!(Email::parse(" Ann@Example.COM ").unwrap().as_str(), "ann@example.com");
+        assert_eq!(
+            Email::parse(" Ann@Example.COM ").unwrap().as_str(),
+            "ann@example.com"
+        );
     }
 
     #[test]
     fn malformed_emails_are_refused() {
-        for bad in ["", "ann", "ann@", "@example.com", "ann@example", "a b@example.com", "ann@-x.com"] {
+        for bad in [
+            "",
+            "ann",
+            "ann@",
+            "@example.com",
+            "ann@example",
+            "a b@example.com",
+            "ann@-x.com",
+        ] {
             assert!(Email::parse(bad).is_err(), "{bad} was accepted");
         }
     }
@@ -220,7 +234,12 @@ mod tests {
         assert!(HttpUrl::parse("https://cdn.example.com/logo.png").is_ok());
         assert!(HttpUrl::parse("javascript:alert(1)").is_err());
         assert!(HttpUrl::parse("/relative").is_err());
-        assert_eq!(HttpUrl::parse("https://a.example.com:8443/x").unwrap().origin(), "https://a.example.com:8443");
+        assert_eq!(
+            HttpUrl::parse("https://a.example.com:8443/x")
+                .unwrap()
+                .origin(),
+            "https://a.example.com:8443"
+        );
     }
 
     #[test]

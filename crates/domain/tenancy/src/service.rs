@@ -1,0 +1,360 @@
+//! Tenancy use cases: one method per thing a superadmin or tenant admin can do.
+
+use crate::{
+    ApiKeyChange, Branding, FirstAdmin, Hostname, LlmConfig, LlmConfigInput, NewTenant, Plan,
+    Result, SecretCipher, TenancyError, Tenant, TenantConfig, TenantPatch, TenantRepo,
+    TenantStatus, WidgetConfig, bounded_text, mask_api_key,
+};
+use std::sync::Arc;
+use trellis_kernel::{
+    Clock, Email, Page, PageRequest, Password, PasswordHasher, Permission, PlatformCtx, Slug,
+    TenantCtx, TenantId, UserId,
+};
+
+/// What a superadmin supplies to create a tenant.
+#[derive(Debug, Clone)]
+pub struct CreateTenant {
+    pub name: String,
+    pub slug: Slug,
+    /// Defaults to the slug.
+    pub subdomain: Option<Slug>,
+    pub custom_domain: Option<Hostname>,
+    pub plan: Plan,
+    pub branding: Branding,
+    pub config: TenantConfig,
+    pub admin_email: Email,
+    pub admin_name: String,
+    pub admin_password: Password,
+}
+
+/// A newly created tenant and the id of its first admin.
+#[derive(Debug, Clone)]
+pub struct CreatedTenant {
+    pub tenant: Tenant,
+    pub admin_id: UserId,
+}
+
+/// Tenancy use cases.
+#[derive(Clone)]
+pub struct TenancyService {
+    repo: Arc<dyn TenantRepo>,
+    hasher: Arc<dyn PasswordHasher>,
+    cipher: Arc<dyn SecretCipher>,
+    clock: Arc<dyn Clock>,
+}
+
+fn require(ctx: &TenantCtx, p: Permission) -> Result<()> {
+    if ctx.can(p) {
+        Ok(())
+    } else {
+        Err(TenancyError::Forbidden)
+    }
+}
+
+impl TenancyService {
+    #[must_use]
+    pub fn new(
+        repo: Arc<dyn TenantRepo>,
+        hasher: Arc<dyn PasswordHasher>,
+        cipher: Arc<dyn SecretCipher>,
+        clock: Arc<dyn Clock>,
+    ) -> Self {
+        Self {
+            repo,
+            hasher,
+            cipher,
+            clock,
+        }
+    }
+
+    /// The underlying repository, for other domains' services that read tenant facts.
+    #[must_use]
+    pub fn repo(&self) -> Arc<dyn TenantRepo> {
+        self.repo.clone()
+    }
+
+    /// Creates a tenant with its first admin (superadmin only).
+    ///
+    /// # Errors
+    /// `Invalid` for a bad name, `Conflict` for a taken slug or domain.
+    pub async fn create_tenant(
+        &self,
+        ctx: &PlatformCtx,
+        cmd: CreateTenant,
+    ) -> Result<CreatedTenant> {
+        let name = bounded_text("name", &cmd.name, 200, false)?;
+        let admin_name = bounded_text("admin_name", &cmd.admin_name, 200, false)?;
+        let password_hash = self.hasher.hash(&cmd.admin_password).await?;
+        let admin = FirstAdmin {
+            id: UserId::new(),
+            email: cmd.admin_email,
+            name: admin_name,
+            password_hash,
+        };
+        let admin_id = admin.id;
+        let new = NewTenant {
+            id: TenantId::new(),
+            name,
+            subdomain: cmd.subdomain.unwrap_or_else(|| cmd.slug.clone()),
+            slug: cmd.slug,
+            custom_domain: cmd.custom_domain,
+            branding: cmd.branding,
+            config: cmd.config,
+            plan: cmd.plan,
+        };
+        let tenant = self.repo.create(ctx, new, admin).await?;
+        Ok(CreatedTenant { tenant, admin_id })
+    }
+
+    /// # Errors
+    /// Storage failures only.
+    pub async fn list_tenants(&self, ctx: &PlatformCtx, page: PageRequest) -> Result<Page<Tenant>> {
+        self.repo.list(ctx, page).await
+    }
+
+    /// # Errors
+    /// `NotFound` for an unknown tenant.
+    pub async fn get_tenant(&self, ctx: &PlatformCtx, id: TenantId) -> Result<Tenant> {
+        self.repo.get(ctx, id).await
+    }
+
+    /// Suspends or reactivates a tenant.
+    ///
+    /// # Errors
+    /// `NotFound` for an unknown tenant.
+    pub async fn set_status(
+        &self,
+        ctx: &PlatformCtx,
+        id: TenantId,
+        status: TenantStatus,
+    ) -> Result<Tenant> {
+        self.repo.set_status(ctx, id, status).await
+    }
+
+    /// # Errors
+    /// `NotFound` for an unknown tenant.
+    pub async fn delete_tenant(&self, ctx: &PlatformCtx, id: TenantId) -> Result<()> {
+        self.repo.soft_delete(ctx, id).await
+    }
+
+    /// The caller's own tenant settings.
+    ///
+    /// # Errors
+    /// `Forbidden` without `tenant_read`.
+    pub async fn settings(&self, ctx: &TenantCtx) -> Result<Tenant> {
+        require(ctx, Permission::TenantRead)?;
+        self.repo.current(ctx).await
+    }
+
+    /// # Errors
+    /// `Forbidden` without `tenant_manage`; `Invalid` for a bad name.
+    pub async fn update_settings(&self, ctx: &TenantCtx, mut patch: TenantPatch) -> Result<Tenant> {
+        require(ctx, Permission::TenantManage)?;
+        if let Some(name) = &patch.name {
+            patch.name = Some(bounded_text("name", name, 200, false)?);
+        }
+        self.repo.update(ctx, patch).await
+    }
+
+    /// The widget configuration (defaults if never written).
+    ///
+    /// # Errors
+    /// `Forbidden` without `tenant_read`.
+    pub async fn widget(&self, ctx: &TenantCtx) -> Result<WidgetConfig> {
+        require(ctx, Permission::TenantRead)?;
+        Ok(self.repo.widget(ctx).await?.unwrap_or_default())
+    }
+
+    /// # Errors
+    /// `Forbidden` without `tenant_manage`.
+    pub async fn put_widget(&self, ctx: &TenantCtx, widget: WidgetConfig) -> Result<WidgetConfig> {
+        require(ctx, Permission::TenantManage)?;
+        self.repo.put_widget(ctx, widget).await
+    }
+
+    /// The LLM configuration, with the API key masked (the sealed key stays inside).
+    ///
+    /// # Errors
+    /// `Forbidden` without `tenant_read`.
+    pub async fn llm(&self, ctx: &TenantCtx) -> Result<Option<LlmConfig>> {
+        require(ctx, Permission::TenantRead)?;
+        self.repo.llm(ctx).await
+    }
+
+    /// Writes the LLM configuration; a new API key is sealed with the tenant id as
+    /// associated data and only its masked hint is kept in clear.
+    ///
+    /// # Errors
+    /// `Forbidden` without `tenant_manage`; `Invalid` for out-of-range values or a
+    /// provider the tenant's config does not allow.
+    pub async fn put_llm(&self, ctx: &TenantCtx, input: LlmConfigInput) -> Result<LlmConfig> {
+        require(ctx, Permission::TenantManage)?;
+        input.validate()?;
+        let tenant = self.repo.current(ctx).await?;
+        if !tenant.config.allows(input.provider) {
+            return Err(trellis_kernel::InvalidValue::new(
+                "provider",
+                format!(
+                    "provider `{}` is not allowed for this tenant",
+                    input.provider.as_str()
+                ),
+            )
+            .into());
+        }
+        let existing = self.repo.llm(ctx).await?;
+        let (api_key, api_key_hint) = match input.api_key {
+            ApiKeyChange::Keep => existing
+                .map(|e| (e.api_key, e.api_key_hint))
+                .unwrap_or((None, None)),
+            ApiKeyChange::Clear => (None, None),
+            ApiKeyChange::Set(plain) => {
+                let sealed = self
+                    .cipher
+                    .seal(plain.trim(), ctx.tenant_id().as_uuid().as_bytes())?;
+                (Some(sealed), Some(mask_api_key(plain.trim())))
+            }
+        };
+        let llm = LlmConfig {
+            provider: input.provider,
+            model: input.model.trim().to_owned(),
+            temperature: input.temperature,
+            max_tokens: input.max_tokens,
+            api_key,
+            api_key_hint,
+            updated_at: self.clock.now(),
+        };
+        self.repo.put_llm(ctx, llm).await
+    }
+
+    /// The tenant's decrypted LLM API key, for server-side calls to the provider only.
+    ///
+    /// # Errors
+    /// `Forbidden` without `tenant_read`; `Unexpected` when the key cannot be opened.
+    pub async fn llm_api_key(&self, ctx: &TenantCtx) -> Result<Option<String>> {
+        require(ctx, Permission::TenantRead)?;
+        let Some(cfg) = self.repo.llm(ctx).await? else {
+            return Ok(None);
+        };
+        cfg.api_key
+            .map(|sealed| {
+                self.cipher
+                    .open(&sealed, ctx.tenant_id().as_uuid().as_bytes())
+            })
+            .transpose()
+            .map_err(TenancyError::Unexpected)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{LlmProvider, MockSecretCipher, MockTenantRepo, SealedSecret};
+    use async_trait::async_trait;
+    use trellis_kernel::{Actor, PasswordHash, Role, SystemClock};
+
+    struct PlainHasher;
+    #[async_trait]
+    impl PasswordHasher for PlainHasher {
+        async fn hash(&self, p: &Password) -> anyhow::Result<PasswordHash> {
+            Ok(PasswordHash::from_phc(p.expose()))
+        }
+        async fn verify(&self, p: &Password, h: Option<&PasswordHash>) -> bool {
+            h.is_some_and(|h| h.as_str() == p.expose())
+        }
+    }
+
+    fn tenant(id: TenantId, allowed: Vec<LlmProvider>) -> Tenant {
+        Tenant {
+            id,
+            name: "Acme".into(),
+            slug: Slug::parse("acme").unwrap(),
+            subdomain: Slug::parse("acme").unwrap(),
+            custom_domain: None,
+            branding: Branding::default(),
+            config: TenantConfig {
+                allowed_llm_providers: allowed,
+                ..TenantConfig::default()
+            },
+            plan: Plan::Free,
+            status: TenantStatus::Active,
+            billing_customer_id: None,
+            created_at: chrono::Utc::now(),
+            updated_at: chrono::Utc::now(),
+        }
+    }
+
+    fn input(provider: LlmProvider) -> LlmConfigInput {
+        LlmConfigInput {
+            provider,
+            model: "gpt-4o".into(),
+            temperature: 0.2,
+            max_tokens: 1000,
+            api_key: ApiKeyChange::Set("sk-secret-key-123456".into()),
+        }
+    }
+
+    fn service(repo: MockTenantRepo, cipher: MockSecretCipher) -> TenancyService {
+        TenancyService::new(
+            Arc::new(repo),
+            Arc::new(PlainHasher),
+            Arc::new(cipher),
+            Arc::new(SystemClock),
+        )
+    }
+
+    #[tokio::test]
+    async fn a_new_llm_api_key_is_stored_sealed_and_only_its_hint_in_clear() {
+        let tid = TenantId::new();
+        let mut repo = MockTenantRepo::new();
+        repo.expect_current()
+            .returning(move |_| Ok(tenant(tid, vec![])));
+        repo.expect_llm().returning(|_| Ok(None));
+        repo.expect_put_llm().returning(|_, llm| Ok(llm));
+        let mut cipher = MockSecretCipher::new();
+        cipher.expect_seal().returning(|_, aad| {
+            Ok(SealedSecret {
+                key_id: "k1".into(),
+                ciphertext: aad.to_vec(),
+            })
+        });
+        let svc = service(repo, cipher);
+        let ctx = TenantCtx::system(tid);
+        let saved = svc.put_llm(&ctx, input(LlmProvider::Openai)).await.unwrap();
+        assert_eq!(saved.api_key_hint.as_deref(), Some("sk-…3456"));
+        let sealed = saved.api_key.unwrap();
+        assert_eq!(sealed.ciphertext, tid.as_uuid().as_bytes().to_vec());
+    }
+
+    #[tokio::test]
+    async fn a_provider_outside_the_tenants_allowed_list_is_refused() {
+        let tid = TenantId::new();
+        let mut repo = MockTenantRepo::new();
+        repo.expect_current()
+            .returning(move |_| Ok(tenant(tid, vec![LlmProvider::Anthropic])));
+        repo.expect_put_llm().never();
+        let svc = service(repo, MockSecretCipher::new());
+        let err = svc
+            .put_llm(&TenantCtx::system(tid), input(LlmProvider::Openai))
+            .await
+            .unwrap_err();
+        assert!(matches!(err, TenancyError::Invalid(v) if v.field == "provider"));
+    }
+
+    #[tokio::test]
+    async fn a_plain_user_cannot_change_tenant_settings() {
+        let mut repo = MockTenantRepo::new();
+        repo.expect_update().never();
+        let svc = service(repo, MockSecretCipher::new());
+        let ctx = TenantCtx::authenticated(
+            TenantId::new(),
+            Actor::User(UserId::new()),
+            Role::User,
+            None,
+        );
+        let err = svc
+            .update_settings(&ctx, TenantPatch::default())
+            .await
+            .unwrap_err();
+        assert!(matches!(err, TenancyError::Forbidden));
+    }
+}
