@@ -1,1 +1,11 @@
-//! placeholder
+//! In-memory adapters: every port of every domain, kept simple and correct. This is
+//! what `trellis serve` runs on when no database is configured (nothing persists), and
+//! the fast path of tests. The port conformance suite keeps it honest against Postgres.
+
+mod identity;
+mod store;
+mod tenancy;
+mod throttle;
+
+pub use store::MemoryStore;
+pub use throttle::{InMemoryLoginThrottle, ThrottleLimits};
