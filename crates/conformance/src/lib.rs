@@ -1,1 +1,88 @@
-//! placeholder
+//! The port conformance suite. Each case is an async function over [`Ports`]; the
+//! [`conformance_tests!`] macro expands them into one `#[tokio::test]` each inside an
+//! adapter's test binary, so memory and Postgres are held to the very same behaviour.
+//! Cases create their own tenants with unique slugs, so they can share a database.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)] // this crate is test code
+
+pub mod fixtures;
+pub mod identity;
+pub mod tenancy;
+
+use std::sync::Arc;
+use trellis_identity::{ApiKeyRepo, MembershipRepo, PlatformAdminRepo, RefreshTokenRepo, UserRepo};
+use trellis_tenancy::TenantRepo;
+
+/// The ports under test, usually all backed by one adapter value.
+#[derive(Clone)]
+pub struct Ports {
+    pub tenants: Arc<dyn TenantRepo>,
+    pub users: Arc<dyn UserRepo>,
+    pub memberships: Arc<dyn MembershipRepo>,
+    pub keys: Arc<dyn ApiKeyRepo>,
+    pub refresh: Arc<dyn RefreshTokenRepo>,
+    pub admins: Arc<dyn PlatformAdminRepo>,
+}
+
+impl Ports {
+    /// All ports from one adapter value that implements them all.
+    pub fn from_one<A>(adapter: A) -> Self
+    where
+        A: TenantRepo
+            + UserRepo
+            + MembershipRepo
+            + ApiKeyRepo
+            + RefreshTokenRepo
+            + PlatformAdminRepo
+            + Clone,
+    {
+        Self {
+            tenants: Arc::new(adapter.clone()),
+            users: Arc::new(adapter.clone()),
+            memberships: Arc::new(adapter.clone()),
+            keys: Arc::new(adapter.clone()),
+            refresh: Arc::new(adapter.clone()),
+            admins: Arc::new(adapter),
+        }
+    }
+}
+
+/// Expands into one `#[tokio::test]` per conformance case. `$make` is an async
+/// expression evaluating to [`Ports`].
+#[macro_export]
+macro_rules! conformance_tests {
+    ($make:expr) => {
+        $crate::conformance_tests!(@cases $make;
+            tenancy::a_created_tenant_reads_back_with_its_first_admin,
+            tenancy::a_taken_slug_is_a_conflict_even_after_deletion,
+            tenancy::listing_tenants_pages_without_repeats,
+            tenancy::a_suspended_tenant_still_resolves_but_says_so,
+            tenancy::a_deleted_tenant_is_gone_and_its_slug_no_longer_resolves,
+            tenancy::settings_updates_persist_and_touch_only_the_own_tenant,
+            tenancy::a_custom_domain_can_belong_to_one_tenant_only,
+            tenancy::widget_and_llm_configs_round_trip_per_tenant,
+            identity::a_user_reads_back_as_inserted,
+            identity::an_email_is_unique_within_a_tenant_but_not_across,
+            identity::a_user_of_another_tenant_is_not_found,
+            identity::updating_a_user_from_another_tenant_changes_nothing,
+            identity::users_list_filters_by_role_and_active_and_pages,
+            identity::a_deleted_user_disappears_and_frees_the_email,
+            identity::login_lookup_returns_the_password_hash,
+            identity::guest_memberships_are_scoped_to_the_host_tenant,
+            identity::api_keys_are_found_by_prefix_only_in_their_tenant,
+            identity::revoking_an_api_key_keeps_the_first_revocation_time,
+            identity::a_refresh_token_can_be_marked_used_only_once,
+            identity::revoking_a_family_revokes_all_its_tokens_and_nothing_else,
+            identity::platform_admin_emails_are_unique,
+        );
+    };
+    (@cases $make:expr; $($module:ident :: $case:ident),+ $(,)?) => {
+        $(
+            #[tokio::test]
+            async fn $case() {
+                let ports: $crate::Ports = $make.await;
+                $crate::$module::$case(&ports).await;
+            }
+        )+
+    };
+}
