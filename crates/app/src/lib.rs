@@ -1,1 +1,10 @@
-//! placeholder
+//! The Trellis application: reads configuration, chooses adapters (the only place that
+//! does), wires them into the domain services and serves the HTTP API. The `trellis`
+//! binary is a thin CLI over this library; black-box tests boot it the same way.
+
+pub mod bootstrap;
+pub mod config;
+pub mod seed;
+
+pub use bootstrap::{App, Storage, bootstrap};
+pub use config::{Config, PasswordCost};

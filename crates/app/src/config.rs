@@ -1,0 +1,134 @@
+//! Configuration from `TRELLIS_*` environment variables and `DATABASE_URL`, layered
+//! over defaults. Every setting is documented in `docs/configuration.md`.
+
+use anyhow::{Context, bail};
+use std::net::SocketAddr;
+
+/// How expensive password hashing is. Only tests lower it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum PasswordCost {
+    #[default]
+    Standard,
+    /// Trivially cheap argon2 parameters: never use outside tests.
+    InsecureFastForTests,
+}
+
+/// Everything the app can be told.
+#[derive(Clone)]
+pub struct Config {
+    pub bind: SocketAddr,
+    /// The app's login role. `None` runs on in-memory adapters.
+    pub database_url: Option<String>,
+    /// The owner role for migrations; defaults to `database_url`.
+    pub migration_database_url: Option<String>,
+    pub db_max_connections: u32,
+    pub jwt_secret: Option<Vec<u8>>,
+    /// `(key id, base64 32-byte key)`.
+    pub encryption_key: Option<(String, String)>,
+    pub retired_encryption_keys: Vec<(String, String)>,
+    pub access_token_ttl_secs: i64,
+    pub refresh_token_ttl_days: i64,
+    pub body_limit_bytes: usize,
+    pub cors_allowed_origins: Vec<String>,
+    pub password_cost: PasswordCost,
+}
+
+impl std::fmt::Debug for Config {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Config")
+            .field("bind", &self.bind)
+            .field("database", &self.database_url.as_ref().map(|_| "<set>"))
+            .field("db_max_connections", &self.db_max_connections)
+            .field("body_limit_bytes", &self.body_limit_bytes)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            bind: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            database_url: None,
+            migration_database_url: None,
+            db_max_connections: 16,
+            jwt_secret: None,
+            encryption_key: None,
+            retired_encryption_keys: Vec::new(),
+            access_token_ttl_secs: 15 * 60,
+            refresh_token_ttl_days: 30,
+            body_limit_bytes: 1024 * 1024,
+            cors_allowed_origins: Vec::new(),
+            password_cost: PasswordCost::Standard,
+        }
+    }
+}
+
+fn var(name: &str) -> Option<String> {
+    std::env::var(name).ok().filter(|v| !v.trim().is_empty())
+}
+
+fn parsed<T: std::str::FromStr>(name: &str, default: T) -> anyhow::Result<T>
+where
+    T::Err: std::fmt::Display,
+{
+    match var(name) {
+        None => Ok(default),
+        Some(v) => v
+            .trim()
+            .parse()
+            .map_err(|e| anyhow::anyhow!("{name}={v:?} is not valid: {e}")),
+    }
+}
+
+/// Parses `id:base64,id:base64`.
+fn key_list(name: &str) -> anyhow::Result<Vec<(String, String)>> {
+    let Some(v) = var(name) else {
+        return Ok(Vec::new());
+    };
+    v.split(',')
+        .filter(|s| !s.trim().is_empty())
+        .map(|pair| {
+            pair.split_once(':')
+                .map(|(id, key)| (id.trim().to_owned(), key.trim().to_owned()))
+                .with_context(|| format!("{name}: expected `key_id:base64key` entries separated by commas"))
+        })
+        .collect()
+}
+
+impl Config {
+    /// Reads the environment.
+    ///
+    /// # Errors
+    /// When a variable is set to something unparseable.
+    pub fn from_env() -> anyhow::Result<Self> {
+        let d = Self::default();
+        let encryption_key = var("TRELLIS_ENCRYPTION_KEY")
+            .map(|k| (var("TRELLIS_ENCRYPTION_KEY_ID").unwrap_or_else(|| "k1".to_owned()), k));
+        let body_limit_bytes = parsed("TRELLIS_BODY_LIMIT_BYTES", d.body_limit_bytes)?;
+        if body_limit_bytes < 1024 {
+            bail!("TRELLIS_BODY_LIMIT_BYTES must be at least 1024");
+        }
+        Ok(Self {
+            bind: parsed("TRELLIS_BIND", d.bind)?,
+            database_url: var("DATABASE_URL"),
+            migration_database_url: var("TRELLIS_MIGRATION_DATABASE_URL"),
+            db_max_connections: parsed("TRELLIS_DB_MAX_CONNECTIONS", d.db_max_connections)?,
+            jwt_secret: var("TRELLIS_JWT_SECRET").map(String::into_bytes),
+            encryption_key,
+            retired_encryption_keys: key_list("TRELLIS_ENCRYPTION_RETIRED_KEYS")?,
+            access_token_ttl_secs: parsed("TRELLIS_ACCESS_TOKEN_TTL_SECS", d.access_token_ttl_secs)?,
+            refresh_token_ttl_days: parsed("TRELLIS_REFRESH_TOKEN_TTL_DAYS", d.refresh_token_ttl_days)?,
+            body_limit_bytes,
+            cors_allowed_origins: var("TRELLIS_CORS_ORIGINS")
+                .map(|v| v.split(',').map(|s| s.trim().to_owned()).filter(|s| !s.is_empty()).collect())
+                .unwrap_or_default(),
+            password_cost: PasswordCost::Standard,
+        })
+    }
+
+    /// The URL migrations run with: the owner role if given, else the app's.
+    #[must_use]
+    pub fn migration_url(&self) -> Option<&str> {
+        self.migration_database_url.as_deref().or(self.database_url.as_deref())
+    }
+}

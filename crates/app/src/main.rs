@@ -1,0 +1,97 @@
+//! `trellis`: serve the API (default), run migrations, or seed demo data.
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use trellis_app::seed::seed_demo;
+use trellis_app::{Config, Storage, bootstrap};
+
+#[derive(Parser)]
+#[command(name = "trellis", version, about = "Multi-tenant, AI-enabled SaaS platform core")]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Serve the HTTP API (the default). Without DATABASE_URL, runs in memory.
+    Serve,
+    /// Apply pending database migrations (uses TRELLIS_MIGRATION_DATABASE_URL or DATABASE_URL).
+    Migrate,
+    /// Create the demo tenant and a superadmin, and print their credentials.
+    Seed,
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("TRELLIS_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,sqlx=warn,sea_orm=warn")),
+        )
+        .init();
+    let config = Config::from_env()?;
+    match Cli::parse().command.unwrap_or(Command::Serve) {
+        Command::Serve => serve(config).await,
+        Command::Migrate => {
+            let url = config
+                .migration_url()
+                .context("set DATABASE_URL (or TRELLIS_MIGRATION_DATABASE_URL) to migrate")?;
+            trellis_postgres::migrate(url).await?;
+            tracing::info!("migrations applied");
+            Ok(())
+        }
+        Command::Seed => {
+            if config.database_url.is_none() {
+                anyhow::bail!("set DATABASE_URL to seed a database (`trellis serve` without one seeds memory itself)");
+            }
+            let app = bootstrap(&config).await?;
+            let report = seed_demo(&app, std::env::var("TRELLIS_SEED_PASSWORD").ok()).await?;
+            println!("{report}");
+            Ok(())
+        }
+    }
+}
+
+async fn serve(config: Config) -> anyhow::Result<()> {
+    let app = bootstrap(&config).await?;
+    if app.storage == Storage::Memory {
+        tracing::warn!(
+            "NO DATABASE CONFIGURED: running on in-memory storage. NOTHING PERSISTS: every tenant, user and key \
+             is lost when this process stops. Set DATABASE_URL (or run `cargo xtask dev`) for PostgreSQL."
+        );
+        let report = seed_demo(&app, std::env::var("TRELLIS_SEED_PASSWORD").ok()).await?;
+        println!("In-memory demo data (gone at exit):\n{report}");
+    }
+    let listener = tokio::net::TcpListener::bind(config.bind)
+        .await
+        .with_context(|| format!("failed to listen on {}", config.bind))?;
+    tracing::info!(addr = %listener.local_addr()?, "trellis listening; API docs at /docs");
+    trellis_http::serve(listener, app.router(), shutdown_signal()).await?;
+    tracing::info!("shut down cleanly");
+    Ok(())
+}
+
+/// Resolves on Ctrl-C or SIGTERM, so in-flight requests finish before exit.
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        if tokio::signal::ctrl_c().await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {},
+        () = term => {},
+    }
+}
