@@ -1,1 +1,149 @@
-//! placeholder
+//! The HTTP adapter of Trellis: axum routers per domain under `/v1`, authentication
+//! extractors, RFC 9457 problem responses, request ids, tracing, CORS, body limits,
+//! Prometheus metrics, health probes and the OpenAPI document with Swagger UI.
+//!
+//! The app builds an [`AppState`] from the domain services it wired and calls
+//! [`router`]; nothing here chooses adapters. [`serve`] runs the router with
+//! graceful shutdown and the peer address available for login throttling.
+
+pub mod auth;
+pub mod extract;
+pub mod metrics;
+pub mod middleware;
+pub mod openapi;
+pub mod problem;
+pub mod routes;
+pub mod state;
+pub mod validate;
+
+pub use auth::{PlatformAuth, TenantAuth};
+pub use metrics::Metrics;
+pub use problem::{ApiError, FieldError, Problem, ProblemType};
+pub use state::{AlwaysReady, AppState, DEFAULT_BODY_LIMIT_BYTES, HttpConfig, Readiness};
+
+use axum::Router;
+use axum::extract::{DefaultBodyLimit, MatchedPath, Request};
+use axum::http::Uri;
+use std::future::Future;
+use std::net::SocketAddr;
+use tower_http::limit::RequestBodyLimitLayer;
+use tower_http::trace::{DefaultOnResponse, TraceLayer};
+use tracing::Level;
+use utoipa_swagger_ui::SwaggerUi;
+
+/// Every route of the API with its middleware, ready to serve.
+///
+/// Layers, outermost first: request id → metrics → tracing span → problem finaliser →
+/// CORS (only with configured origins) → body limit → routes.
+pub fn router(state: AppState) -> Router {
+    let body_limit = state.config.body_limit_bytes;
+    let cors = middleware::cors(&state.config.cors_allowed_origins);
+    let metrics = state.metrics.clone();
+
+    let routes = Router::new()
+        .merge(routes::auth::router())
+        .merge(routes::platform::router())
+        .merge(routes::tenancy::router())
+        .merge(routes::users::router())
+        .merge(routes::guests::router())
+        .merge(routes::api_keys::router())
+        .merge(routes::ops::router())
+        .merge(SwaggerUi::new("/docs").url("/openapi.json", openapi::openapi()))
+        .fallback(not_found)
+        // One limit for everything, enforced by the layer (which checks
+        // Content-Length up front and caps streamed bodies); axum's own 2 MB default
+        // would otherwise silently cap a larger configured limit.
+        .layer(DefaultBodyLimit::disable())
+        .layer(RequestBodyLimitLayer::new(body_limit));
+    let routes = match cors {
+        Some(cors) => routes.layer(cors),
+        None => routes,
+    };
+    routes
+        .layer(axum::middleware::from_fn(middleware::problems))
+        .layer(
+            TraceLayer::new_for_http()
+                .make_span_with(make_span)
+                .on_response(DefaultOnResponse::new().level(Level::INFO)),
+        )
+        .layer(axum::middleware::from_fn_with_state(
+            metrics,
+            metrics::track,
+        ))
+        .layer(axum::middleware::from_fn(middleware::request_id))
+        .with_state(state)
+}
+
+/// The span every request's logs are recorded in. `tenant_id` is filled in by the
+/// auth extractors once the caller is known.
+fn make_span(req: &Request) -> tracing::Span {
+    let request_id = req
+        .extensions()
+        .get::<middleware::RequestId>()
+        .map_or("-", |r| r.0.as_str());
+    let route = req
+        .extensions()
+        .get::<MatchedPath>()
+        .map(MatchedPath::as_str);
+    tracing::info_span!(
+        "request",
+        method = %req.method(),
+        path = %req.uri().path(),
+        route,
+        request_id,
+        tenant_id = tracing::field::Empty,
+    )
+}
+
+/// The fallback for paths no route matches.
+async fn not_found(uri: Uri) -> ApiError {
+    ApiError::not_found(format!("no resource at {}", uri.path()))
+}
+
+/// Serves `router` on `listener` until `shutdown` completes, then lets in-flight
+/// requests finish. Connections carry the peer address, which login throttling uses.
+///
+/// # Errors
+/// When accepting connections fails.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    router: Router,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    axum::serve(
+        listener,
+        router.into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .with_graceful_shutdown(shutdown)
+    .await
+}
+
+/// Completes on Ctrl-C or, on Unix, SIGTERM (what orchestrators send). If a signal
+/// handler cannot be installed, that signal is simply never awaited.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        if let Err(e) = tokio::signal::ctrl_c().await {
+            tracing::warn!(error = %e, "cannot listen for Ctrl-C");
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot listen for SIGTERM");
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {},
+        () = terminate => {},
+    }
+    tracing::info!("shutting down");
+}
