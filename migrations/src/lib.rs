@@ -1,1 +1,27 @@
-//! placeholder
+//! The Trellis database schema as an ordered list of sea-orm migrations.
+//!
+//! Each migration is raw SQL (the DDL is the reviewable artefact, and row-level security,
+//! partial unique indexes and comments are clearer in SQL than in a builder). A landed
+//! migration is never edited: change the schema by adding a new file. Seed data never
+//! lives here (`cargo xtask seed` loads fixtures).
+
+use sea_orm_migration::prelude::*;
+
+mod m20261122_000001_create_tenancy;
+mod m20261122_000002_create_identity;
+
+pub use sea_orm_migration::MigratorTrait;
+
+/// Every migration of the schema, oldest first.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Migrator;
+
+#[async_trait::async_trait]
+impl MigratorTrait for Migrator {
+    fn migrations() -> Vec<Box<dyn MigrationTrait>> {
+        vec![
+            Box::new(m20261122_000001_create_tenancy::Migration),
+            Box::new(m20261122_000002_create_identity::Migration),
+        ]
+    }
+}

@@ -1,1 +1,16 @@
-//! placeholder
+//! The Postgres adapter of Trellis: SeaORM entities, the repositories that implement
+//! the tenancy and identity ports on [`PgStore`], and [`migrate`].
+//!
+//! Tenancy is enforced here twice: every unit of work is a transaction scoped with
+//! `set_config('trellis.tenant_id', …, true)` (or platform mode) so the database's
+//! row-level security policies apply, and every query filters by `tenant_id` as well.
+
+mod entity;
+mod error;
+mod mapper;
+mod migrate;
+mod repo;
+mod store;
+
+pub use migrate::migrate;
+pub use store::PgStore;

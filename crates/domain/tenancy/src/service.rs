@@ -131,6 +131,21 @@ impl TenancyService {
         self.repo.set_status(ctx, id, status).await
     }
 
+    /// Changes a tenant's plan limits (user limit, allowed LLM providers, default
+    /// model): a platform decision, not the tenant admin's.
+    ///
+    /// # Errors
+    /// `NotFound` for an unknown tenant.
+    pub async fn set_config(&self, ctx: &PlatformCtx, id: TenantId, config: TenantConfig) -> Result<Tenant> {
+        self.repo.get(ctx, id).await?;
+        let tenant_ctx = TenantCtx::system(id);
+        let patch = TenantPatch {
+            config: Some(config),
+            ..TenantPatch::default()
+        };
+        self.repo.update(&tenant_ctx, patch).await
+    }
+
     /// # Errors
     /// `NotFound` for an unknown tenant.
     pub async fn delete_tenant(&self, ctx: &PlatformCtx, id: TenantId) -> Result<()> {
@@ -152,6 +167,18 @@ impl TenancyService {
         require(ctx, Permission::TenantManage)?;
         if let Some(name) = &patch.name {
             patch.name = Some(bounded_text("name", name, 200, false)?);
+        }
+        if let Some(config) = &mut patch.config {
+            // The user limit and allowed providers are part of the plan the platform
+            // sells, so tenant admins may only change the default model.
+            let current = self.repo.current(ctx).await?.config;
+            if config.max_users != current.max_users || config.allowed_llm_providers != current.allowed_llm_providers {
+                return Err(TenancyError::Forbidden);
+            }
+            *config = TenantConfig {
+                default_model: config.default_model.clone(),
+                ..current
+            };
         }
         self.repo.update(ctx, patch).await
     }
@@ -338,6 +365,24 @@ mod tests {
             .await
             .unwrap_err();
         assert!(matches!(err, TenancyError::Invalid(v) if v.field == "provider"));
+    }
+
+    #[tokio::test]
+    async fn a_tenant_admin_cannot_raise_their_own_user_limit() {
+        let tid = TenantId::new();
+        let mut repo = MockTenantRepo::new();
+        repo.expect_current().returning(move |_| Ok(tenant(tid, vec![])));
+        repo.expect_update().never();
+        let svc = service(repo, MockSecretCipher::new());
+        let patch = TenantPatch {
+            config: Some(TenantConfig {
+                max_users: Some(10_000),
+                ..TenantConfig::default()
+            }),
+            ..TenantPatch::default()
+        };
+        let err = svc.update_settings(&TenantCtx::system(tid), patch).await.unwrap_err();
+        assert!(matches!(err, TenancyError::Forbidden));
     }
 
     #[tokio::test]

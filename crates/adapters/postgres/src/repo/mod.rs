@@ -1,0 +1,19 @@
+//! The port implementations on [`PgStore`](crate::PgStore), one module per port. Each
+//! method is one unit of work through the store's scoped-transaction helpers, and
+//! every query also names its `tenant_id` (defence in depth behind row-level security).
+
+mod api_keys;
+mod memberships;
+mod platform_admins;
+mod refresh_tokens;
+mod tenants;
+mod users;
+
+/// Serialises a domain value into a `jsonb` column value.
+fn to_json<T: serde::Serialize + ?Sized>(
+    value: &T,
+    what: &str,
+) -> anyhow::Result<serde_json::Value> {
+    use anyhow::Context as _;
+    serde_json::to_value(value).with_context(|| format!("failed to serialise {what}"))
+}

@@ -1,0 +1,18 @@
+//! The Postgres adapter against a real PostgreSQL: row-level security really isolates
+//! tenants, the schema follows the tenancy rules, the application role cannot escape
+//! them, and the behaviour only a database has (atomic units of work, concurrent
+//! compare-and-set, cascades, migrations) holds.
+//!
+//! Needs `DATABASE_URL` and `TRELLIS_MIGRATION_DATABASE_URL`; `cargo xtask test` sets
+//! both. Tests share one database and stay apart by creating their own tenants.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code
+
+mod postgres {
+    pub mod adapter;
+    pub mod migrations;
+    pub mod rls;
+    pub mod roles;
+    pub mod schema;
+    pub mod support;
+}

@@ -1,0 +1,267 @@
+//! What only a real database shows about the adapter: units of work are atomic,
+//! `mark_used` is a true compare-and-set under concurrency, constraint violations
+//! become the right domain errors, cascades run under row security, and a corrupt row
+//! is an error rather than a panic. (The port contracts themselves are covered by the
+//! conformance suite, which runs the same cases against every adapter.)
+
+use super::support::{
+    begin_in, email, first_admin, new_tenant, owner_url, raw, stmt_with, store, tenant,
+    unique_slug, user,
+};
+use sea_orm::ConnectionTrait;
+use trellis_identity::{
+    ApiKeyRepo, IdentityError, Membership, MembershipRepo, NewApiKey, RefreshToken,
+    RefreshTokenRepo, UserRepo,
+};
+use trellis_kernel::{
+    ApiKeyId, MembershipId, PlatformCtx, RefreshTokenId, Role, SessionFamilyId, UserId,
+};
+use trellis_postgres::PgStore;
+use trellis_tenancy::{FirstAdmin, Hostname, TenancyError, TenantPatch, TenantRepo};
+
+fn token(user: UserId, membership: Option<MembershipId>) -> RefreshToken {
+    let now = chrono::Utc::now();
+    RefreshToken {
+        id: RefreshTokenId::new(),
+        family_id: SessionFamilyId::new(),
+        user_id: user,
+        membership_id: membership,
+        token_hash: uuid::Uuid::now_v7().simple().to_string(),
+        expires_at: now + chrono::Duration::days(1),
+        used_at: None,
+        revoked_at: None,
+        created_at: now,
+    }
+}
+
+#[tokio::test]
+async fn a_tenant_whose_first_admin_cannot_be_stored_is_not_created_either() {
+    let store = store().await;
+    let slug = unique_slug("atomic");
+    let new = new_tenant(&slug);
+    let id = new.id;
+    // An empty name breaks the users table's CHECK after the tenant row went in.
+    let bad_admin = FirstAdmin {
+        name: String::new(),
+        ..first_admin()
+    };
+    let failed = store.create(&PlatformCtx::system(), new, bad_admin).await;
+    assert!(
+        matches!(failed, Err(TenancyError::Unexpected(_))),
+        "{failed:?}"
+    );
+    assert!(matches!(
+        TenantRepo::get(&store, &PlatformCtx::system(), id).await,
+        Err(TenancyError::NotFound)
+    ));
+    // The slug was never taken.
+    store
+        .create(&PlatformCtx::system(), new_tenant(&slug), first_admin())
+        .await
+        .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn of_concurrent_refreshes_with_one_token_exactly_one_wins() {
+    let store = store().await;
+    let (_, ctx, admin) = tenant(&store).await;
+    let t = token(admin, None);
+    RefreshTokenRepo::insert(&store, &ctx, t.clone())
+        .await
+        .unwrap();
+    let attempts: Vec<_> = (0..8)
+        .map(|_| {
+            let (store, ctx, hash) = (store.clone(), ctx.clone(), t.token_hash.clone());
+            tokio::spawn(async move {
+                store
+                    .mark_used(&ctx, &hash, chrono::Utc::now())
+                    .await
+                    .unwrap()
+            })
+        })
+        .collect();
+    let mut wins = 0;
+    for attempt in attempts {
+        wins += usize::from(attempt.await.unwrap());
+    }
+    assert_eq!(wins, 1);
+}
+
+#[tokio::test]
+async fn unique_violations_become_conflicts_that_say_what_is_taken() {
+    let store = store().await;
+    let (t, ctx, _) = tenant(&store).await;
+    user(&store, &ctx, "dup@example.com").await;
+    let mut again = trellis_identity::NewUser {
+        id: UserId::new(),
+        email: email("dup@example.com"),
+        email_verified: false,
+        name: "Dup".into(),
+        username: None,
+        avatar_url: None,
+        role: Role::User,
+        tier: trellis_identity::Tier::Free,
+        password_hash: None,
+        oauth: None,
+        preferences: trellis_identity::Preferences::default(),
+    };
+    let err = UserRepo::insert(&store, &ctx, again.clone())
+        .await
+        .unwrap_err();
+    assert_eq!(err.to_string(), "a user with this email already exists");
+
+    again.email = email("other@example.com");
+    again.username = Some(trellis_identity::Username::parse("same.name").unwrap());
+    UserRepo::insert(&store, &ctx, again.clone()).await.unwrap();
+    again.id = UserId::new();
+    again.email = email("third@example.com");
+    let err = UserRepo::insert(&store, &ctx, again).await.unwrap_err();
+    assert_eq!(err.to_string(), "a user with this username already exists");
+
+    // Another slug but the same subdomain.
+    let mut clash = new_tenant(&unique_slug("clash"));
+    clash.subdomain = t.subdomain.clone();
+    let err = store
+        .create(&PlatformCtx::system(), clash, first_admin())
+        .await
+        .unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "a tenant with this subdomain already exists"
+    );
+}
+
+#[tokio::test]
+async fn an_api_key_cannot_name_a_creator_from_another_tenant() {
+    let store = store().await;
+    let (_, a, _) = tenant(&store).await;
+    let (_, _, b_admin) = tenant(&store).await;
+    let new = NewApiKey {
+        id: ApiKeyId::new(),
+        name: "ci".into(),
+        prefix: "abcdefabcdef".into(),
+        secret_hash: "h".into(),
+        scopes: vec![],
+        created_by: b_admin,
+        expires_at: None,
+    };
+    let err = ApiKeyRepo::insert(&store, &a, new).await.unwrap_err();
+    assert!(matches!(err, IdentityError::NotFound("user")), "{err:?}");
+}
+
+#[tokio::test]
+async fn removing_a_guest_ends_the_guests_sessions() {
+    let store = store().await;
+    let (home, home_ctx, _) = tenant(&store).await;
+    let (_, host, _) = tenant(&store).await;
+    let guest = user(&store, &home_ctx, "guest@example.com").await;
+    let m = MembershipRepo::insert(
+        &store,
+        &host,
+        Membership {
+            id: MembershipId::new(),
+            tenant_id: host.tenant_id(),
+            home_tenant_id: home.id,
+            user_id: guest.id,
+            email: guest.email.clone(),
+            role: Role::User,
+            created_at: chrono::Utc::now(),
+        },
+    )
+    .await
+    .unwrap();
+    let t = token(guest.id, Some(m.id));
+    RefreshTokenRepo::insert(&store, &host, t.clone())
+        .await
+        .unwrap();
+    MembershipRepo::delete(&store, &host, m.id).await.unwrap();
+    assert!(
+        store
+            .find_by_hash(&host, &t.token_hash)
+            .await
+            .unwrap()
+            .is_none()
+    );
+}
+
+#[tokio::test]
+async fn a_corrupt_row_is_an_unexpected_error_not_a_panic() {
+    let store = store().await;
+    let (t, ctx, _) = tenant(&store).await;
+    let u = user(&store, &ctx, "corrupt@example.com").await;
+    // Even the owner is subject to the (forced) policy, so it scopes itself too.
+    let owner = raw(&owner_url()).await;
+    let txn = begin_in(&owner, t.id).await;
+    txn.execute_raw(stmt_with(
+        "UPDATE users SET username = 'not a username!' WHERE tenant_id = $1 AND id = $2",
+        vec![t.id.as_uuid().into(), u.id.as_uuid().into()],
+    ))
+    .await
+    .unwrap();
+    txn.commit().await.unwrap();
+
+    let err = UserRepo::get(&store, &ctx, u.id).await.unwrap_err();
+    let IdentityError::Unexpected(e) = err else {
+        panic!("expected Unexpected, got {err:?}");
+    };
+    assert!(
+        format!("{e:#}").contains(&format!("users row {} has an invalid username", u.id)),
+        "{e:#}"
+    );
+}
+
+#[tokio::test]
+async fn a_deleted_tenants_custom_domain_is_free_again_but_its_subdomain_is_not() {
+    let store = store().await;
+    let (old, old_ctx, _) = tenant(&store).await;
+    let domain = Hostname::parse(&format!("{}.example.com", unique_slug("cd"))).unwrap();
+    let patch = TenantPatch {
+        custom_domain: Some(Some(domain.clone())),
+        ..TenantPatch::default()
+    };
+    TenantRepo::update(&store, &old_ctx, patch.clone())
+        .await
+        .unwrap();
+    TenantRepo::soft_delete(&store, &PlatformCtx::system(), old.id)
+        .await
+        .unwrap();
+
+    let (_, new_ctx, _) = tenant(&store).await;
+    let moved = TenantRepo::update(&store, &new_ctx, patch).await.unwrap();
+    assert_eq!(moved.custom_domain, Some(domain));
+
+    let mut reuse = new_tenant(&unique_slug("reuse"));
+    reuse.subdomain = old.subdomain.clone();
+    let err = store
+        .create(&PlatformCtx::system(), reuse, first_admin())
+        .await
+        .unwrap_err();
+    assert!(matches!(err, TenancyError::Conflict(_)), "{err:?}");
+}
+
+#[tokio::test]
+async fn a_rolled_back_unit_of_work_leaves_no_tenant_setting_behind() {
+    // With one pooled connection, every unit of work reuses it; neither a committed
+    // platform one (creating the tenant) nor a failed tenant one may leave its
+    // settings on it for the next user.
+    super::support::migrated().await;
+    let store = PgStore::connect(&super::support::app_url(), 1)
+        .await
+        .unwrap();
+    let (_, a, _) = tenant(&store).await;
+    let missing = UserRepo::get(&store, &a, UserId::new()).await;
+    assert!(matches!(missing, Err(IdentityError::NotFound(_))));
+    let row = store
+        .connection()
+        .query_one_raw(stmt_with(
+            "SELECT coalesce(current_setting('trellis.tenant_id', true), '') AS t, \
+                        coalesce(current_setting('trellis.platform', true), '') AS p",
+            vec![],
+        ))
+        .await
+        .unwrap()
+        .unwrap();
+    let t: String = row.try_get("", "t").unwrap();
+    let p: String = row.try_get("", "p").unwrap();
+    assert_eq!((t.as_str(), p.as_str()), ("", ""));
+}

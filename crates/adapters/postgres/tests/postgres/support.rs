@@ -1,0 +1,156 @@
+//! Shared set-up: database URLs from the environment, migrations applied once per test
+//! binary, connections as the application role, and fresh tenants.
+
+use sea_orm::{
+    ConnectOptions, ConnectionTrait, Database, DatabaseConnection, DatabaseTransaction, DbBackend,
+    QueryResult, Statement, TransactionTrait,
+};
+use tokio::sync::OnceCell;
+use trellis_identity::{NewUser, Preferences, Tier, User, UserRepo};
+use trellis_kernel::{Email, PasswordHash, PlatformCtx, Role, Slug, TenantCtx, TenantId, UserId};
+use trellis_postgres::PgStore;
+use trellis_tenancy::{Branding, FirstAdmin, NewTenant, Plan, Tenant, TenantConfig, TenantRepo};
+
+fn var(name: &str) -> String {
+    match std::env::var(name) {
+        Ok(v) if !v.is_empty() => v,
+        _ => panic!(
+            "{name} is not set. Run these tests with `cargo xtask test`, which starts \
+             PostgreSQL and sets it; or run `cargo xtask db up`, then \
+             `set -a; . .trellis/db.env; set +a` before `cargo test`."
+        ),
+    }
+}
+
+/// The application role: owns nothing, no `BYPASSRLS`.
+pub fn app_url() -> String {
+    var("DATABASE_URL")
+}
+
+/// The role that owns the schema and runs migrations.
+pub fn owner_url() -> String {
+    var("TRELLIS_MIGRATION_DATABASE_URL")
+}
+
+static MIGRATED: OnceCell<()> = OnceCell::const_new();
+
+/// Applies the migrations once per test binary (the advisory lock in `migrate`
+/// serialises binaries running at the same time).
+pub async fn migrated() {
+    MIGRATED
+        .get_or_init(|| async {
+            trellis_postgres::migrate(&owner_url())
+                .await
+                .expect("migrations apply");
+        })
+        .await;
+}
+
+/// A store logged in as the application role, on a migrated database. Each test
+/// makes its own, because a pool belongs to the runtime of the test that made it.
+pub async fn store() -> PgStore {
+    migrated().await;
+    PgStore::connect(&app_url(), 4)
+        .await
+        .expect("connect as the app role")
+}
+
+/// A single raw connection as `url`; one connection, so settings made outside a
+/// transaction are visible to the next statement.
+pub async fn raw(url: &str) -> DatabaseConnection {
+    migrated().await;
+    let mut opts = ConnectOptions::new(url.to_owned());
+    opts.max_connections(1).sqlx_logging(false);
+    Database::connect(opts).await.expect("connect")
+}
+
+pub fn stmt(sql: &str) -> Statement {
+    Statement::from_string(DbBackend::Postgres, sql.to_owned())
+}
+
+pub fn stmt_with(sql: &str, values: Vec<sea_orm::Value>) -> Statement {
+    Statement::from_sql_and_values(DbBackend::Postgres, sql, values)
+}
+
+/// Opens a transaction scoped to `tenant`, as the adapter does.
+pub async fn begin_in(db: &DatabaseConnection, tenant: TenantId) -> DatabaseTransaction {
+    let txn = db.begin().await.unwrap();
+    txn.execute_raw(stmt_with(
+        "SELECT set_config('trellis.tenant_id', $1, true)",
+        vec![tenant.to_string().into()],
+    ))
+    .await
+    .unwrap();
+    txn
+}
+
+pub async fn query(db: &impl ConnectionTrait, sql: &str) -> Vec<QueryResult> {
+    db.query_all_raw(stmt(sql))
+        .await
+        .unwrap_or_else(|e| panic!("query failed: {e}\n{sql}"))
+}
+
+pub fn unique_slug(prefix: &str) -> Slug {
+    let id = uuid::Uuid::now_v7().simple().to_string();
+    Slug::parse(&format!("{prefix}-{}", &id[id.len() - 12..])).unwrap()
+}
+
+pub fn email(s: &str) -> Email {
+    Email::parse(s).unwrap()
+}
+
+pub fn new_tenant(slug: &Slug) -> NewTenant {
+    NewTenant {
+        id: TenantId::new(),
+        name: format!("Tenant {slug}"),
+        slug: slug.clone(),
+        subdomain: slug.clone(),
+        custom_domain: None,
+        branding: Branding::default(),
+        config: TenantConfig::default(),
+        plan: Plan::Free,
+    }
+}
+
+pub fn first_admin() -> FirstAdmin {
+    FirstAdmin {
+        id: UserId::new(),
+        email: email("admin@example.com"),
+        name: "First Admin".into(),
+        password_hash: PasswordHash::from_phc("$argon2id$fake"),
+    }
+}
+
+/// A fresh tenant with its first admin: the tenant, a system context in it, the
+/// admin's id.
+pub async fn tenant(store: &PgStore) -> (Tenant, TenantCtx, UserId) {
+    let admin = first_admin();
+    let admin_id = admin.id;
+    let t = store
+        .create(
+            &PlatformCtx::system(),
+            new_tenant(&unique_slug("pg")),
+            admin,
+        )
+        .await
+        .unwrap();
+    let ctx = TenantCtx::system(t.id);
+    (t, ctx, admin_id)
+}
+
+pub async fn user(store: &PgStore, ctx: &TenantCtx, addr: &str) -> User {
+    let new = NewUser {
+        id: UserId::new(),
+        email: email(addr),
+        email_verified: false,
+        name: "Some One".into(),
+        username: None,
+        avatar_url: None,
+        role: Role::User,
+        tier: Tier::Free,
+        password_hash: Some(PasswordHash::from_phc("$argon2id$x")),
+        oauth: None,
+        preferences: Preferences::default(),
+    };
+    UserRepo::insert(store, ctx, new).await.unwrap()
+}
