@@ -67,7 +67,9 @@ pub async fn spawn_app_with(adjust: impl FnOnce(&mut Config)) -> TestApp {
     let base = format!("http://{}", listener.local_addr().unwrap());
     let router = app.router();
     tokio::spawn(async move {
-        trellis_http::serve(listener, router, std::future::pending()).await.unwrap();
+        trellis_http::serve(listener, router, std::future::pending())
+            .await
+            .unwrap();
     });
     TestApp {
         base,
@@ -124,14 +126,26 @@ impl TestApp {
         let password = Password::parse("root-password-1").unwrap();
         self.app
             .identity
-            .create_platform_admin(&PlatformCtx::system(), Email::parse(&email).unwrap(), "Root", &password)
+            .create_platform_admin(
+                &PlatformCtx::system(),
+                Email::parse(&email).unwrap(),
+                "Root",
+                &password,
+            )
             .await
             .unwrap();
         let res = self
-            .post_json("/v1/auth/login", None, &json!({"email": email, "password": "root-password-1"}))
+            .post_json(
+                "/v1/auth/login",
+                None,
+                &json!({"email": email, "password": "root-password-1"}),
+            )
             .await;
         assert_eq!(res.status(), 200, "superadmin login failed");
-        res.json::<Value>().await.unwrap()["access_token"].as_str().unwrap().to_owned()
+        res.json::<Value>().await.unwrap()["access_token"]
+            .as_str()
+            .unwrap()
+            .to_owned()
     }
 
     /// Logs in and returns the access token, asserting success.
@@ -168,16 +182,34 @@ impl TestApp {
         req.send().await.unwrap()
     }
 
-    pub async fn post_json(&self, path: &str, token: Option<&str>, body: &Value) -> reqwest::Response {
-        self.send_json(reqwest::Method::POST, path, token, body).await
+    pub async fn post_json(
+        &self,
+        path: &str,
+        token: Option<&str>,
+        body: &Value,
+    ) -> reqwest::Response {
+        self.send_json(reqwest::Method::POST, path, token, body)
+            .await
     }
 
-    pub async fn patch_json(&self, path: &str, token: Option<&str>, body: &Value) -> reqwest::Response {
-        self.send_json(reqwest::Method::PATCH, path, token, body).await
+    pub async fn patch_json(
+        &self,
+        path: &str,
+        token: Option<&str>,
+        body: &Value,
+    ) -> reqwest::Response {
+        self.send_json(reqwest::Method::PATCH, path, token, body)
+            .await
     }
 
-    pub async fn put_json(&self, path: &str, token: Option<&str>, body: &Value) -> reqwest::Response {
-        self.send_json(reqwest::Method::PUT, path, token, body).await
+    pub async fn put_json(
+        &self,
+        path: &str,
+        token: Option<&str>,
+        body: &Value,
+    ) -> reqwest::Response {
+        self.send_json(reqwest::Method::PUT, path, token, body)
+            .await
     }
 
     pub async fn send_json(
@@ -218,6 +250,9 @@ pub async fn problem(res: reqwest::Response, status: u16) -> Value {
         .get("content-type")
         .map(|v| v.to_str().unwrap_or_default().to_owned())
         .unwrap_or_default();
-    assert!(ct.starts_with("application/problem+json"), "content type was {ct:?}");
+    assert!(
+        ct.starts_with("application/problem+json"),
+        "content type was {ct:?}"
+    );
     res.json().await.unwrap()
 }

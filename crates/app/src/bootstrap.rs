@@ -33,7 +33,6 @@ pub struct App {
 
 impl App {
     /// The complete HTTP API.
-    #[must_use]
     pub fn router(&self) -> axum::Router {
         trellis_http::router(self.state.clone())
     }
@@ -66,22 +65,41 @@ pub async fn bootstrap(config: &Config) -> anyhow::Result<App> {
     let throttle = Arc::new(InMemoryLoginThrottle::new(ThrottleLimits::default()));
     let clock = Arc::new(SystemClock);
 
-    let (storage, ports, tenants, readiness): (_, _, Arc<dyn trellis_tenancy::TenantRepo>, Option<Arc<dyn Readiness>>) =
-        match &config.database_url {
-            None => {
-                let store = MemoryStore::new();
-                (Storage::Memory, identity_ports(&store), Arc::new(store), None)
-            }
-            Some(url) => {
-                let store = PgStore::connect(url, config.db_max_connections)
-                    .await
-                    .context("failed to connect to PostgreSQL (DATABASE_URL)")?;
-                let readiness: Arc<dyn Readiness> = Arc::new(PgReadiness(store.clone()));
-                (Storage::Postgres, identity_ports(&store), Arc::new(store), Some(readiness))
-            }
-        };
+    let (storage, ports, tenants, readiness): (
+        _,
+        _,
+        Arc<dyn trellis_tenancy::TenantRepo>,
+        Option<Arc<dyn Readiness>>,
+    ) = match &config.database_url {
+        None => {
+            let store = MemoryStore::new();
+            (
+                Storage::Memory,
+                identity_ports(&store),
+                Arc::new(store),
+                None,
+            )
+        }
+        Some(url) => {
+            let store = PgStore::connect(url, config.db_max_connections)
+                .await
+                .context("failed to connect to PostgreSQL (DATABASE_URL)")?;
+            let readiness: Arc<dyn Readiness> = Arc::new(PgReadiness(store.clone()));
+            (
+                Storage::Postgres,
+                identity_ports(&store),
+                Arc::new(store),
+                Some(readiness),
+            )
+        }
+    };
 
-    let tenancy = Arc::new(TenancyService::new(tenants.clone(), hasher.clone(), cipher, clock.clone()));
+    let tenancy = Arc::new(TenancyService::new(
+        tenants.clone(),
+        hasher.clone(),
+        cipher,
+        clock.clone(),
+    ));
     let identity = Arc::new(IdentityService::new(
         IdentityPorts {
             users: ports.users,
@@ -138,7 +156,10 @@ where
     }
 }
 
-type Secrets = (Arc<dyn trellis_identity::TokenSigner>, Arc<dyn SecretCipher>);
+type Secrets = (
+    Arc<dyn trellis_identity::TokenSigner>,
+    Arc<dyn SecretCipher>,
+);
 
 /// With a database, both secrets are required: tokens must survive restarts and the
 /// stored API keys must stay readable. In memory, missing ones are made up per run.

@@ -90,7 +90,9 @@ fn key_list(name: &str) -> anyhow::Result<Vec<(String, String)>> {
         .map(|pair| {
             pair.split_once(':')
                 .map(|(id, key)| (id.trim().to_owned(), key.trim().to_owned()))
-                .with_context(|| format!("{name}: expected `key_id:base64key` entries separated by commas"))
+                .with_context(|| {
+                    format!("{name}: expected `key_id:base64key` entries separated by commas")
+                })
         })
         .collect()
 }
@@ -102,8 +104,12 @@ impl Config {
     /// When a variable is set to something unparseable.
     pub fn from_env() -> anyhow::Result<Self> {
         let d = Self::default();
-        let encryption_key = var("TRELLIS_ENCRYPTION_KEY")
-            .map(|k| (var("TRELLIS_ENCRYPTION_KEY_ID").unwrap_or_else(|| "k1".to_owned()), k));
+        let encryption_key = var("TRELLIS_ENCRYPTION_KEY").map(|k| {
+            (
+                var("TRELLIS_ENCRYPTION_KEY_ID").unwrap_or_else(|| "k1".to_owned()),
+                k,
+            )
+        });
         let body_limit_bytes = parsed("TRELLIS_BODY_LIMIT_BYTES", d.body_limit_bytes)?;
         if body_limit_bytes < 1024 {
             bail!("TRELLIS_BODY_LIMIT_BYTES must be at least 1024");
@@ -116,11 +122,22 @@ impl Config {
             jwt_secret: var("TRELLIS_JWT_SECRET").map(String::into_bytes),
             encryption_key,
             retired_encryption_keys: key_list("TRELLIS_ENCRYPTION_RETIRED_KEYS")?,
-            access_token_ttl_secs: parsed("TRELLIS_ACCESS_TOKEN_TTL_SECS", d.access_token_ttl_secs)?,
-            refresh_token_ttl_days: parsed("TRELLIS_REFRESH_TOKEN_TTL_DAYS", d.refresh_token_ttl_days)?,
+            access_token_ttl_secs: parsed(
+                "TRELLIS_ACCESS_TOKEN_TTL_SECS",
+                d.access_token_ttl_secs,
+            )?,
+            refresh_token_ttl_days: parsed(
+                "TRELLIS_REFRESH_TOKEN_TTL_DAYS",
+                d.refresh_token_ttl_days,
+            )?,
             body_limit_bytes,
             cors_allowed_origins: var("TRELLIS_CORS_ORIGINS")
-                .map(|v| v.split(',').map(|s| s.trim().to_owned()).filter(|s| !s.is_empty()).collect())
+                .map(|v| {
+                    v.split(',')
+                        .map(|s| s.trim().to_owned())
+                        .filter(|s| !s.is_empty())
+                        .collect()
+                })
                 .unwrap_or_default(),
             password_cost: PasswordCost::Standard,
         })
@@ -129,6 +146,8 @@ impl Config {
     /// The URL migrations run with: the owner role if given, else the app's.
     #[must_use]
     pub fn migration_url(&self) -> Option<&str> {
-        self.migration_database_url.as_deref().or(self.database_url.as_deref())
+        self.migration_database_url
+            .as_deref()
+            .or(self.database_url.as_deref())
     }
 }

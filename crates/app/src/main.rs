@@ -6,7 +6,11 @@ use trellis_app::seed::seed_demo;
 use trellis_app::{Config, Storage, bootstrap};
 
 #[derive(Parser)]
-#[command(name = "trellis", version, about = "Multi-tenant, AI-enabled SaaS platform core")]
+#[command(
+    name = "trellis",
+    version,
+    about = "Multi-tenant, AI-enabled SaaS platform core"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Option<Command>,
@@ -26,8 +30,9 @@ enum Command {
 async fn main() -> anyhow::Result<()> {
     tracing_subscriber::fmt()
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("TRELLIS_LOG")
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,sqlx=warn,sea_orm=warn")),
+            tracing_subscriber::EnvFilter::try_from_env("TRELLIS_LOG").unwrap_or_else(|_| {
+                tracing_subscriber::EnvFilter::new("info,sqlx=warn,sea_orm=warn")
+            }),
         )
         .init();
     let config = Config::from_env()?;
@@ -43,7 +48,9 @@ async fn main() -> anyhow::Result<()> {
         }
         Command::Seed => {
             if config.database_url.is_none() {
-                anyhow::bail!("set DATABASE_URL to seed a database (`trellis serve` without one seeds memory itself)");
+                anyhow::bail!(
+                    "set DATABASE_URL to seed a database (`trellis serve` without one seeds memory itself)"
+                );
             }
             let app = bootstrap(&config).await?;
             let report = seed_demo(&app, std::env::var("TRELLIS_SEED_PASSWORD").ok()).await?;

@@ -30,7 +30,11 @@ pub struct SeedReport {
 impl std::fmt::Display for SeedReport {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         writeln!(f, "demo tenant:  {}", self.tenant_slug)?;
-        writeln!(f, "tenant admin: {} / {}", self.admin_email, self.admin_password)?;
+        writeln!(
+            f,
+            "tenant admin: {} / {}",
+            self.admin_email, self.admin_password
+        )?;
         match &self.superadmin_password {
             Some(p) => writeln!(f, "superadmin:   {} / {}", self.superadmin_email, p),
             None => writeln!(
@@ -84,7 +88,11 @@ pub async fn seed_demo(app: &App, password: Option<String>) -> anyhow::Result<Se
             let ctx = TenantCtx::system(tenant.id);
             let admin = app
                 .identity
-                .list_users(&ctx, &trellis_identity::UserFilter::default(), trellis_kernel::PageRequest::default())
+                .list_users(
+                    &ctx,
+                    &trellis_identity::UserFilter::default(),
+                    trellis_kernel::PageRequest::default(),
+                )
                 .await?
                 .items
                 .into_iter()
@@ -99,7 +107,12 @@ pub async fn seed_demo(app: &App, password: Option<String>) -> anyhow::Result<Se
 
     let superadmin_password = match app
         .identity
-        .create_platform_admin(&platform, Email::parse(SUPERADMIN_EMAIL)?, "Platform Admin", &password)
+        .create_platform_admin(
+            &platform,
+            Email::parse(SUPERADMIN_EMAIL)?,
+            "Platform Admin",
+            &password,
+        )
         .await
     {
         Ok(_) => Some(password_text.clone()),

@@ -752,7 +752,7 @@ async fn tenant_settings_and_widget_round_trip() {
                 "name": "Acme Inc",
                 "custom_domain": "chat.acme.test",
                 "branding": {"primary_color": "#123456", "font_family": "Inter"},
-                "config": {"allowed_llm_providers": ["anthropic"], "max_users": 10}
+                "config": {"default_model": "claude-3-5-sonnet"}
             })),
         )
         .await;
@@ -760,7 +760,7 @@ async fn tenant_settings_and_widget_round_trip() {
     let t = app.get("/v1/tenant", Some(&token)).await.json();
     assert_eq!(t["name"], "Acme Inc");
     assert_eq!(t["custom_domain"], "chat.acme.test");
-    assert_eq!(t["config"]["allowed_llm_providers"], json!(["anthropic"]));
+    assert_eq!(t["config"]["default_model"], "claude-3-5-sonnet");
 
     let widget = json!({
         "primary_color": "#abc", "welcome_message": "Hello", "position": "bottom_left",

@@ -29,7 +29,7 @@ impl TenantRepo for MemoryStore {
                     "a tenant with this slug already exists".into(),
                 ));
             }
-            if !row.deleted && t.subdomain == new.subdomain {
+            if t.subdomain == new.subdomain {
                 return Err(TenancyError::Conflict(
                     "a tenant with this subdomain already exists".into(),
                 ));

@@ -10,6 +10,7 @@
 
 mod postgres {
     pub mod adapter;
+    pub mod conformance;
     pub mod migrations;
     pub mod rls;
     pub mod roles;

@@ -279,6 +279,41 @@ pub struct TenantPatch {
     pub config: Option<TenantConfig>,
 }
 
+/// A change to the plan-related config; `None` keeps a field as it is.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct ConfigChange {
+    pub allowed_llm_providers: Option<Vec<LlmProvider>>,
+    pub default_model: Option<Option<String>>,
+    pub max_users: Option<Option<u32>>,
+}
+
+impl ConfigChange {
+    /// The config after this change.
+    #[must_use]
+    pub fn apply(&self, current: &TenantConfig) -> TenantConfig {
+        TenantConfig {
+            allowed_llm_providers: self
+                .allowed_llm_providers
+                .clone()
+                .unwrap_or_else(|| current.allowed_llm_providers.clone()),
+            default_model: self
+                .default_model
+                .clone()
+                .unwrap_or_else(|| current.default_model.clone()),
+            max_users: self.max_users.unwrap_or(current.max_users),
+        }
+    }
+}
+
+/// What a tenant admin asks to change about their own tenant; `None` keeps a field.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct SettingsChange {
+    pub name: Option<String>,
+    pub custom_domain: Option<Option<Hostname>>,
+    pub branding: Option<Branding>,
+    pub config: Option<ConfigChange>,
+}
+
 /// Where the chat widget sits on the page.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]

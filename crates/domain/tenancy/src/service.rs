@@ -1,9 +1,9 @@
 //! Tenancy use cases: one method per thing a superadmin or tenant admin can do.
 
 use crate::{
-    ApiKeyChange, Branding, FirstAdmin, Hostname, LlmConfig, LlmConfigInput, NewTenant, Plan,
-    Result, SecretCipher, TenancyError, Tenant, TenantConfig, TenantPatch, TenantRepo,
-    TenantStatus, WidgetConfig, bounded_text, mask_api_key,
+    ApiKeyChange, Branding, ConfigChange, FirstAdmin, Hostname, LlmConfig, LlmConfigInput,
+    NewTenant, Plan, Result, SecretCipher, SettingsChange, TenancyError, Tenant, TenantConfig,
+    TenantPatch, TenantRepo, TenantStatus, WidgetConfig, bounded_text, mask_api_key,
 };
 use std::sync::Arc;
 use trellis_kernel::{
@@ -136,11 +136,16 @@ impl TenancyService {
     ///
     /// # Errors
     /// `NotFound` for an unknown tenant.
-    pub async fn set_config(&self, ctx: &PlatformCtx, id: TenantId, config: TenantConfig) -> Result<Tenant> {
-        self.repo.get(ctx, id).await?;
+    pub async fn set_config(
+        &self,
+        ctx: &PlatformCtx,
+        id: TenantId,
+        change: ConfigChange,
+    ) -> Result<Tenant> {
+        let current = self.repo.get(ctx, id).await?;
         let tenant_ctx = TenantCtx::system(id);
         let patch = TenantPatch {
-            config: Some(config),
+            config: Some(change.apply(&current.config)),
             ..TenantPatch::default()
         };
         self.repo.update(&tenant_ctx, patch).await
@@ -161,25 +166,38 @@ impl TenancyService {
         self.repo.current(ctx).await
     }
 
+    /// Changes the caller's own tenant. The user limit and allowed providers are part
+    /// of the plan the platform sells, so a tenant admin may change only the default
+    /// model of the config; asking to change the others is `Forbidden`.
+    ///
     /// # Errors
-    /// `Forbidden` without `tenant_manage`; `Invalid` for a bad name.
-    pub async fn update_settings(&self, ctx: &TenantCtx, mut patch: TenantPatch) -> Result<Tenant> {
+    /// `Forbidden` without `tenant_manage` or for a plan limit; `Invalid` for a bad name.
+    pub async fn update_settings(&self, ctx: &TenantCtx, change: SettingsChange) -> Result<Tenant> {
         require(ctx, Permission::TenantManage)?;
-        if let Some(name) = &patch.name {
-            patch.name = Some(bounded_text("name", name, 200, false)?);
-        }
-        if let Some(config) = &mut patch.config {
-            // The user limit and allowed providers are part of the plan the platform
-            // sells, so tenant admins may only change the default model.
-            let current = self.repo.current(ctx).await?.config;
-            if config.max_users != current.max_users || config.allowed_llm_providers != current.allowed_llm_providers {
-                return Err(TenancyError::Forbidden);
+        let name = change
+            .name
+            .as_deref()
+            .map(|n| bounded_text("name", n, 200, false))
+            .transpose()?;
+        let config = match change.config {
+            None => None,
+            Some(c) => {
+                let current = self.repo.current(ctx).await?.config;
+                let next = c.apply(&current);
+                if next.max_users != current.max_users
+                    || next.allowed_llm_providers != current.allowed_llm_providers
+                {
+                    return Err(TenancyError::Forbidden);
+                }
+                Some(next)
             }
-            *config = TenantConfig {
-                default_model: config.default_model.clone(),
-                ..current
-            };
-        }
+        };
+        let patch = TenantPatch {
+            name,
+            custom_domain: change.custom_domain,
+            branding: change.branding,
+            config,
+        };
         self.repo.update(ctx, patch).await
     }
 
@@ -371,17 +389,21 @@ mod tests {
     async fn a_tenant_admin_cannot_raise_their_own_user_limit() {
         let tid = TenantId::new();
         let mut repo = MockTenantRepo::new();
-        repo.expect_current().returning(move |_| Ok(tenant(tid, vec![])));
+        repo.expect_current()
+            .returning(move |_| Ok(tenant(tid, vec![])));
         repo.expect_update().never();
         let svc = service(repo, MockSecretCipher::new());
-        let patch = TenantPatch {
-            config: Some(TenantConfig {
-                max_users: Some(10_000),
-                ..TenantConfig::default()
+        let change = SettingsChange {
+            config: Some(ConfigChange {
+                max_users: Some(Some(10_000)),
+                ..ConfigChange::default()
             }),
-            ..TenantPatch::default()
+            ..SettingsChange::default()
         };
-        let err = svc.update_settings(&TenantCtx::system(tid), patch).await.unwrap_err();
+        let err = svc
+            .update_settings(&TenantCtx::system(tid), change)
+            .await
+            .unwrap_err();
         assert!(matches!(err, TenancyError::Forbidden));
     }
 
@@ -397,7 +419,7 @@ mod tests {
             None,
         );
         let err = svc
-            .update_settings(&ctx, TenantPatch::default())
+            .update_settings(&ctx, SettingsChange::default())
             .await
             .unwrap_err();
         assert!(matches!(err, TenancyError::Forbidden));

@@ -5,7 +5,7 @@ use super::{PageQuery, created, list_response};
 use crate::auth::PlatformAuth;
 use crate::extract::{Json, Path, Query};
 use crate::problem::{ApiError, Problem};
-use crate::routes::tenancy::{BrandingBody, TenantConfigBody, TenantResponse};
+use crate::routes::tenancy::{BrandingBody, ConfigChangeBody, TenantConfigBody, TenantResponse};
 use crate::state::AppState;
 use crate::validate::Fields;
 use axum::Router;
@@ -18,7 +18,8 @@ use std::sync::Arc;
 use trellis_kernel::{Email, Password, Slug, TenantId};
 use trellis_tenancy::service::{CreateTenant, CreatedTenant};
 use trellis_tenancy::{
-    Branding, Hostname, Plan, TenancyService, TenantConfig, TenantStatus, bounded_text,
+    Branding, ConfigChange, Hostname, Plan, TenancyService, TenantConfig, TenantStatus,
+    bounded_text,
 };
 use utoipa::ToSchema;
 use uuid::Uuid;
@@ -130,22 +131,31 @@ impl From<CreatedTenant> for CreatedTenantResponse {
     }
 }
 
-/// Suspend or reactivate a tenant.
+/// Suspend or reactivate a tenant, and/or change its plan limits.
 #[derive(Debug, Clone, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct UpdateTenantStatusBody {
     /// `active` or `suspended`. Suspended tenants cannot log in.
     #[schema(example = "suspended")]
-    pub status: String,
+    pub status: Option<String>,
+    /// User limit, allowed LLM providers, default model; absent fields are kept.
+    pub config: Option<ConfigChangeBody>,
 }
 
 impl UpdateTenantStatusBody {
     /// # Errors
-    /// A 422 naming `status`.
-    pub fn try_into_domain(self) -> Result<TenantStatus, ApiError> {
+    /// A 422 naming `status` or a config field.
+    pub fn try_into_domain(self) -> Result<(Option<TenantStatus>, Option<ConfigChange>), ApiError> {
         let mut f = Fields::new();
-        let status = f.check(TenantStatus::parse(&self.status));
-        f.finish(|| status)
+        let status = match &self.status {
+            None => Some(None),
+            Some(s) => f.check(TenantStatus::parse(s)).map(Some),
+        };
+        let config = match &self.config {
+            None => Some(None),
+            Some(c) => c.convert(&mut f, "config").map(Some),
+        };
+        f.finish(|| Some((status?, config?)))
     }
 }
 
@@ -217,7 +227,7 @@ pub async fn get_tenant(
     Ok(Json(t.into()))
 }
 
-/// Suspend or reactivate a tenant.
+/// Suspend or reactivate a tenant, or change its plan limits.
 #[utoipa::path(
     patch, path = "/v1/tenants/{id}", tag = "platform",
     params(("id" = Uuid, Path, description = "Tenant id")),
@@ -236,11 +246,16 @@ pub async fn set_status(
     Path(id): Path<Uuid>,
     Json(body): Json<UpdateTenantStatusBody>,
 ) -> Result<Json<TenantResponse>, ApiError> {
-    let status = body.try_into_domain()?;
-    let t = tenancy
-        .set_status(&ctx, TenantId::from_uuid(id), status)
-        .await?;
-    Ok(Json(t.into()))
+    let (status, config) = body.try_into_domain()?;
+    let id = TenantId::from_uuid(id);
+    let mut tenant = tenancy.get_tenant(&ctx, id).await?;
+    if let Some(config) = config {
+        tenant = tenancy.set_config(&ctx, id, config).await?;
+    }
+    if let Some(status) = status {
+        tenant = tenancy.set_status(&ctx, id, status).await?;
+    }
+    Ok(Json(tenant.into()))
 }
 
 /// Delete a tenant. Its slug stays reserved.

@@ -14,8 +14,9 @@ use serde::{Deserialize, Serialize};
 use std::sync::Arc;
 use trellis_kernel::{HexColor, HttpUrl};
 use trellis_tenancy::{
-    ApiKeyChange, Branding, Hostname, LlmConfig, LlmConfigInput, LlmProvider, TenancyService,
-    Tenant, TenantConfig, TenantPatch, WidgetConfig, WidgetPosition, bounded_text,
+    ApiKeyChange, Branding, ConfigChange, Hostname, LlmConfig, LlmConfigInput, LlmProvider,
+    SettingsChange, TenancyService, Tenant, TenantConfig, WidgetConfig, WidgetPosition,
+    bounded_text,
 };
 use utoipa::ToSchema;
 use uuid::Uuid;
@@ -192,6 +193,61 @@ impl TenantConfigBody {
     }
 }
 
+/// A partial change of the config: absent fields keep their value, `null` clears
+/// `default_model` or makes `max_users` unlimited.
+#[derive(Debug, Clone, Default, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ConfigChangeBody {
+    pub allowed_llm_providers: Option<Vec<String>>,
+    #[serde(default, deserialize_with = "double_option")]
+    #[schema(value_type = Option<String>)]
+    pub default_model: Option<Option<String>>,
+    #[serde(default, deserialize_with = "double_option")]
+    #[schema(value_type = Option<u32>)]
+    pub max_users: Option<Option<u32>>,
+}
+
+impl ConfigChangeBody {
+    /// Converts, recording errors under `prefix.field`.
+    pub(crate) fn convert(&self, f: &mut Fields, prefix: &str) -> Option<ConfigChange> {
+        let mut ok = true;
+        let providers = self.allowed_llm_providers.as_ref().map(|list| {
+            let mut providers = Vec::with_capacity(list.len());
+            for p in list {
+                match f.check_as(
+                    &format!("{prefix}.allowed_llm_providers"),
+                    LlmProvider::parse(p),
+                ) {
+                    Some(p) if !providers.contains(&p) => providers.push(p),
+                    Some(_) => {}
+                    None => ok = false,
+                }
+            }
+            providers
+        });
+        let default_model = match &self.default_model {
+            None => Some(None),
+            Some(None) => Some(Some(None)),
+            Some(Some(m)) => f
+                .check_as(
+                    &format!("{prefix}.default_model"),
+                    bounded_text("default_model", m, 200, false),
+                )
+                .map(|m| Some(Some(m))),
+        };
+        if self.max_users == Some(Some(0)) {
+            f.push(&format!("{prefix}.max_users"), "must be at least 1");
+            ok = false;
+        }
+        let default_model = default_model?;
+        ok.then_some(ConfigChange {
+            allowed_llm_providers: providers,
+            default_model,
+            max_users: self.max_users,
+        })
+    }
+}
+
 // ----- own settings --------------------------------------------------------------------
 
 /// A partial update of the tenant's settings. `custom_domain: null` removes it.
@@ -203,13 +259,15 @@ pub struct UpdateTenantBody {
     #[schema(value_type = Option<String>, example = "chat.example.com")]
     pub custom_domain: Option<Option<String>>,
     pub branding: Option<BrandingBody>,
-    pub config: Option<TenantConfigBody>,
+    /// Only `default_model` may change here; the user limit and allowed providers
+    /// are the platform's to set (`PATCH /v1/tenants/{id}`), so changing them is 403.
+    pub config: Option<ConfigChangeBody>,
 }
 
 impl UpdateTenantBody {
     /// # Errors
     /// A 422 naming every invalid field.
-    pub fn try_into_domain(self) -> Result<TenantPatch, ApiError> {
+    pub fn try_into_domain(self) -> Result<SettingsChange, ApiError> {
         let mut f = Fields::new();
         let name = f.check_opt("name", self.name.as_deref(), |n| {
             bounded_text("name", n, 200, false)
@@ -228,7 +286,7 @@ impl UpdateTenantBody {
             Some(c) => c.convert(&mut f, "config").map(Some),
         };
         f.finish(|| {
-            Some(TenantPatch {
+            Some(SettingsChange {
                 name: name?,
                 custom_domain: custom_domain?,
                 branding: branding?,

@@ -1,0 +1,11 @@
+//! Black-box tests: the real `trellis` app on an ephemeral port against a migrated
+//! PostgreSQL, driven over HTTP as a client would. Run with `cargo xtask test`.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code
+
+mod api_keys;
+mod auth;
+mod isolation;
+mod ops;
+mod tenants;
+mod users;

@@ -1,0 +1,55 @@
+//! Operational endpoints: health, readiness, metrics, OpenAPI, request ids.
+
+use serde_json::Value;
+use trellis_tests::{problem, spawn_app};
+
+#[tokio::test]
+async fn health_and_readiness_answer_ok_with_a_live_database() {
+    let app = spawn_app().await;
+    assert_eq!(app.get("/healthz", None).await.status(), 200);
+    assert_eq!(app.get("/readyz", None).await.status(), 200);
+}
+
+#[tokio::test]
+async fn the_openapi_document_lists_the_api() {
+    let app = spawn_app().await;
+    let doc: Value = app.get("/openapi.json", None).await.json().await.unwrap();
+    assert!(doc["openapi"].as_str().unwrap().starts_with("3.1"));
+    for path in [
+        "/v1/auth/login",
+        "/v1/users",
+        "/v1/users/{id}",
+        "/v1/api-keys",
+        "/v1/tenants",
+        "/v1/tenant/llm",
+    ] {
+        assert!(doc["paths"].get(path).is_some(), "{path} missing");
+    }
+    assert_eq!(app.get("/docs/", None).await.status(), 200);
+}
+
+#[tokio::test]
+async fn every_response_carries_a_request_id_that_problems_repeat() {
+    let app = spawn_app().await;
+    let res = app.get("/v1/nowhere", None).await;
+    let rid = res.headers()["x-request-id"].to_str().unwrap().to_owned();
+    let body = problem(res, 404).await;
+    assert_eq!(body["request_id"], rid.as_str());
+    let res = app
+        .http
+        .get(app.url("/healthz"))
+        .header("x-request-id", "abc-123")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.headers()["x-request-id"], "abc-123");
+}
+
+#[tokio::test]
+async fn metrics_count_requests_in_prometheus_format() {
+    let app = spawn_app().await;
+    app.get("/healthz", None).await;
+    let text = app.get("/metrics", None).await.text().await.unwrap();
+    assert!(text.contains("# TYPE"), "{text}");
+    assert!(text.contains("/healthz"));
+}
