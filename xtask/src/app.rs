@@ -25,8 +25,9 @@ fn cargo(root: &Path) -> Command {
     cmd
 }
 
-/// `cargo run -p trellis-app -- <subcommand>` with the database variables set.
-fn app_cmd(root: &Path, env: &DbEnv, subcommand: &str) -> Command {
+/// `cargo run -p trellis-app -- <subcommand>` with the database variables and the
+/// development secrets set (seeding boots the whole app, which needs both secrets).
+fn app_cmd(root: &Path, env: &DbEnv, subcommand: &str) -> Result<Command> {
     let mut cmd = cargo(root);
     cmd.args([
         "run",
@@ -39,13 +40,16 @@ fn app_cmd(root: &Path, env: &DbEnv, subcommand: &str) -> Command {
         subcommand,
     ]);
     env.apply(&mut cmd);
-    cmd
+    for (key, value) in dev_secrets(root)? {
+        cmd.env(key, value);
+    }
+    Ok(cmd)
 }
 
 /// Runs one app subcommand to completion; fails unless it succeeds.
 fn run_app(root: &Path, env: &DbEnv, subcommand: &str) -> Result<()> {
     say!("running `trellis {subcommand}`");
-    sys::run(&mut app_cmd(root, env, subcommand))
+    sys::run(&mut app_cmd(root, env, subcommand)?)
 }
 
 /// `cargo xtask migrate`.
@@ -68,10 +72,7 @@ pub fn dev(root: &Path) -> Result<ExitCode> {
     let env = db::ensure_up(root)?;
     run_app(root, &env, "migrate")?;
     run_app(root, &env, "seed")?;
-    let mut serve = app_cmd(root, &env, "serve");
-    for (key, value) in dev_secrets(root)? {
-        serve.env(key, value);
-    }
+    let mut serve = app_cmd(root, &env, "serve")?;
     say!("running `trellis serve` (Ctrl-C stops it)");
     let err = serve.exec();
     Err(err).context("could not start `cargo run -p trellis-app -- serve`")
