@@ -184,3 +184,74 @@ fn secrets(config: &Config) -> anyhow::Result<Secrets> {
     };
     Ok((Arc::new(signer), Arc::new(cipher)))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn with_database() -> Config {
+        Config {
+            database_url: Some("postgres://app@localhost/trellis".into()),
+            jwt_secret: Some(vec![1; 48]),
+            encryption_key: Some((
+                "k1".into(),
+                "AQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQE=".into(),
+            )),
+            ..Config::default()
+        }
+    }
+
+    fn refusal(config: &Config) -> String {
+        match secrets(config) {
+            Ok(_) => panic!("expected a refusal"),
+            Err(e) => format!("{e:#}"),
+        }
+    }
+
+    #[test]
+    fn with_a_database_the_app_refuses_to_start_without_a_jwt_secret() {
+        let config = Config {
+            jwt_secret: None,
+            ..with_database()
+        };
+        assert!(refusal(&config).contains("TRELLIS_JWT_SECRET"));
+    }
+
+    #[test]
+    fn with_a_database_the_app_refuses_to_start_without_an_encryption_key() {
+        let config = Config {
+            encryption_key: None,
+            ..with_database()
+        };
+        assert!(refusal(&config).contains("TRELLIS_ENCRYPTION_KEY"));
+    }
+
+    #[test]
+    fn a_malformed_encryption_key_is_refused_with_its_name() {
+        let config = Config {
+            encryption_key: Some(("k1".into(), "not base64!".into())),
+            ..with_database()
+        };
+        assert!(refusal(&config).contains("TRELLIS_ENCRYPTION_KEY"));
+    }
+
+    #[test]
+    fn with_both_secrets_the_app_accepts_the_configuration() {
+        assert!(secrets(&with_database()).is_ok());
+    }
+
+    #[test]
+    fn without_a_database_missing_secrets_are_made_up_for_the_run() {
+        assert!(secrets(&Config::default()).is_ok());
+    }
+
+    #[tokio::test]
+    async fn without_a_database_the_app_runs_in_memory() {
+        let config = Config {
+            password_cost: PasswordCost::InsecureFastForTests,
+            ..Config::default()
+        };
+        let app = bootstrap(&config).await.unwrap();
+        assert_eq!(app.storage, Storage::Memory);
+    }
+}

@@ -80,12 +80,14 @@ where
     }
 }
 
-/// Parses `id:base64,id:base64`.
+/// Reads `id:base64,id:base64` from the variable `name`.
 fn key_list(name: &str) -> anyhow::Result<Vec<(String, String)>> {
-    let Some(v) = var(name) else {
-        return Ok(Vec::new());
-    };
-    v.split(',')
+    var(name).map_or_else(|| Ok(Vec::new()), |v| parse_key_list(name, &v))
+}
+
+fn parse_key_list(name: &str, value: &str) -> anyhow::Result<Vec<(String, String)>> {
+    value
+        .split(',')
         .filter(|s| !s.trim().is_empty())
         .map(|pair| {
             pair.split_once(':')
@@ -149,5 +151,35 @@ impl Config {
         self.migration_database_url
             .as_deref()
             .or(self.database_url.as_deref())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn retired_keys_parse_as_id_key_pairs() {
+        let parsed = parse_key_list("X", "k1:AAAA, k0:BBBB,").unwrap();
+        assert_eq!(
+            parsed,
+            vec![("k1".into(), "AAAA".into()), ("k0".into(), "BBBB".into())]
+        );
+        let err = parse_key_list("TRELLIS_ENCRYPTION_RETIRED_KEYS", "nocolon").unwrap_err();
+        assert!(err.to_string().contains("TRELLIS_ENCRYPTION_RETIRED_KEYS"));
+    }
+
+    #[test]
+    fn the_migration_url_falls_back_to_the_database_url() {
+        let c = Config {
+            database_url: Some("postgres://app".into()),
+            ..Config::default()
+        };
+        assert_eq!(c.migration_url(), Some("postgres://app"));
+        let c = Config {
+            migration_database_url: Some("postgres://owner".into()),
+            ..c
+        };
+        assert_eq!(c.migration_url(), Some("postgres://owner"));
     }
 }
