@@ -7,6 +7,7 @@
 
 pub mod fixtures;
 pub mod identity;
+pub mod rag;
 pub mod tenancy;
 
 use std::sync::Arc;
@@ -77,11 +78,42 @@ macro_rules! conformance_tests {
         );
     };
     (@cases $make:expr; $($module:ident :: $case:ident),+ $(,)?) => {
+        $crate::conformance_tests!(@each $make; $($module :: $case),+);
+    };
+    (@each $make:expr; $($module:ident :: $case:ident),+ $(,)?) => {
         $(
             #[tokio::test]
             async fn $case() {
                 let ports: $crate::Ports = $make.await;
                 $crate::$module::$case(&ports).await;
+            }
+        )+
+    };
+}
+
+/// Expands into one `#[tokio::test]` per RAG conformance case. `$make` evaluates to
+/// [`Ports`] (for tenants) and `$rag` to [`rag::RagPorts`].
+#[macro_export]
+macro_rules! rag_conformance_tests {
+    ($make:expr, $rag:expr) => {
+        $crate::rag_conformance_tests!(@each $make, $rag;
+            a_collection_reads_back_and_names_are_unique_per_tenant,
+            documents_are_found_by_checksum_and_status_changes_stick,
+            replacing_a_documents_chunks_never_duplicates_them,
+            vector_search_returns_the_exact_top_k_of_the_tenant_only,
+            vector_search_honours_collection_source_and_metadata_filters,
+            text_search_ranks_matching_chunks_and_ignores_other_tenants,
+            deleting_a_document_or_collection_removes_its_chunks,
+            a_claimed_job_is_not_handed_out_again_until_its_lease_expires,
+        );
+    };
+    (@each $make:expr, $rag:expr; $($case:ident),+ $(,)?) => {
+        $(
+            #[tokio::test]
+            async fn $case() {
+                let ports: $crate::Ports = $make.await;
+                let rag: $crate::rag::RagPorts = $rag.await;
+                $crate::rag::$case(&ports, &rag).await;
             }
         )+
     };

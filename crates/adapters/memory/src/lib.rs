@@ -3,9 +3,11 @@
 //! the fast path of tests. The port conformance suite keeps it honest against Postgres.
 
 mod identity;
+mod rag;
 mod store;
 mod tenancy;
 mod throttle;
 
+pub use rag::MemoryRag;
 pub use store::MemoryStore;
 pub use throttle::{InMemoryLoginThrottle, ThrottleLimits};

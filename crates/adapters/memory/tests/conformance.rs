@@ -1,10 +1,24 @@
 //! The port conformance suite against the in-memory adapter.
 
-use trellis_conformance::{Ports, conformance_tests};
-use trellis_memory::MemoryStore;
+use trellis_conformance::rag::RagPorts;
+use trellis_conformance::{Ports, conformance_tests, rag_conformance_tests};
+use trellis_memory::{MemoryRag, MemoryStore};
 
 async fn ports() -> Ports {
     Ports::from_one(MemoryStore::new())
 }
 
 conformance_tests!(ports());
+
+mod rag {
+    use super::*;
+
+    /// One store per test: the memory adapter keeps tenants and RAG data apart, but
+    /// the RAG store must see the tenants the identity store created (it doesn't need
+    /// them, so separate instances are fine).
+    async fn rag() -> RagPorts {
+        RagPorts::from_one(MemoryRag::new())
+    }
+
+    rag_conformance_tests!(ports(), rag());
+}

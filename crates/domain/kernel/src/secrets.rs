@@ -18,7 +18,13 @@ pub fn random_token(bytes: usize) -> String {
 /// Hex SHA-256 of a secret token, for storage and constant-size lookups.
 #[must_use]
 pub fn fingerprint(secret: &str) -> String {
-    let digest = Sha256::digest(secret.as_bytes());
+    fingerprint_bytes(secret.as_bytes())
+}
+
+/// Hex SHA-256 of any bytes (also the checksum of uploaded files).
+#[must_use]
+pub fn fingerprint_bytes(bytes: &[u8]) -> String {
+    let digest = Sha256::digest(bytes);
     let mut out = String::with_capacity(64);
     for b in digest {
         out.push_str(&format!("{b:02x}"));

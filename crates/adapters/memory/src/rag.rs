@@ -1,0 +1,660 @@
+//! The RAG ports in memory: collections, documents, chunks, the in-process vector
+//! index (one per embedding dimension), a small BM25 text index, blobs and an
+//! in-process job queue with leases, so `trellis serve` without a database can ingest
+//! and search too.
+
+use async_trait::async_trait;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
+use trellis_kernel::{Page, PageRequest, TenantCtx, TenantId, Timestamp};
+use trellis_rag::index::{
+    ChunkId, CollectionId, Embedding, IndexConfig, VectorIndex as InProcessIndex,
+};
+use trellis_rag::{
+    BlobStore, Chunk, ChunkRepo, ClaimedJob, Collection, CollectionPatch, CollectionRepo, Document,
+    DocumentFilter, DocumentId, DocumentRepo, DocumentStatus, EmbeddedChunk, EmbeddingModel, JobId,
+    JobKind, JobQueue, NewCollection, NewDocument, RagError, Result, Scored, SearchFilter,
+    StatusChange, TextIndex, VectorIndex,
+};
+
+use crate::store::{now, page_of};
+
+#[derive(Clone)]
+struct StoredChunk {
+    chunk: Chunk,
+    embedding: Embedding,
+    tenant: TenantId,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum JobState {
+    Queued,
+    Running,
+    Done,
+    Failed,
+}
+
+#[derive(Clone)]
+struct Job {
+    id: JobId,
+    tenant: TenantId,
+    kind: JobKind,
+    state: JobState,
+    attempts: u32,
+    run_at: Timestamp,
+    lease_until: Option<Timestamp>,
+    last_error: Option<String>,
+}
+
+#[derive(Default)]
+struct RagInner {
+    collections: BTreeMap<(TenantId, CollectionId), Collection>,
+    documents: BTreeMap<(TenantId, DocumentId), Document>,
+    chunks: HashMap<ChunkId, StoredChunk>,
+    jobs: BTreeMap<JobId, Job>,
+    blobs: HashMap<String, Vec<u8>>,
+}
+
+/// All RAG ports over process memory. Clone freely (it is an `Arc`).
+#[derive(Clone, Default)]
+pub struct MemoryRag {
+    inner: Arc<RwLock<RagInner>>,
+    indexes: Arc<RwLock<HashMap<usize, Arc<InProcessIndex>>>>,
+}
+
+impl std::fmt::Debug for MemoryRag {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MemoryRag").finish_non_exhaustive()
+    }
+}
+
+impl MemoryRag {
+    #[must_use]
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    fn read(&self) -> RwLockReadGuard<'_, RagInner> {
+        self.inner
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn write(&self) -> RwLockWriteGuard<'_, RagInner> {
+        self.inner
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn index(&self, dimension: usize) -> Result<Arc<InProcessIndex>> {
+        if let Some(i) = self
+            .indexes
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .get(&dimension)
+        {
+            return Ok(i.clone());
+        }
+        let mut map = self
+            .indexes
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(i) = map.get(&dimension) {
+            return Ok(i.clone());
+        }
+        let index = Arc::new(
+            InProcessIndex::new(IndexConfig::new(dimension))
+                .map_err(|e| RagError::Unexpected(anyhow::anyhow!(e)))?,
+        );
+        map.insert(dimension, index.clone());
+        Ok(index)
+    }
+
+    fn unindex(&self, tenant: TenantId, chunks: &[StoredChunk]) {
+        let indexes = self
+            .indexes
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        for c in chunks {
+            if let Some(index) = indexes.get(&c.embedding.dimension()) {
+                index.delete(tenant, c.chunk.collection_id, c.chunk.id);
+            }
+        }
+    }
+}
+
+fn matches(filter: &SearchFilter, c: &Chunk) -> bool {
+    (filter.collections.is_empty() || filter.collections.contains(&c.collection_id))
+        && (filter.source_types.is_empty() || filter.source_types.contains(&c.source_type))
+        && filter
+            .metadata
+            .iter()
+            .all(|(k, v)| c.metadata.get(k) == Some(v))
+}
+
+#[async_trait]
+impl CollectionRepo for MemoryRag {
+    async fn insert(&self, ctx: &TenantCtx, new: NewCollection) -> Result<Collection> {
+        let mut db = self.write();
+        let tid = ctx.tenant_id();
+        if db
+            .collections
+            .iter()
+            .any(|((t, _), c)| *t == tid && c.name == new.name)
+        {
+            return Err(RagError::Conflict(
+                "a collection with this name already exists".into(),
+            ));
+        }
+        let at = now();
+        let c = Collection {
+            id: new.id,
+            tenant_id: tid,
+            name: new.name,
+            description: new.description,
+            agent_id: new.agent_id,
+            source_type: new.source_type,
+            chunking: new.chunking,
+            embedding_model: new.embedding_model,
+            created_by: new.created_by,
+            created_at: at,
+            updated_at: at,
+        };
+        db.collections.insert((tid, c.id), c.clone());
+        Ok(c)
+    }
+
+    async fn get(&self, ctx: &TenantCtx, id: CollectionId) -> Result<Collection> {
+        self.read()
+            .collections
+            .get(&(ctx.tenant_id(), id))
+            .cloned()
+            .ok_or(RagError::NotFound("collection"))
+    }
+
+    async fn list(&self, ctx: &TenantCtx, page: PageRequest) -> Result<Page<Collection>> {
+        let db = self.read();
+        let tid = ctx.tenant_id();
+        let items = db
+            .collections
+            .iter()
+            .filter(|((t, _), _)| *t == tid)
+            .map(|(_, c)| c.clone());
+        Ok(page_of(items, page, |c| c.id.as_uuid()))
+    }
+
+    async fn update(
+        &self,
+        ctx: &TenantCtx,
+        id: CollectionId,
+        patch: CollectionPatch,
+    ) -> Result<Collection> {
+        let mut db = self.write();
+        let tid = ctx.tenant_id();
+        if let Some(name) = &patch.name
+            && db
+                .collections
+                .iter()
+                .any(|((t, cid), c)| *t == tid && *cid != id && &c.name == name)
+        {
+            return Err(RagError::Conflict(
+                "a collection with this name already exists".into(),
+            ));
+        }
+        let c = db
+            .collections
+            .get_mut(&(tid, id))
+            .ok_or(RagError::NotFound("collection"))?;
+        if let Some(v) = patch.name {
+            c.name = v;
+        }
+        if let Some(v) = patch.description {
+            c.description = v;
+        }
+        if let Some(v) = patch.agent_id {
+            c.agent_id = v;
+        }
+        if let Some(v) = patch.chunking {
+            c.chunking = v;
+        }
+        c.updated_at = now();
+        Ok(c.clone())
+    }
+
+    async fn set_embedding_model(
+        &self,
+        ctx: &TenantCtx,
+        id: CollectionId,
+        model: EmbeddingModel,
+    ) -> Result<()> {
+        let mut db = self.write();
+        let c = db
+            .collections
+            .get_mut(&(ctx.tenant_id(), id))
+            .ok_or(RagError::NotFound("collection"))?;
+        c.embedding_model = model;
+        c.updated_at = now();
+        Ok(())
+    }
+
+    async fn delete(&self, ctx: &TenantCtx, id: CollectionId) -> Result<()> {
+        let tid = ctx.tenant_id();
+        let removed: Vec<StoredChunk> = {
+            let mut db = self.write();
+            db.collections
+                .remove(&(tid, id))
+                .ok_or(RagError::NotFound("collection"))?;
+            db.documents
+                .retain(|(t, _), d| !(*t == tid && d.collection_id == id));
+            let gone: Vec<ChunkId> = db
+                .chunks
+                .iter()
+                .filter(|(_, c)| c.tenant == tid && c.chunk.collection_id == id)
+                .map(|(k, _)| *k)
+                .collect();
+            gone.iter().filter_map(|k| db.chunks.remove(k)).collect()
+        };
+        self.unindex(tid, &removed);
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl DocumentRepo for MemoryRag {
+    async fn insert(&self, ctx: &TenantCtx, new: NewDocument) -> Result<Document> {
+        let mut db = self.write();
+        let tid = ctx.tenant_id();
+        if !db.collections.contains_key(&(tid, new.collection_id)) {
+            return Err(RagError::NotFound("collection"));
+        }
+        if db.documents.iter().any(|((t, _), d)| {
+            *t == tid && d.collection_id == new.collection_id && d.checksum == new.checksum
+        }) {
+            return Err(RagError::Conflict(
+                "this file is already in the collection".into(),
+            ));
+        }
+        let at = now();
+        let d = Document {
+            id: new.id,
+            collection_id: new.collection_id,
+            filename: new.filename,
+            original_name: new.original_name,
+            mime_type: new.mime_type,
+            size_bytes: new.size_bytes,
+            checksum: new.checksum,
+            storage_key: new.storage_key,
+            status: DocumentStatus::Uploaded,
+            error: None,
+            processed_at: None,
+            source_type: new.source_type,
+            source_id: new.source_id,
+            metadata: new.metadata,
+            chunk_count: 0,
+            uploaded_by: new.uploaded_by,
+            created_at: at,
+            updated_at: at,
+        };
+        db.documents.insert((tid, d.id), d.clone());
+        Ok(d)
+    }
+
+    async fn get(&self, ctx: &TenantCtx, id: DocumentId) -> Result<Document> {
+        self.read()
+            .documents
+            .get(&(ctx.tenant_id(), id))
+            .cloned()
+            .ok_or(RagError::NotFound("document"))
+    }
+
+    async fn find_by_checksum(
+        &self,
+        ctx: &TenantCtx,
+        collection: CollectionId,
+        checksum: &str,
+    ) -> Result<Option<Document>> {
+        let tid = ctx.tenant_id();
+        Ok(self
+            .read()
+            .documents
+            .iter()
+            .find(|((t, _), d)| {
+                *t == tid && d.collection_id == collection && d.checksum == checksum
+            })
+            .map(|(_, d)| d.clone()))
+    }
+
+    async fn list(
+        &self,
+        ctx: &TenantCtx,
+        filter: &DocumentFilter,
+        page: PageRequest,
+    ) -> Result<Page<Document>> {
+        let db = self.read();
+        let tid = ctx.tenant_id();
+        let items = db
+            .documents
+            .iter()
+            .filter(|((t, _), d)| {
+                *t == tid
+                    && filter.collection.is_none_or(|c| d.collection_id == c)
+                    && filter.status.is_none_or(|s| d.status == s)
+            })
+            .map(|(_, d)| d.clone());
+        Ok(page_of(items, page, |d| d.id.as_uuid()))
+    }
+
+    async fn set_status(
+        &self,
+        ctx: &TenantCtx,
+        id: DocumentId,
+        change: StatusChange,
+    ) -> Result<Document> {
+        let mut db = self.write();
+        let d = db
+            .documents
+            .get_mut(&(ctx.tenant_id(), id))
+            .ok_or(RagError::NotFound("document"))?;
+        d.status = change.status;
+        d.error = change.error;
+        d.processed_at = change.processed_at;
+        if let Some(n) = change.chunk_count {
+            d.chunk_count = n;
+        }
+        d.updated_at = now();
+        Ok(d.clone())
+    }
+
+    async fn delete(&self, ctx: &TenantCtx, id: DocumentId) -> Result<()> {
+        let tid = ctx.tenant_id();
+        let removed: Vec<StoredChunk> = {
+            let mut db = self.write();
+            db.documents
+                .remove(&(tid, id))
+                .ok_or(RagError::NotFound("document"))?;
+            let gone: Vec<ChunkId> = db
+                .chunks
+                .iter()
+                .filter(|(_, c)| c.tenant == tid && c.chunk.document_id == id)
+                .map(|(k, _)| *k)
+                .collect();
+            gone.iter().filter_map(|k| db.chunks.remove(k)).collect()
+        };
+        self.unindex(tid, &removed);
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl ChunkRepo for MemoryRag {
+    async fn replace_for_document(
+        &self,
+        ctx: &TenantCtx,
+        document: DocumentId,
+        chunks: Vec<EmbeddedChunk>,
+    ) -> Result<()> {
+        let tid = ctx.tenant_id();
+        // Validate everything before changing anything, so a bad batch changes nothing.
+        let Some(first) = chunks.first() else {
+            return Err(RagError::Unexpected(anyhow::anyhow!("no chunks to store")));
+        };
+        let dimension = first.embedding.dimension();
+        if chunks
+            .iter()
+            .any(|c| c.embedding.dimension() != dimension || c.chunk.document_id != document)
+        {
+            return Err(RagError::Unexpected(anyhow::anyhow!(
+                "chunks of one document must share document and dimension"
+            )));
+        }
+        let index = self.index(dimension)?;
+        let old: Vec<StoredChunk> = {
+            let mut db = self.write();
+            if !db.documents.contains_key(&(tid, document)) {
+                return Err(RagError::NotFound("document"));
+            }
+            let gone: Vec<ChunkId> = db
+                .chunks
+                .iter()
+                .filter(|(_, c)| c.tenant == tid && c.chunk.document_id == document)
+                .map(|(k, _)| *k)
+                .collect();
+            let old = gone.iter().filter_map(|k| db.chunks.remove(k)).collect();
+            for c in &chunks {
+                db.chunks.insert(
+                    c.chunk.id,
+                    StoredChunk {
+                        chunk: c.chunk.clone(),
+                        embedding: c.embedding.clone(),
+                        tenant: tid,
+                    },
+                );
+            }
+            old
+        };
+        self.unindex(tid, &old);
+        for c in &chunks {
+            index
+                .upsert(tid, c.chunk.collection_id, c.chunk.id, &c.embedding)
+                .map_err(|e| RagError::Unexpected(anyhow::anyhow!(e)))?;
+        }
+        Ok(())
+    }
+
+    async fn get_many(&self, ctx: &TenantCtx, ids: &[ChunkId]) -> Result<Vec<Chunk>> {
+        let db = self.read();
+        let tid = ctx.tenant_id();
+        Ok(ids
+            .iter()
+            .filter_map(|id| db.chunks.get(id))
+            .filter(|c| c.tenant == tid)
+            .map(|c| c.chunk.clone())
+            .collect())
+    }
+
+    async fn for_document(&self, ctx: &TenantCtx, document: DocumentId) -> Result<Vec<Chunk>> {
+        let db = self.read();
+        let tid = ctx.tenant_id();
+        let mut out: Vec<Chunk> = db
+            .chunks
+            .values()
+            .filter(|c| c.tenant == tid && c.chunk.document_id == document)
+            .map(|c| c.chunk.clone())
+            .collect();
+        out.sort_by_key(|c| c.position);
+        Ok(out)
+    }
+}
+
+#[async_trait]
+impl VectorIndex for MemoryRag {
+    async fn search(
+        &self,
+        ctx: &TenantCtx,
+        query: &Embedding,
+        filter: &SearchFilter,
+        k: usize,
+    ) -> Result<Vec<Scored>> {
+        let tid = ctx.tenant_id();
+        if filter.source_types.is_empty() && filter.metadata.is_empty() {
+            let index = self.index(query.dimension())?;
+            let hits = index
+                .search(tid, &filter.collections, query, k, f32::NAN)
+                .map_err(|e| RagError::Unexpected(anyhow::anyhow!(e)))?;
+            return Ok(hits
+                .into_iter()
+                .map(|h| Scored {
+                    chunk: h.chunk,
+                    score: h.score,
+                })
+                .collect());
+        }
+        // Attribute filters the index does not know: an exact scan is always correct.
+        let db = self.read();
+        let mut scored: Vec<Scored> = db
+            .chunks
+            .values()
+            .filter(|c| {
+                c.tenant == tid
+                    && c.embedding.dimension() == query.dimension()
+                    && matches(filter, &c.chunk)
+            })
+            .map(|c| Scored {
+                chunk: c.chunk.id,
+                score: c.embedding.cosine(query),
+            })
+            .collect();
+        scored.sort_by(|a, b| b.score.total_cmp(&a.score));
+        scored.truncate(k);
+        Ok(scored)
+    }
+}
+
+fn terms(text: &str) -> Vec<String> {
+    text.split(|c: char| !c.is_alphanumeric())
+        .filter(|t| !t.is_empty())
+        .map(str::to_lowercase)
+        .collect()
+}
+
+#[async_trait]
+impl TextIndex for MemoryRag {
+    /// BM25 (k1 = 1.2, b = 0.75) over the tenant's matching chunks.
+    async fn search(
+        &self,
+        ctx: &TenantCtx,
+        query: &str,
+        filter: &SearchFilter,
+        k: usize,
+    ) -> Result<Vec<Scored>> {
+        let q = terms(query);
+        if q.is_empty() {
+            return Ok(Vec::new());
+        }
+        let db = self.read();
+        let tid = ctx.tenant_id();
+        let docs: Vec<(ChunkId, Vec<String>)> = db
+            .chunks
+            .values()
+            .filter(|c| c.tenant == tid && matches(filter, &c.chunk))
+            .map(|c| (c.chunk.id, terms(&c.chunk.content)))
+            .collect();
+        let n = docs.len() as f32;
+        let avg = docs.iter().map(|(_, t)| t.len()).sum::<usize>() as f32 / n.max(1.0);
+        let mut scored: Vec<Scored> = docs
+            .iter()
+            .filter_map(|(id, t)| {
+                let score: f32 = q
+                    .iter()
+                    .map(|term| {
+                        let tf = t.iter().filter(|x| *x == term).count() as f32;
+                        if tf == 0.0 {
+                            return 0.0;
+                        }
+                        let df = docs.iter().filter(|(_, d)| d.contains(term)).count() as f32;
+                        let idf = ((n - df + 0.5) / (df + 0.5) + 1.0).ln();
+                        idf * tf * 2.2 / (tf + 1.2 * (0.25 + 0.75 * t.len() as f32 / avg.max(1.0)))
+                    })
+                    .sum();
+                (score > 0.0).then_some(Scored { chunk: *id, score })
+            })
+            .collect();
+        scored.sort_by(|a, b| b.score.total_cmp(&a.score));
+        scored.truncate(k);
+        Ok(scored)
+    }
+}
+
+#[async_trait]
+impl BlobStore for MemoryRag {
+    async fn put(&self, key: &str, bytes: Vec<u8>) -> anyhow::Result<()> {
+        self.write().blobs.insert(key.to_owned(), bytes);
+        Ok(())
+    }
+
+    async fn get(&self, key: &str) -> anyhow::Result<Vec<u8>> {
+        self.read()
+            .blobs
+            .get(key)
+            .cloned()
+            .ok_or_else(|| anyhow::anyhow!("blob `{key}` not found"))
+    }
+
+    async fn delete(&self, key: &str) -> anyhow::Result<()> {
+        self.write().blobs.remove(key);
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl JobQueue for MemoryRag {
+    async fn enqueue(&self, ctx: &TenantCtx, kind: JobKind) -> Result<JobId> {
+        let id = JobId::new();
+        self.write().jobs.insert(
+            id,
+            Job {
+                id,
+                tenant: ctx.tenant_id(),
+                kind,
+                state: JobState::Queued,
+                attempts: 0,
+                run_at: now(),
+                lease_until: None,
+                last_error: None,
+            },
+        );
+        Ok(id)
+    }
+
+    async fn claim(&self, lease: chrono::Duration) -> Result<Option<ClaimedJob>> {
+        let at = now();
+        let mut db = self.write();
+        let job = db
+            .jobs
+            .values_mut()
+            .filter(|j| {
+                (j.state == JobState::Queued && j.run_at <= at)
+                    || (j.state == JobState::Running && j.lease_until.is_some_and(|l| l < at))
+            })
+            .min_by_key(|j| j.run_at);
+        Ok(job.map(|j| {
+            j.state = JobState::Running;
+            j.attempts += 1;
+            j.lease_until = Some(at + lease);
+            ClaimedJob {
+                id: j.id,
+                tenant_id: j.tenant,
+                kind: j.kind.clone(),
+                attempt: j.attempts,
+                lease_until: at + lease,
+            }
+        }))
+    }
+
+    async fn complete(&self, job: &ClaimedJob) -> Result<()> {
+        if let Some(j) = self.write().jobs.get_mut(&job.id) {
+            j.state = JobState::Done;
+            j.lease_until = None;
+        }
+        Ok(())
+    }
+
+    async fn retry(&self, job: &ClaimedJob, error: &str, retry_at: Timestamp) -> Result<()> {
+        if let Some(j) = self.write().jobs.get_mut(&job.id) {
+            j.state = JobState::Queued;
+            j.run_at = retry_at;
+            j.lease_until = None;
+            j.last_error = Some(error.to_owned());
+        }
+        Ok(())
+    }
+
+    async fn fail(&self, job: &ClaimedJob, error: &str) -> Result<()> {
+        if let Some(j) = self.write().jobs.get_mut(&job.id) {
+            j.state = JobState::Failed;
+            j.lease_until = None;
+            j.last_error = Some(error.to_owned());
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,562 @@
+//! Conformance cases for the RAG ports: collections, documents, chunks, the vector and
+//! text indexes and the job queue. Vectors are small (8-d) so cases stay fast.
+
+use crate::Ports;
+use crate::fixtures::tenant;
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use trellis_kernel::{PageRequest, TenantCtx};
+use trellis_rag::index::{ChunkId, CollectionId, Embedding};
+use trellis_rag::{
+    Chunk, ChunkRepo, ChunkingSettings, Collection, CollectionPatch, CollectionRepo,
+    DocumentFilter, DocumentId, DocumentRepo, DocumentStatus, EmbeddedChunk, EmbeddingModel,
+    JobKind, JobQueue, NewCollection, NewDocument, RagError, SearchFilter, SourceType, Span,
+    StatusChange, TextIndex, VectorIndex,
+};
+
+/// The RAG ports under test.
+#[derive(Clone)]
+pub struct RagPorts {
+    pub collections: Arc<dyn CollectionRepo>,
+    pub documents: Arc<dyn DocumentRepo>,
+    pub chunks: Arc<dyn ChunkRepo>,
+    pub vectors: Arc<dyn VectorIndex>,
+    pub text: Arc<dyn TextIndex>,
+    pub jobs: Arc<dyn JobQueue>,
+}
+
+impl RagPorts {
+    /// All RAG ports from one adapter value.
+    pub fn from_one<A>(a: A) -> Self
+    where
+        A: CollectionRepo + DocumentRepo + ChunkRepo + VectorIndex + TextIndex + JobQueue + Clone,
+    {
+        Self {
+            collections: Arc::new(a.clone()),
+            documents: Arc::new(a.clone()),
+            chunks: Arc::new(a.clone()),
+            vectors: Arc::new(a.clone()),
+            text: Arc::new(a.clone()),
+            jobs: Arc::new(a),
+        }
+    }
+}
+
+const DIM: u32 = 8;
+
+fn model() -> EmbeddingModel {
+    EmbeddingModel::new("test/8", DIM).unwrap()
+}
+
+/// A unit vector along axis `i` plus a little of axis `j`.
+fn vector(i: usize, j: usize, w: f32) -> Embedding {
+    let mut v = vec![0.0; DIM as usize];
+    v[i] = 1.0;
+    v[j] += w;
+    Embedding::new(v).unwrap()
+}
+
+async fn collection(r: &RagPorts, ctx: &TenantCtx, name: &str) -> Collection {
+    r.collections
+        .insert(
+            ctx,
+            NewCollection {
+                id: CollectionId::new(),
+                name: name.into(),
+                description: None,
+                agent_id: None,
+                source_type: SourceType::Upload,
+                chunking: ChunkingSettings::default(),
+                embedding_model: model(),
+                created_by: None,
+            },
+        )
+        .await
+        .unwrap()
+}
+
+async fn document(
+    r: &RagPorts,
+    ctx: &TenantCtx,
+    c: CollectionId,
+    checksum: &str,
+) -> trellis_rag::Document {
+    let id = DocumentId::new();
+    r.documents
+        .insert(
+            ctx,
+            NewDocument {
+                id,
+                collection_id: c,
+                filename: id.to_string(),
+                original_name: format!("{checksum}.md"),
+                mime_type: "text/markdown".into(),
+                size_bytes: 10,
+                checksum: checksum.into(),
+                storage_key: format!("k/{id}"),
+                source_type: SourceType::Upload,
+                source_id: None,
+                metadata: BTreeMap::from([("lang".to_owned(), "en".to_owned())]),
+                uploaded_by: None,
+            },
+        )
+        .await
+        .unwrap()
+}
+
+fn chunk(
+    d: &trellis_rag::Document,
+    position: u32,
+    content: &str,
+    embedding: Embedding,
+) -> EmbeddedChunk {
+    EmbeddedChunk {
+        chunk: Chunk {
+            id: ChunkId::new(),
+            document_id: d.id,
+            collection_id: d.collection_id,
+            position,
+            content: content.into(),
+            span: Span {
+                start: position * 100,
+                end: position * 100 + u32::try_from(content.len()).unwrap(),
+                page: Some(1),
+                section: Some("Intro".into()),
+            },
+            token_count: 5,
+            source_type: SourceType::Upload,
+            metadata: d.metadata.clone(),
+        },
+        embedding,
+    }
+}
+
+pub async fn a_collection_reads_back_and_names_are_unique_per_tenant(p: &Ports, r: &RagPorts) {
+    let (_, a, _) = tenant(p).await;
+    let (_, b, _) = tenant(p).await;
+    let c = collection(r, &a, "Handbook").await;
+    let got = r.collections.get(&a, c.id).await.unwrap();
+    assert_eq!(
+        (got.name.as_str(), got.embedding_model.clone()),
+        ("Handbook", model())
+    );
+    let dup = r
+        .collections
+        .insert(
+            &a,
+            NewCollection {
+                id: CollectionId::new(),
+                name: "Handbook".into(),
+                description: None,
+                agent_id: None,
+                source_type: SourceType::Manual,
+                chunking: ChunkingSettings::default(),
+                embedding_model: model(),
+                created_by: None,
+            },
+        )
+        .await;
+    assert!(matches!(dup, Err(RagError::Conflict(_))), "{dup:?}");
+    collection(r, &b, "Handbook").await;
+    assert!(matches!(
+        r.collections.get(&b, c.id).await,
+        Err(RagError::NotFound(_))
+    ));
+    let patch = CollectionPatch {
+        description: Some(Some("All the rules".into())),
+        ..CollectionPatch::default()
+    };
+    assert!(matches!(
+        r.collections.update(&b, c.id, patch.clone()).await,
+        Err(RagError::NotFound(_))
+    ));
+    let updated = r.collections.update(&a, c.id, patch).await.unwrap();
+    assert_eq!(updated.description.as_deref(), Some("All the rules"));
+    assert_eq!(
+        r.collections
+            .list(&a, PageRequest::default())
+            .await
+            .unwrap()
+            .items
+            .len(),
+        1
+    );
+}
+
+pub async fn documents_are_found_by_checksum_and_status_changes_stick(p: &Ports, r: &RagPorts) {
+    let (_, a, _) = tenant(p).await;
+    let (_, b, _) = tenant(p).await;
+    let c = collection(r, &a, "Docs").await;
+    let d = document(r, &a, c.id, "abc123").await;
+    assert_eq!(d.status, DocumentStatus::Uploaded);
+    let found = r
+        .documents
+        .find_by_checksum(&a, c.id, "abc123")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(found.id, d.id);
+    assert!(
+        r.documents
+            .find_by_checksum(&b, c.id, "abc123")
+            .await
+            .unwrap()
+            .is_none()
+    );
+    assert!(matches!(
+        r.documents.get(&b, d.id).await,
+        Err(RagError::NotFound(_))
+    ));
+    let done = r
+        .documents
+        .set_status(
+            &a,
+            d.id,
+            StatusChange {
+                status: DocumentStatus::Processed,
+                error: None,
+                processed_at: Some(chrono::Utc::now()),
+                chunk_count: Some(3),
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        (done.status, done.chunk_count),
+        (DocumentStatus::Processed, 3)
+    );
+    assert!(done.processed_at.is_some());
+    let filter = DocumentFilter {
+        collection: Some(c.id),
+        status: Some(DocumentStatus::Processed),
+    };
+    assert_eq!(
+        r.documents
+            .list(&a, &filter, PageRequest::default())
+            .await
+            .unwrap()
+            .items
+            .len(),
+        1
+    );
+    assert!(
+        r.documents
+            .list(&b, &DocumentFilter::default(), PageRequest::default())
+            .await
+            .unwrap()
+            .items
+            .is_empty()
+    );
+}
+
+pub async fn replacing_a_documents_chunks_never_duplicates_them(p: &Ports, r: &RagPorts) {
+    let (_, a, _) = tenant(p).await;
+    let c = collection(r, &a, "Docs").await;
+    let d = document(r, &a, c.id, "x1").await;
+    let first = vec![
+        chunk(&d, 0, "alpha", vector(0, 1, 0.1)),
+        chunk(&d, 1, "beta", vector(1, 2, 0.1)),
+    ];
+    r.chunks
+        .replace_for_document(&a, d.id, first)
+        .await
+        .unwrap();
+    let second = vec![
+        chunk(&d, 0, "gamma", vector(2, 3, 0.1)),
+        chunk(&d, 1, "delta", vector(3, 4, 0.1)),
+        chunk(&d, 2, "epsilon", vector(4, 5, 0.1)),
+    ];
+    r.chunks
+        .replace_for_document(&a, d.id, second)
+        .await
+        .unwrap();
+    let stored = r.chunks.for_document(&a, d.id).await.unwrap();
+    let contents: Vec<&str> = stored.iter().map(|c| c.content.as_str()).collect();
+    assert_eq!(contents, vec!["gamma", "delta", "epsilon"]);
+    // Old vectors are gone from the index as well.
+    let hits = r
+        .vectors
+        .search(&a, &vector(0, 1, 0.1), &SearchFilter::default(), 10)
+        .await
+        .unwrap();
+    assert_eq!(hits.len(), 3);
+    let ids: Vec<ChunkId> = stored.iter().map(|c| c.id).collect();
+    assert!(hits.iter().all(|h| ids.contains(&h.chunk)));
+}
+
+pub async fn vector_search_returns_the_exact_top_k_of_the_tenant_only(p: &Ports, r: &RagPorts) {
+    let (_, a, _) = tenant(p).await;
+    let (_, b, _) = tenant(p).await;
+    let ca = collection(r, &a, "A").await;
+    let cb = collection(r, &b, "B").await;
+    let da = document(r, &a, ca.id, "a").await;
+    let db = document(r, &b, cb.id, "b").await;
+    let a_chunks: Vec<EmbeddedChunk> = (0..6)
+        .map(|i| {
+            chunk(
+                &da,
+                i,
+                &format!("a{i}"),
+                vector(0, 1 + (i as usize % 7), 0.1 * i as f32),
+            )
+        })
+        .collect();
+    r.chunks
+        .replace_for_document(&a, da.id, a_chunks.clone())
+        .await
+        .unwrap();
+    // Tenant B has vectors closer to the query than any of A's.
+    let b_chunks: Vec<EmbeddedChunk> = (0..6)
+        .map(|i| chunk(&db, i, "b", vector(0, 1, 0.0)))
+        .collect();
+    r.chunks
+        .replace_for_document(&b, db.id, b_chunks)
+        .await
+        .unwrap();
+
+    let q = vector(0, 1, 0.0);
+    let hits = r
+        .vectors
+        .search(&a, &q, &SearchFilter::default(), 3)
+        .await
+        .unwrap();
+    assert_eq!(hits.len(), 3);
+    let mut brute: Vec<(ChunkId, f32)> = a_chunks
+        .iter()
+        .map(|c| (c.chunk.id, c.embedding.cosine(&q)))
+        .collect();
+    brute.sort_by(|x, y| y.1.total_cmp(&x.1));
+    for (hit, (id, score)) in hits.iter().zip(&brute) {
+        assert_eq!(hit.chunk, *id);
+        assert!((hit.score - score).abs() < 1e-4, "{} vs {score}", hit.score);
+    }
+}
+
+pub async fn vector_search_honours_collection_source_and_metadata_filters(p: &Ports, r: &RagPorts) {
+    let (_, a, _) = tenant(p).await;
+    let c1 = collection(r, &a, "One").await;
+    let c2 = collection(r, &a, "Two").await;
+    let d1 = document(r, &a, c1.id, "d1").await;
+    let d2 = document(r, &a, c2.id, "d2").await;
+    r.chunks
+        .replace_for_document(&a, d1.id, vec![chunk(&d1, 0, "one", vector(0, 1, 0.2))])
+        .await
+        .unwrap();
+    r.chunks
+        .replace_for_document(&a, d2.id, vec![chunk(&d2, 0, "two", vector(0, 1, 0.1))])
+        .await
+        .unwrap();
+    let q = vector(0, 1, 0.0);
+    let only_one = SearchFilter {
+        collections: vec![c1.id],
+        ..SearchFilter::default()
+    };
+    let hits = r.vectors.search(&a, &q, &only_one, 10).await.unwrap();
+    assert_eq!(hits.len(), 1);
+    let shopify = SearchFilter {
+        source_types: vec![SourceType::Shopify],
+        ..SearchFilter::default()
+    };
+    assert!(
+        r.vectors
+            .search(&a, &q, &shopify, 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    let german = SearchFilter {
+        metadata: BTreeMap::from([("lang".to_owned(), "de".to_owned())]),
+        ..SearchFilter::default()
+    };
+    assert!(
+        r.vectors
+            .search(&a, &q, &german, 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    let english = SearchFilter {
+        metadata: BTreeMap::from([("lang".to_owned(), "en".to_owned())]),
+        ..SearchFilter::default()
+    };
+    assert_eq!(
+        r.vectors.search(&a, &q, &english, 10).await.unwrap().len(),
+        2
+    );
+}
+
+pub async fn text_search_ranks_matching_chunks_and_ignores_other_tenants(p: &Ports, r: &RagPorts) {
+    let (_, a, _) = tenant(p).await;
+    let (_, b, _) = tenant(p).await;
+    let ca = collection(r, &a, "A").await;
+    let cb = collection(r, &b, "B").await;
+    let da = document(r, &a, ca.id, "a").await;
+    let db = document(r, &b, cb.id, "b").await;
+    let refund = chunk(
+        &da,
+        0,
+        "Refunds are issued within fourteen days of purchase.",
+        vector(0, 1, 0.1),
+    );
+    let other = chunk(
+        &da,
+        1,
+        "Shipping takes three to five days.",
+        vector(1, 2, 0.1),
+    );
+    r.chunks
+        .replace_for_document(&a, da.id, vec![refund.clone(), other])
+        .await
+        .unwrap();
+    r.chunks
+        .replace_for_document(
+            &b,
+            db.id,
+            vec![chunk(&db, 0, "Refunds refunds refunds", vector(0, 1, 0.1))],
+        )
+        .await
+        .unwrap();
+    let hits = r
+        .text
+        .search(&a, "refunds purchase", &SearchFilter::default(), 10)
+        .await
+        .unwrap();
+    assert_eq!(hits.first().map(|h| h.chunk), Some(refund.chunk.id));
+    assert!(
+        hits.iter()
+            .all(|h| h.chunk != refund.chunk.id || h.score > 0.0)
+    );
+    let ids: Vec<ChunkId> = r
+        .chunks
+        .for_document(&b, db.id)
+        .await
+        .unwrap()
+        .iter()
+        .map(|c| c.id)
+        .collect();
+    assert!(hits.iter().all(|h| !ids.contains(&h.chunk)));
+    assert!(
+        r.text
+            .search(&a, "\"&|!", &SearchFilter::default(), 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+}
+
+pub async fn deleting_a_document_or_collection_removes_its_chunks(p: &Ports, r: &RagPorts) {
+    let (_, a, _) = tenant(p).await;
+    let c = collection(r, &a, "Temp").await;
+    let d1 = document(r, &a, c.id, "one").await;
+    let d2 = document(r, &a, c.id, "two").await;
+    r.chunks
+        .replace_for_document(
+            &a,
+            d1.id,
+            vec![chunk(&d1, 0, "first doc", vector(0, 1, 0.1))],
+        )
+        .await
+        .unwrap();
+    r.chunks
+        .replace_for_document(
+            &a,
+            d2.id,
+            vec![chunk(&d2, 0, "second doc", vector(0, 1, 0.2))],
+        )
+        .await
+        .unwrap();
+    r.documents.delete(&a, d1.id).await.unwrap();
+    let q = vector(0, 1, 0.0);
+    assert_eq!(
+        r.vectors
+            .search(&a, &q, &SearchFilter::default(), 10)
+            .await
+            .unwrap()
+            .len(),
+        1
+    );
+    assert!(r.chunks.for_document(&a, d1.id).await.unwrap().is_empty());
+    r.collections.delete(&a, c.id).await.unwrap();
+    assert!(
+        r.vectors
+            .search(&a, &q, &SearchFilter::default(), 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert!(
+        r.text
+            .search(&a, "second", &SearchFilter::default(), 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert!(matches!(
+        r.documents.get(&a, d2.id).await,
+        Err(RagError::NotFound(_))
+    ));
+}
+
+pub async fn a_claimed_job_is_not_handed_out_again_until_its_lease_expires(
+    p: &Ports,
+    r: &RagPorts,
+) {
+    let (_, a, _) = tenant(p).await;
+    let doc = DocumentId::new();
+    r.jobs
+        .enqueue(&a, JobKind::ProcessDocument(doc))
+        .await
+        .unwrap();
+    // Other tests share the queue, so claim until we find ours.
+    let mut mine = None;
+    for _ in 0..200 {
+        match r
+            .jobs
+            .claim(chrono::Duration::milliseconds(300))
+            .await
+            .unwrap()
+        {
+            Some(j) if j.kind == JobKind::ProcessDocument(doc) => {
+                mine = Some(j);
+                break;
+            }
+            Some(other) => r
+                .jobs
+                .retry(&other, "not this test's", chrono::Utc::now())
+                .await
+                .unwrap(),
+            None => break,
+        }
+    }
+    let job = mine.expect("our job was claimable");
+    assert_eq!((job.tenant_id, job.attempt), (a.tenant_id(), 1));
+    // While leased, nobody else gets it.
+    for _ in 0..20 {
+        if let Some(j) = r.jobs.claim(chrono::Duration::seconds(30)).await.unwrap() {
+            assert_ne!(j.id, job.id, "a leased job was handed out twice");
+            r.jobs
+                .retry(&j, "not this test's", chrono::Utc::now())
+                .await
+                .unwrap();
+        }
+    }
+    tokio::time::sleep(std::time::Duration::from_millis(400)).await;
+    let mut again = None;
+    for _ in 0..200 {
+        match r.jobs.claim(chrono::Duration::seconds(30)).await.unwrap() {
+            Some(j) if j.id == job.id => {
+                again = Some(j);
+                break;
+            }
+            Some(other) => r
+                .jobs
+                .retry(&other, "not this test's", chrono::Utc::now())
+                .await
+                .unwrap(),
+            None => break,
+        }
+    }
+    let again = again.expect("an expired lease makes the job claimable again");
+    assert_eq!(again.attempt, 2);
+    r.jobs.complete(&again).await.unwrap();
+}
