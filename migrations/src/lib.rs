@@ -9,6 +9,7 @@ use sea_orm_migration::prelude::*;
 
 mod m20261122_000001_create_tenancy;
 mod m20261122_000002_create_identity;
+mod m20261122_000003_create_rag;
 
 pub use sea_orm_migration::MigratorTrait;
 
@@ -22,6 +23,7 @@ impl MigratorTrait for Migrator {
         vec![
             Box::new(m20261122_000001_create_tenancy::Migration),
             Box::new(m20261122_000002_create_identity::Migration),
+            Box::new(m20261122_000003_create_rag::Migration),
         ]
     }
 }

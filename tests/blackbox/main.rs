@@ -7,5 +7,6 @@ mod api_keys;
 mod auth;
 mod isolation;
 mod ops;
+mod rag;
 mod tenants;
 mod users;

@@ -17,7 +17,16 @@ pub struct TestApp {
     pub base: String,
     pub http: reqwest::Client,
     pub app: App,
+    /// How many ingestion workers the configuration asked for.
+    pub app_workers: usize,
+    /// Set for apps that run ingestion workers: the queue lock they hold.
+    _queue_lock: Option<sea_orm::DatabaseConnection>,
 }
+
+/// The advisory lock the queue tests of `trellis-postgres` hold ("rag-queu" in
+/// ASCII, the same value as there). Workers claim *any* tenant's job, so a test
+/// process that runs workers holds it too, and never takes a queue test's job.
+const QUEUE_TESTS_LOCK: i64 = 0x7261_672d_7175_6575;
 
 /// A tenant created for one test, with its admin signed in.
 #[derive(Debug, Clone)]
@@ -61,6 +70,9 @@ pub async fn spawn_app_with(adjust: impl FnOnce(&mut Config)) -> TestApp {
         password_cost: PasswordCost::InsecureFastForTests,
         ..Config::default()
     };
+    config.rag.blobs = Some(trellis_app::BlobSetting::Dir(
+        std::env::temp_dir().join("trellis-blackbox-blobs"),
+    ));
     adjust(&mut config);
     let app = bootstrap(&config).await.expect("app failed to start");
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -75,7 +87,35 @@ pub async fn spawn_app_with(adjust: impl FnOnce(&mut Config)) -> TestApp {
         base,
         http: reqwest::Client::new(),
         app,
+        app_workers: config.rag.workers,
+        _queue_lock: None,
     }
+}
+
+/// Like [`spawn_app_with`], plus the ingestion worker pool `trellis serve` runs (with a
+/// short lease). Waits for the queue lock first, so tests that ingest run one at a time.
+pub async fn spawn_ingesting_app_with(adjust: impl FnOnce(&mut Config)) -> TestApp {
+    use sea_orm::ConnectionTrait as _;
+    let mut opts = sea_orm::ConnectOptions::new(database_url());
+    opts.max_connections(1).sqlx_logging(false);
+    let lock = sea_orm::Database::connect(opts).await.unwrap();
+    lock.execute_unprepared(&format!("SELECT pg_advisory_lock({QUEUE_TESTS_LOCK})"))
+        .await
+        .unwrap();
+    let mut app = spawn_app_with(adjust).await;
+    // Detached: the pool lives as long as the test's runtime.
+    let _workers = trellis_app::workers::Workers::spawn(
+        app.app.rag.clone(),
+        app.app_workers,
+        std::time::Duration::from_secs(3),
+    );
+    app._queue_lock = Some(lock);
+    app
+}
+
+/// [`spawn_ingesting_app_with`] with the default configuration.
+pub async fn spawn_ingesting_app() -> TestApp {
+    spawn_ingesting_app_with(|_| {}).await
 }
 
 impl TestApp {
@@ -210,6 +250,42 @@ impl TestApp {
     ) -> reqwest::Response {
         self.send_json(reqwest::Method::PUT, path, token, body)
             .await
+    }
+
+    /// Uploads `bytes` as `filename` into a collection (multipart `file` part).
+    pub async fn upload(
+        &self,
+        token: &str,
+        collection: &str,
+        filename: &str,
+        bytes: Vec<u8>,
+    ) -> reqwest::Response {
+        let part = reqwest::multipart::Part::bytes(bytes).file_name(filename.to_owned());
+        let form = reqwest::multipart::Form::new().part("file", part);
+        self.http
+            .post(self.url(&format!("/v1/rag/collections/{collection}/documents")))
+            .bearer_auth(token)
+            .multipart(form)
+            .send()
+            .await
+            .unwrap()
+    }
+
+    /// Polls a document until it leaves `uploaded`/`processing` (or 60 s pass).
+    pub async fn wait_processed(&self, token: &str, document: &str) -> Value {
+        for _ in 0..600 {
+            let doc: Value = self
+                .get(&format!("/v1/rag/documents/{document}"), Some(token))
+                .await
+                .json()
+                .await
+                .unwrap();
+            if doc["status"] == "processed" || doc["status"] == "error" {
+                return doc;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+        panic!("document {document} was not processed in time");
     }
 
     pub async fn send_json(

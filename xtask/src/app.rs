@@ -13,12 +13,12 @@ use crate::db::{self, DbEnv};
 use crate::{envfile, sys};
 
 /// The package that builds the `trellis` binary.
-const APP_PACKAGE: &str = "trellis-app";
+pub(crate) const APP_PACKAGE: &str = "trellis-app";
 /// The app binary inside it.
-const APP_BIN: &str = "trellis";
+pub(crate) const APP_BIN: &str = "trellis";
 
 /// `cargo` as invoked by whoever ran us (cargo sets `CARGO` for `cargo run`).
-fn cargo(root: &Path) -> Command {
+pub(crate) fn cargo(root: &Path) -> Command {
     let program = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
     let mut cmd = Command::new(program);
     cmd.current_dir(root);
@@ -80,7 +80,7 @@ pub fn dev(root: &Path) -> Result<ExitCode> {
 
 /// `TRELLIS_JWT_SECRET` and `TRELLIS_ENCRYPTION_KEY` for whichever of them is not set
 /// in our environment, generated once and kept in `.trellis/dev-secrets.env` (mode 600).
-fn dev_secrets(root: &Path) -> Result<Vec<(String, String)>> {
+pub(crate) fn dev_secrets(root: &Path) -> Result<Vec<(String, String)>> {
     const SECRETS: [(&str, usize); 2] =
         [("TRELLIS_JWT_SECRET", 48), ("TRELLIS_ENCRYPTION_KEY", 32)];
     let path = root.join(".trellis").join("dev-secrets.env");
@@ -112,6 +112,9 @@ fn dev_secrets(root: &Path) -> Result<Vec<(String, String)>> {
 /// `cargo nextest run --workspace --no-fail-fast` (or `cargo test --workspace` without
 /// nextest). Exits with the test runner's status.
 pub fn test(root: &Path, args: &[String]) -> Result<ExitCode> {
+    // trellis-embed's reference test needs the local model; CI starts from a fresh clone.
+    let model = crate::model::ensure(root)?;
+    say!("embedding model in {}", model.display());
     let env = db::ensure_up(root)?;
     run_app(root, &env, "migrate")?;
     let nextest = sys::succeeds(cargo(root).args(["nextest", "--version"]));

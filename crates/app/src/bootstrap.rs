@@ -1,17 +1,22 @@
 //! Choosing adapters and wiring them into services: the only place in Trellis that
 //! knows which technology stands behind each port.
 
-use crate::config::{Config, PasswordCost};
+use crate::config::{BlobSetting, Config, PasswordCost, RagSettings};
 use anyhow::{Context, bail};
 use async_trait::async_trait;
 use std::sync::Arc;
+use trellis_blob::{BlobConfig, ObjectBlobStore, S3Config};
 use trellis_crypto::{AesGcmCipher, Argon2Hasher, JwtSigner};
+use trellis_embed::{EmbedConfig, OpenAiConfig, StaticRegistry};
+use trellis_extract::{Extractor, Limits as ExtractLimits};
 use trellis_http::{AppState, HttpConfig, Readiness};
 use trellis_identity::service::IdentityPorts;
 use trellis_identity::{IdentityConfig, IdentityService};
 use trellis_kernel::{PasswordHasher, SystemClock, secrets::random_token};
-use trellis_memory::{InMemoryLoginThrottle, MemoryStore, ThrottleLimits};
+use trellis_memory::{InMemoryLoginThrottle, MemoryRag, MemoryStore, ThrottleLimits};
 use trellis_postgres::PgStore;
+use trellis_rag::service::{RagConfig, RagPorts, RagService};
+use trellis_rag::{BlobStore, EmbedderRegistry};
 use trellis_tenancy::{SecretCipher, TenancyService};
 
 /// Which storage the app runs on.
@@ -28,6 +33,7 @@ pub struct App {
     pub storage: Storage,
     pub tenancy: Arc<TenancyService>,
     pub identity: Arc<IdentityService>,
+    pub rag: Arc<RagService>,
     pub state: AppState,
 }
 
@@ -65,19 +71,28 @@ pub async fn bootstrap(config: &Config) -> anyhow::Result<App> {
     let throttle = Arc::new(InMemoryLoginThrottle::new(ThrottleLimits::default()));
     let clock = Arc::new(SystemClock);
 
-    let (storage, ports, tenants, readiness): (
+    let embedders: Arc<dyn EmbedderRegistry> = Arc::new(embedders(&config.rag)?);
+    let (storage, ports, tenants, readiness, rag_ports): (
         _,
         _,
         Arc<dyn trellis_tenancy::TenantRepo>,
         Option<Arc<dyn Readiness>>,
+        RagStorePorts,
     ) = match &config.database_url {
         None => {
             let store = MemoryStore::new();
+            let rag = MemoryRag::new();
+            let blobs: Arc<dyn BlobStore> = match &config.rag.blobs {
+                None | Some(BlobSetting::Memory) => Arc::new(rag.clone()),
+                Some(other) => blob_store(other)?,
+            };
+            let rag_ports = rag_store_ports(&rag, blobs);
             (
                 Storage::Memory,
                 identity_ports(&store),
                 Arc::new(store),
                 None,
+                rag_ports,
             )
         }
         Some(url) => {
@@ -85,14 +100,36 @@ pub async fn bootstrap(config: &Config) -> anyhow::Result<App> {
                 .await
                 .context("failed to connect to PostgreSQL (DATABASE_URL)")?;
             let readiness: Arc<dyn Readiness> = Arc::new(PgReadiness(store.clone()));
+            let default_dir = BlobSetting::Dir(std::path::PathBuf::from(".trellis/blobs"));
+            let blobs = blob_store(config.rag.blobs.as_ref().unwrap_or(&default_dir))?;
+            let rag_ports = rag_store_ports(&store, blobs);
             (
                 Storage::Postgres,
                 identity_ports(&store),
                 Arc::new(store),
                 Some(readiness),
+                rag_ports,
             )
         }
     };
+    let rag = Arc::new(RagService::new(
+        RagPorts {
+            collections: rag_ports.collections,
+            documents: rag_ports.documents,
+            chunks: rag_ports.chunks,
+            vectors: rag_ports.vectors,
+            text: rag_ports.text,
+            embedders,
+            blobs: rag_ports.blobs,
+            extractor: Arc::new(Extractor::new(ExtractLimits::default())),
+            jobs: rag_ports.jobs,
+            clock: clock.clone(),
+        },
+        RagConfig {
+            max_upload_bytes: config.rag.max_upload_bytes,
+            ..RagConfig::default()
+        },
+    ));
 
     let tenancy = Arc::new(TenancyService::new(
         tenants.clone(),
@@ -115,10 +152,12 @@ pub async fn bootstrap(config: &Config) -> anyhow::Result<App> {
         },
         identity_config,
     ));
-    let mut state = AppState::new(tenancy.clone(), identity.clone()).with_config(HttpConfig {
-        body_limit_bytes: config.body_limit_bytes,
-        cors_allowed_origins: config.cors_allowed_origins.clone(),
-    });
+    let mut state = AppState::new(tenancy.clone(), identity.clone())
+        .with_config(HttpConfig {
+            body_limit_bytes: config.body_limit_bytes,
+            cors_allowed_origins: config.cors_allowed_origins.clone(),
+        })
+        .with_rag(rag.clone());
     if let Some(r) = readiness {
         state = state.with_readiness(r);
     }
@@ -126,8 +165,91 @@ pub async fn bootstrap(config: &Config) -> anyhow::Result<App> {
         storage,
         tenancy,
         identity,
+        rag,
         state,
     })
+}
+
+struct RagStorePorts {
+    collections: Arc<dyn trellis_rag::CollectionRepo>,
+    documents: Arc<dyn trellis_rag::DocumentRepo>,
+    chunks: Arc<dyn trellis_rag::ChunkRepo>,
+    vectors: Arc<dyn trellis_rag::VectorIndex>,
+    text: Arc<dyn trellis_rag::TextIndex>,
+    jobs: Arc<dyn trellis_rag::JobQueue>,
+    blobs: Arc<dyn BlobStore>,
+}
+
+fn rag_store_ports<S>(store: &S, blobs: Arc<dyn BlobStore>) -> RagStorePorts
+where
+    S: trellis_rag::CollectionRepo
+        + trellis_rag::DocumentRepo
+        + trellis_rag::ChunkRepo
+        + trellis_rag::VectorIndex
+        + trellis_rag::TextIndex
+        + trellis_rag::JobQueue
+        + Clone,
+{
+    RagStorePorts {
+        collections: Arc::new(store.clone()),
+        documents: Arc::new(store.clone()),
+        chunks: Arc::new(store.clone()),
+        vectors: Arc::new(store.clone()),
+        text: Arc::new(store.clone()),
+        jobs: Arc::new(store.clone()),
+        blobs,
+    }
+}
+
+fn blob_store(setting: &BlobSetting) -> anyhow::Result<Arc<dyn BlobStore>> {
+    let config = match setting {
+        BlobSetting::Memory => BlobConfig::Memory,
+        BlobSetting::Dir(root) => BlobConfig::Local { root: root.clone() },
+        BlobSetting::S3 {
+            bucket,
+            region,
+            endpoint,
+            access_key_id,
+            secret_access_key,
+            allow_http,
+        } => {
+            let mut s3 = S3Config::new(bucket.clone());
+            s3.region.clone_from(region);
+            s3.endpoint.clone_from(endpoint);
+            s3.access_key_id.clone_from(access_key_id);
+            s3.secret_access_key.clone_from(secret_access_key);
+            s3.allow_http = *allow_http;
+            BlobConfig::S3(s3)
+        }
+    };
+    Ok(Arc::new(ObjectBlobStore::from_config(&config).context(
+        "file storage (TRELLIS_BLOB_DIR / TRELLIS_S3_*)",
+    )?))
+}
+
+fn embedders(settings: &RagSettings) -> anyhow::Result<StaticRegistry> {
+    let openai = match (&settings.openai_url, &settings.openai_model) {
+        (Some(url), Some(model)) => {
+            let dimension = settings.openai_dimension.context(
+                "TRELLIS_OPENAI_EMBED_DIMENSION is required with TRELLIS_OPENAI_EMBED_URL",
+            )?;
+            let mut c = OpenAiConfig::new(url.clone(), model.clone(), dimension);
+            c.api_key.clone_from(&settings.openai_api_key);
+            Some(c)
+        }
+        (None, None) => None,
+        _ => anyhow::bail!(
+            "set both TRELLIS_OPENAI_EMBED_URL and TRELLIS_OPENAI_EMBED_MODEL (or neither)"
+        ),
+    };
+    let config = EmbedConfig {
+        model_dir: settings.embed_model_dir.clone(),
+        default_model: settings.embed_default.clone(),
+        openai,
+        ..EmbedConfig::default()
+    };
+    StaticRegistry::from_config(&config)
+        .context("embedding models (TRELLIS_EMBED_* / TRELLIS_OPENAI_EMBED_*)")
 }
 
 struct StorePorts {

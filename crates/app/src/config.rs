@@ -31,6 +31,105 @@ pub struct Config {
     pub body_limit_bytes: usize,
     pub cors_allowed_origins: Vec<String>,
     pub password_cost: PasswordCost,
+    /// Retrieval: embedders, file storage, upload limit and ingestion workers.
+    pub rag: RagSettings,
+}
+
+/// Where uploaded files are kept.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BlobSetting {
+    /// In memory (the default without a database).
+    Memory,
+    /// A local folder.
+    Dir(std::path::PathBuf),
+    /// An S3-compatible bucket.
+    S3 {
+        bucket: String,
+        region: Option<String>,
+        endpoint: Option<String>,
+        access_key_id: Option<String>,
+        secret_access_key: Option<String>,
+        allow_http: bool,
+    },
+}
+
+/// Retrieval settings.
+#[derive(Debug, Clone)]
+pub struct RagSettings {
+    /// A sentence-transformers model folder (all-MiniLM-L6-v2 from `cargo xtask fetch-model`).
+    pub embed_model_dir: Option<std::path::PathBuf>,
+    /// The embedding model new collections get.
+    pub embed_default: Option<String>,
+    /// An OpenAI-compatible embeddings API.
+    pub openai_url: Option<String>,
+    pub openai_api_key: Option<String>,
+    pub openai_model: Option<String>,
+    pub openai_dimension: Option<u32>,
+    /// `None`: memory without a database, `.trellis/blobs` with one.
+    pub blobs: Option<BlobSetting>,
+    pub max_upload_bytes: u64,
+    /// Ingestion workers inside `trellis serve`.
+    pub workers: usize,
+    /// How long a worker holds a job between renewals; a crashed worker's job is
+    /// picked up by another this long after its last renewal.
+    pub job_lease: std::time::Duration,
+}
+
+impl Default for RagSettings {
+    fn default() -> Self {
+        Self {
+            embed_model_dir: None,
+            embed_default: None,
+            openai_url: None,
+            openai_api_key: None,
+            openai_model: None,
+            openai_dimension: None,
+            blobs: None,
+            max_upload_bytes: 25 * 1024 * 1024,
+            workers: 2,
+            job_lease: crate::workers::DEFAULT_LEASE,
+        }
+    }
+}
+
+impl RagSettings {
+    fn from_env() -> anyhow::Result<Self> {
+        let d = Self::default();
+        let blobs = if let Some(bucket) = var("TRELLIS_S3_BUCKET") {
+            Some(BlobSetting::S3 {
+                bucket,
+                region: var("TRELLIS_S3_REGION"),
+                endpoint: var("TRELLIS_S3_ENDPOINT"),
+                access_key_id: var("TRELLIS_S3_ACCESS_KEY_ID"),
+                secret_access_key: var("TRELLIS_S3_SECRET_ACCESS_KEY"),
+                allow_http: parsed("TRELLIS_S3_ALLOW_HTTP", false)?,
+            })
+        } else {
+            var("TRELLIS_BLOB_DIR").map(|d| BlobSetting::Dir(d.into()))
+        };
+        Ok(Self {
+            embed_model_dir: var("TRELLIS_EMBED_MODEL_DIR").map(Into::into),
+            embed_default: var("TRELLIS_EMBED_DEFAULT"),
+            openai_url: var("TRELLIS_OPENAI_EMBED_URL"),
+            openai_api_key: var("TRELLIS_OPENAI_EMBED_API_KEY"),
+            openai_model: var("TRELLIS_OPENAI_EMBED_MODEL"),
+            openai_dimension: var("TRELLIS_OPENAI_EMBED_DIMENSION")
+                .map(|v| {
+                    v.trim()
+                        .parse()
+                        .context("TRELLIS_OPENAI_EMBED_DIMENSION must be a number")
+                })
+                .transpose()?,
+            blobs,
+            max_upload_bytes: parsed("TRELLIS_MAX_UPLOAD_BYTES", d.max_upload_bytes)?,
+            workers: parsed("TRELLIS_WORKERS", d.workers)?,
+            job_lease: std::time::Duration::from_secs(parsed(
+                "TRELLIS_JOB_LEASE_SECS",
+                d.job_lease.as_secs(),
+            )?)
+            .max(std::time::Duration::from_secs(3)),
+        })
+    }
 }
 
 impl std::fmt::Debug for Config {
@@ -59,6 +158,7 @@ impl Default for Config {
             body_limit_bytes: 1024 * 1024,
             cors_allowed_origins: Vec::new(),
             password_cost: PasswordCost::Standard,
+            rag: RagSettings::default(),
         }
     }
 }
@@ -142,6 +242,7 @@ impl Config {
                 })
                 .unwrap_or_default(),
             password_cost: PasswordCost::Standard,
+            rag: RagSettings::from_env()?,
         })
     }
 

@@ -5,6 +5,8 @@
 pub mod bootstrap;
 pub mod config;
 pub mod seed;
+pub mod workers;
 
 pub use bootstrap::{App, Storage, bootstrap};
+pub use config::BlobSetting;
 pub use config::{Config, PasswordCost};

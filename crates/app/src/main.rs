@@ -3,6 +3,7 @@
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use trellis_app::seed::seed_demo;
+use trellis_app::workers::Workers;
 use trellis_app::{Config, Storage, bootstrap};
 
 #[derive(Parser)]
@@ -73,8 +74,14 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     let listener = tokio::net::TcpListener::bind(config.bind)
         .await
         .with_context(|| format!("failed to listen on {}", config.bind))?;
-    tracing::info!(addr = %listener.local_addr()?, "trellis listening; API docs at /docs");
+    let workers = Workers::spawn(app.rag.clone(), config.rag.workers, config.rag.job_lease);
+    tracing::info!(
+        addr = %listener.local_addr()?,
+        ingestion_workers = config.rag.workers,
+        "trellis listening; API docs at /docs"
+    );
     trellis_http::serve(listener, app.router(), shutdown_signal()).await?;
+    workers.shutdown().await;
     tracing::info!("shut down cleanly");
     Ok(())
 }

@@ -105,6 +105,7 @@ macro_rules! rag_conformance_tests {
             text_search_ranks_matching_chunks_and_ignores_other_tenants,
             deleting_a_document_or_collection_removes_its_chunks,
             a_claimed_job_is_not_handed_out_again_until_its_lease_expires,
+            a_renewed_lease_keeps_the_job_and_a_stale_claim_changes_nothing,
         );
     };
     (@each $make:expr, $rag:expr; $($case:ident),+ $(,)?) => {

@@ -8,8 +8,8 @@ use std::sync::Arc;
 use trellis_kernel::{PageRequest, TenantCtx};
 use trellis_rag::index::{ChunkId, CollectionId, Embedding};
 use trellis_rag::{
-    Chunk, ChunkRepo, ChunkingSettings, Collection, CollectionPatch, CollectionRepo,
-    DocumentFilter, DocumentId, DocumentRepo, DocumentStatus, EmbeddedChunk, EmbeddingModel,
+    Chunk, ChunkRepo, ChunkingSettings, ClaimedJob, Collection, CollectionPatch, CollectionRepo,
+    DocumentFilter, DocumentId, DocumentRepo, DocumentStatus, EmbeddedChunk, EmbeddingModel, JobId,
     JobKind, JobQueue, NewCollection, NewDocument, RagError, SearchFilter, SourceType, Span,
     StatusChange, TextIndex, VectorIndex,
 };
@@ -559,4 +559,78 @@ pub async fn a_claimed_job_is_not_handed_out_again_until_its_lease_expires(
     let again = again.expect("an expired lease makes the job claimable again");
     assert_eq!(again.attempt, 2);
     r.jobs.complete(&again).await.unwrap();
+}
+
+/// Claims until `id` comes up (other tests share the queue; theirs go straight back).
+async fn claim_job(r: &RagPorts, id: JobId, lease: chrono::Duration) -> Option<ClaimedJob> {
+    for _ in 0..200 {
+        match r.jobs.claim(lease).await.unwrap() {
+            Some(j) if j.id == id => return Some(j),
+            Some(other) => r
+                .jobs
+                .retry(&other, "not this test's", chrono::Utc::now())
+                .await
+                .unwrap(),
+            None => return None,
+        }
+    }
+    None
+}
+
+pub async fn a_renewed_lease_keeps_the_job_and_a_stale_claim_changes_nothing(
+    p: &Ports,
+    r: &RagPorts,
+) {
+    let (_, a, _) = tenant(p).await;
+    let id = r
+        .jobs
+        .enqueue(&a, JobKind::ProcessDocument(DocumentId::new()))
+        .await
+        .unwrap();
+    let short = chrono::Duration::milliseconds(300);
+    let job = claim_job(r, id, short)
+        .await
+        .expect("our job was claimable");
+    assert!(
+        r.jobs
+            .extend(&job, chrono::Duration::seconds(30))
+            .await
+            .unwrap()
+    );
+    tokio::time::sleep(std::time::Duration::from_millis(400)).await;
+    assert!(
+        claim_job(r, id, short).await.is_none(),
+        "a renewed lease was taken over"
+    );
+
+    // Now let a claim lapse and another worker take the job.
+    let stale = job;
+    assert!(r.jobs.extend(&stale, short).await.unwrap());
+    tokio::time::sleep(std::time::Duration::from_millis(400)).await;
+    let current = claim_job(r, id, chrono::Duration::seconds(30))
+        .await
+        .expect("a lapsed lease frees the job");
+    assert_eq!(current.attempt, 2);
+    assert!(
+        !r.jobs
+            .extend(&stale, chrono::Duration::seconds(30))
+            .await
+            .unwrap(),
+        "the stale claim could renew"
+    );
+    r.jobs.fail(&stale, "stale worker").await.unwrap();
+    r.jobs.complete(&stale).await.unwrap();
+    // The current holder still owns it: renewing works and nobody else gets it.
+    assert!(
+        r.jobs
+            .extend(&current, chrono::Duration::seconds(30))
+            .await
+            .unwrap()
+    );
+    assert!(claim_job(r, id, short).await.is_none());
+    r.jobs.complete(&current).await.unwrap();
+    assert!(
+        !r.jobs.extend(&current, short).await.unwrap(),
+        "a done job renewed"
+    );
 }

@@ -37,6 +37,16 @@ use utoipa_swagger_ui::SwaggerUi;
 /// CORS (only with configured origins) → body limit → routes.
 pub fn router(state: AppState) -> Router {
     let body_limit = state.config.body_limit_bytes;
+    // Multipart framing adds a little to the file itself.
+    let upload_limit = state
+        .rag
+        .as_ref()
+        .map_or(body_limit, |r| {
+            usize::try_from(r.config().max_upload_bytes)
+                .unwrap_or(usize::MAX)
+                .saturating_add(64 * 1024)
+        })
+        .max(body_limit);
     let cors = middleware::cors(&state.config.cors_allowed_origins);
     let metrics = state.metrics.clone();
 
@@ -47,14 +57,20 @@ pub fn router(state: AppState) -> Router {
         .merge(routes::users::router())
         .merge(routes::guests::router())
         .merge(routes::api_keys::router())
+        .merge(routes::rag::router())
         .merge(routes::ops::router())
         .merge(SwaggerUi::new("/docs").url("/openapi.json", openapi::openapi()))
-        .fallback(not_found)
-        // One limit for everything, enforced by the layer (which checks
+        // One limit for everything but uploads, enforced by the layer (which checks
         // Content-Length up front and caps streamed bodies); axum's own 2 MB default
         // would otherwise silently cap a larger configured limit.
         .layer(DefaultBodyLimit::disable())
-        .layer(RequestBodyLimitLayer::new(body_limit));
+        .layer(RequestBodyLimitLayer::new(body_limit))
+        .merge(
+            routes::rag::upload_router()
+                .layer(DefaultBodyLimit::disable())
+                .layer(RequestBodyLimitLayer::new(upload_limit)),
+        )
+        .fallback(not_found);
     let routes = match cors {
         Some(cors) => routes.layer(cors),
         None => routes,

@@ -3,7 +3,7 @@
 //! `/openapi.json` and browsable at `/docs`.
 
 use crate::problem::{FieldError, Problem};
-use crate::routes::{api_keys, auth, guests, ops, platform, tenancy, users};
+use crate::routes::{api_keys, auth, guests, ops, platform, rag, tenancy, users};
 use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
@@ -70,6 +70,19 @@ impl Modify for SecuritySchemes {
         api_keys::list_api_keys,
         api_keys::create_api_key,
         api_keys::revoke_api_key,
+        rag::list_collections,
+        rag::create_collection,
+        rag::get_collection,
+        rag::update_collection,
+        rag::delete_collection,
+        rag::reindex_collection,
+        rag::upload,
+        rag::list_documents,
+        rag::get_document,
+        rag::delete_document,
+        rag::reindex_document,
+        rag::document_chunks,
+        rag::search,
         ops::healthz,
         ops::readyz,
         ops::metrics,
@@ -78,6 +91,7 @@ impl Modify for SecuritySchemes {
     modifiers(&SecuritySchemes),
     tags(
         (name = "auth", description = "Sessions and the signed-in user"),
+        (name = "rag", description = "Knowledge collections, documents and cited search"),
         (name = "platform", description = "Tenants, for platform superadmins"),
         (name = "tenant", description = "The caller's own tenant"),
         (name = "users", description = "Users of the caller's tenant"),

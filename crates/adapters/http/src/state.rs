@@ -7,6 +7,7 @@ use async_trait::async_trait;
 use axum::extract::FromRef;
 use std::sync::Arc;
 use trellis_identity::IdentityService;
+use trellis_rag::service::RagService;
 use trellis_tenancy::TenancyService;
 
 /// Default largest request body: 1 MiB.
@@ -57,6 +58,8 @@ pub struct AppState {
     pub config: Arc<HttpConfig>,
     pub metrics: Arc<Metrics>,
     pub readiness: Arc<dyn Readiness>,
+    /// Retrieval; `None` answers its routes with 503 (e.g. in adapter tests).
+    pub rag: Option<Arc<RagService>>,
 }
 
 impl AppState {
@@ -69,12 +72,19 @@ impl AppState {
             config: Arc::new(HttpConfig::default()),
             metrics: Arc::new(Metrics::default()),
             readiness: Arc::new(AlwaysReady),
+            rag: None,
         }
     }
 
     #[must_use]
     pub fn with_config(mut self, config: HttpConfig) -> Self {
         self.config = Arc::new(config);
+        self
+    }
+
+    #[must_use]
+    pub fn with_rag(mut self, rag: Arc<RagService>) -> Self {
+        self.rag = Some(rag);
         self
     }
 

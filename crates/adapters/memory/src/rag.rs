@@ -586,6 +586,13 @@ impl BlobStore for MemoryRag {
     }
 }
 
+/// The job, if `job`'s claim still holds it: running, at the same attempt. A worker
+/// whose lease ran out and whose job was claimed again gets `None` (as on Postgres).
+fn held<'a>(jobs: &'a mut BTreeMap<JobId, Job>, job: &ClaimedJob) -> Option<&'a mut Job> {
+    jobs.get_mut(&job.id)
+        .filter(|j| j.state == JobState::Running && j.attempts == job.attempt)
+}
+
 #[async_trait]
 impl JobQueue for MemoryRag {
     async fn enqueue(&self, ctx: &TenantCtx, kind: JobKind) -> Result<JobId> {
@@ -631,8 +638,19 @@ impl JobQueue for MemoryRag {
         }))
     }
 
+    async fn extend(&self, job: &ClaimedJob, lease: chrono::Duration) -> Result<bool> {
+        let mut db = self.write();
+        Ok(match held(&mut db.jobs, job) {
+            Some(j) => {
+                j.lease_until = Some(now() + lease);
+                true
+            }
+            None => false,
+        })
+    }
+
     async fn complete(&self, job: &ClaimedJob) -> Result<()> {
-        if let Some(j) = self.write().jobs.get_mut(&job.id) {
+        if let Some(j) = held(&mut self.write().jobs, job) {
             j.state = JobState::Done;
             j.lease_until = None;
         }
@@ -640,7 +658,7 @@ impl JobQueue for MemoryRag {
     }
 
     async fn retry(&self, job: &ClaimedJob, error: &str, retry_at: Timestamp) -> Result<()> {
-        if let Some(j) = self.write().jobs.get_mut(&job.id) {
+        if let Some(j) = held(&mut self.write().jobs, job) {
             j.state = JobState::Queued;
             j.run_at = retry_at;
             j.lease_until = None;
@@ -650,7 +668,7 @@ impl JobQueue for MemoryRag {
     }
 
     async fn fail(&self, job: &ClaimedJob, error: &str) -> Result<()> {
-        if let Some(j) = self.write().jobs.get_mut(&job.id) {
+        if let Some(j) = held(&mut self.write().jobs, job) {
             j.state = JobState::Failed;
             j.lease_until = None;
             j.last_error = Some(error.to_owned());

@@ -1,5 +1,6 @@
 //! The Postgres adapter of Trellis: SeaORM entities, the repositories that implement
-//! the tenancy and identity ports on [`PgStore`], and [`migrate`].
+//! the tenancy, identity and RAG ports on [`PgStore`] (pgvector search and the durable
+//! job queue included), and [`migrate`].
 //!
 //! Tenancy is enforced here twice: every unit of work is a transaction scoped with
 //! `set_config('trellis.tenant_id', …, true)` (or platform mode) so the database's
@@ -9,6 +10,7 @@ mod entity;
 mod error;
 mod mapper;
 mod migrate;
+mod rag_mapper;
 mod repo;
 mod store;
 

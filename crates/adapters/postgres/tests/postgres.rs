@@ -12,6 +12,11 @@ mod postgres {
     pub mod adapter;
     pub mod conformance;
     pub mod migrations;
+    pub mod rag_conformance;
+    pub mod rag_jobs;
+    pub mod rag_repos;
+    pub mod rag_search;
+    pub mod rag_support;
     pub mod rls;
     pub mod roles;
     pub mod schema;

@@ -452,19 +452,6 @@ fn kernels(dim: usize) {
         let slice = &data[..rows * dim];
         let mut out = vec![0.0f32; rows];
         let bytes = (rows * dim * 4) as f64;
-        // What a pass that only reads the same bytes costs: the memory-bandwidth ceiling.
-        let read_only = time(reps, || {
-            black_box(
-                slice
-                    .iter()
-                    .map(|x| x.to_bits())
-                    .fold(0u32, u32::wrapping_add),
-            );
-        });
-        println!(
-            "| read-only pass (u32 sum: the bandwidth ceiling) | {label} | {:.1} | | |",
-            bytes / read_only / 1e9
-        );
         let naive = time(reps, || {
             reference::scan_with(reference::dot_naive, &query, slice, &mut out)
         });

@@ -200,7 +200,7 @@ pub fn page_of(page_starts: &[u32], offset: u32) -> Option<u32> {
 
 /// Cuts `text` into chunks of at most `settings.max_tokens` (estimated) tokens, each
 /// starting with up to `settings.overlap_tokens` of the previous chunk's last sentences.
-/// A new heading section always starts a new chunk.
+/// A new heading section or a new page always starts a new chunk.
 #[must_use]
 pub fn chunk_text(text: &str, page_starts: &[u32], settings: ChunkingSettings) -> Vec<ChunkDraft> {
     let pieces = pieces(text, settings.max_tokens);
@@ -210,8 +210,16 @@ pub fn chunk_text(text: &str, page_starts: &[u32], settings: ChunkingSettings) -
         let first = i;
         let section = pieces[i].section.clone();
         let mut j = i;
+        let page = |k: usize| {
+            page_of(
+                page_starts,
+                u32::try_from(pieces[k].start).unwrap_or(u32::MAX),
+            )
+        };
+        // A page break, like a heading, ends a chunk: a citation names one page.
+        let same_part = |k: usize| pieces[k].section == section && page(k) == page(first);
         while j + 1 < pieces.len()
-            && pieces[j + 1].section == section
+            && same_part(j + 1)
             && estimate_tokens(&text[pieces[first].start..pieces[j + 1].end]) <= settings.max_tokens
         {
             j += 1;
@@ -232,7 +240,7 @@ pub fn chunk_text(text: &str, page_starts: &[u32], settings: ChunkingSettings) -
         // Next chunk: back up over trailing pieces that fit in the overlap budget, but
         // always move forward by at least one piece.
         let mut next = j + 1;
-        if next < pieces.len() && pieces[next].section == section {
+        if next < pieces.len() && same_part(next) {
             let mut budget = settings.overlap_tokens;
             while next > first + 1 && pieces[next - 1].tokens <= budget {
                 budget -= pieces[next - 1].tokens;
@@ -250,6 +258,16 @@ mod tests {
 
     fn settings(max: u32, overlap: u32) -> ChunkingSettings {
         ChunkingSettings::new(max, overlap).unwrap()
+    }
+
+    #[test]
+    fn a_page_break_starts_a_new_chunk_even_when_both_pages_would_fit() {
+        let text = "Intro on page one.\n\nThe warranty lasts two years.\n";
+        let page2 = u32::try_from(text.find("The warranty").unwrap()).unwrap();
+        let chunks = chunk_text(text, &[0, page2], settings(512, 64));
+        let pages: Vec<_> = chunks.iter().map(|c| c.span.page).collect();
+        assert_eq!(pages, vec![Some(1), Some(2)]);
+        assert!(chunks[1].content.starts_with("The warranty"));
     }
 
     #[test]

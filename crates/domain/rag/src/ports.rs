@@ -219,6 +219,10 @@ pub trait JobQueue: Send + Sync + 'static {
     /// Takes the oldest due job whose lease is free (any tenant), leasing it for
     /// `lease`. Trusted worker code only.
     async fn claim(&self, lease: chrono::Duration) -> Result<Option<ClaimedJob>>;
+    /// Pushes a running job's lease `lease` into the future, so a long document is not
+    /// taken over while its worker is alive. `false` when the claim was already lost
+    /// (the lease ran out and another worker holds the job).
+    async fn extend(&self, job: &ClaimedJob, lease: chrono::Duration) -> Result<bool>;
     async fn complete(&self, job: &ClaimedJob) -> Result<()>;
     /// Schedules another try at `retry_at`.
     async fn retry(&self, job: &ClaimedJob, error: &str, retry_at: Timestamp) -> Result<()>;

@@ -145,6 +145,12 @@ impl RagService {
         }
     }
 
+    /// The ingestion queue (workers claim from it and renew their leases).
+    #[must_use]
+    pub fn jobs(&self) -> &Arc<dyn JobQueue> {
+        &self.jobs
+    }
+
     #[must_use]
     pub fn config(&self) -> RagConfig {
         self.config
@@ -468,6 +474,16 @@ impl RagService {
         // Jobs carry their tenant; the worker is trusted system code.
         let ctx = TenantCtx::system(job.tenant_id);
         let JobKind::ProcessDocument(doc) = job.kind.clone();
+        // A claim past the limit means earlier attempts died without reporting back
+        // (a worker crashing on this very document): give up instead of looping.
+        if job.attempt > self.config.max_attempts {
+            let message = format!(
+                "processing was interrupted {} times (the worker stopped before finishing)",
+                job.attempt - 1
+            );
+            self.fail_document(&ctx, doc, &message).await?;
+            return self.jobs.fail(job, &message).await;
+        }
         match self.process_document(&ctx, doc).await {
             Ok(()) => self.jobs.complete(job).await,
             Err(RagError::NotFound(_)) => self.jobs.complete(job).await, // deleted meanwhile

@@ -6,6 +6,7 @@ pub mod auth;
 pub mod guests;
 pub mod ops;
 pub mod platform;
+pub mod rag;
 pub mod tenancy;
 pub mod users;
 

@@ -3,6 +3,10 @@
 //! nothing outside this crate ever sees a row type.
 
 pub mod api_key;
+pub mod chunk;
+pub mod document;
+pub mod job;
+pub mod knowledge_collection;
 pub mod membership;
 pub mod platform_admin;
 pub mod refresh_token;

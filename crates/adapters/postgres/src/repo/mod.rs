@@ -5,6 +5,12 @@
 mod api_keys;
 mod memberships;
 mod platform_admins;
+mod rag_chunks;
+mod rag_collections;
+mod rag_common;
+mod rag_documents;
+mod rag_jobs;
+mod rag_search;
 mod refresh_tokens;
 mod tenants;
 mod users;

@@ -24,6 +24,18 @@ async fn every_migration_rolls_back_and_reapplies_cleanly() {
     let mut scratch_url = url::Url::parse(&owner_url()).unwrap();
     scratch_url.set_path(&format!("/{name}"));
     let scratch_url = scratch_url.to_string();
+    // pgvector is installed by a superuser (the owner role cannot), exactly as
+    // `cargo xtask db up` and docs/operations.md do for the main database.
+    if let Ok(admin) = std::env::var("TRELLIS_ADMIN_DATABASE_URL") {
+        let mut admin_url = url::Url::parse(&admin).unwrap();
+        admin_url.set_path(&format!("/{name}"));
+        let admin = raw(admin_url.as_str()).await;
+        admin
+            .execute_unprepared("CREATE EXTENSION IF NOT EXISTS vector")
+            .await
+            .unwrap();
+        admin.close().await.unwrap();
+    }
 
     trellis_postgres::migrate(&scratch_url).await.unwrap();
     let db = Database::connect(scratch_url.as_str()).await.unwrap();

@@ -5,7 +5,8 @@
 //!   are searched exactly: an int8 pre-scan bounds every score, and only vectors that can
 //!   still make the top k are re-scored in f32, so results equal a full f32 scan.
 //! - Larger partitions get an HNSW graph, plus an exact scan of vectors not linked yet,
-//!   plus an exact fallback when the graph comes up short of k.
+//!   plus an exact fallback when the graph comes up short of k or the query lies far
+//!   from all of the partition's data (where graph walks miss most of the top k).
 //! - Writes are visible to the next search; deletes are honoured at once (tombstones in
 //!   graphs, rebuilt away off-lock once they pile up).
 //!

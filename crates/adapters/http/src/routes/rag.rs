@@ -1,0 +1,741 @@
+//! `/v1/rag`: knowledge collections, document uploads (multipart, type sniffed from
+//! the content), document status and chunks, reindexing, and cited search.
+
+use super::{PageQuery, created, list_response};
+use crate::auth::TenantAuth;
+use crate::extract::{Json, Path, Query};
+use crate::problem::{ApiError, Problem, ProblemType};
+use crate::state::AppState;
+use crate::validate::{Fields, double_option};
+use axum::Router;
+use axum::extract::{Multipart, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use trellis_rag::index::{ChunkId, CollectionId};
+use trellis_rag::service::{CreateCollection, RagService, Upload};
+use trellis_rag::{
+    Chunk, ChunkingSettings, Collection, CollectionPatch, Document, DocumentFilter, DocumentId,
+    DocumentStatus, RagError, SearchFilter, SearchHit, SearchMode, SearchQuery, SourceType,
+};
+use utoipa::{IntoParams, ToSchema};
+use uuid::Uuid;
+
+/// Routes whose bodies are small JSON (the global body limit applies).
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route(
+            "/v1/rag/collections",
+            get(list_collections).post(create_collection),
+        )
+        .route(
+            "/v1/rag/collections/{id}",
+            get(get_collection)
+                .patch(update_collection)
+                .delete(delete_collection),
+        )
+        .route("/v1/rag/collections/{id}/reindex", post(reindex_collection))
+        .route("/v1/rag/documents", get(list_documents))
+        .route(
+            "/v1/rag/documents/{id}",
+            get(get_document).delete(delete_document),
+        )
+        .route("/v1/rag/documents/{id}/chunks", get(document_chunks))
+        .route("/v1/rag/documents/{id}/reindex", post(reindex_document))
+        .route("/v1/rag/search", post(search))
+}
+
+/// The upload route, which gets its own (larger) body limit.
+pub fn upload_router() -> Router<AppState> {
+    Router::new().route("/v1/rag/collections/{id}/documents", post(upload))
+}
+
+fn rag(state: &AppState) -> Result<Arc<RagService>, ApiError> {
+    state.rag.clone().ok_or_else(|| {
+        ApiError::new(
+            ProblemType::NotReady,
+            "retrieval is not configured on this server",
+        )
+    })
+}
+
+impl From<RagError> for ApiError {
+    fn from(e: RagError) -> Self {
+        match e {
+            RagError::NotFound(what) => Self::not_found(format!("{what} not found")),
+            RagError::Conflict(msg) => Self::new(ProblemType::Conflict, msg),
+            RagError::Invalid(v) => Self::validation(vec![v.into()]),
+            RagError::Page(p) => p.into(),
+            RagError::Forbidden => Self::forbidden("you may not do this"),
+            RagError::TooLarge { limit_bytes } => Self::new(
+                ProblemType::PayloadTooLarge,
+                format!("the file is larger than the limit of {limit_bytes} bytes"),
+            ),
+            RagError::Unsupported(name) => Self::new(
+                ProblemType::UnsupportedMediaType,
+                format!(
+                    "`{name}` is not a supported file type (plain text, Markdown, HTML or PDF)"
+                ),
+            ),
+            RagError::ModelUnavailable(model) => {
+                Self::validation(vec![crate::problem::FieldError::new(
+                    "embedding_model",
+                    format!("`{model}` is not available on this server"),
+                )])
+            }
+            RagError::Unexpected(e) => Self::internal(e),
+        }
+    }
+}
+
+// ----- collections -------------------------------------------------------------------
+
+/// How documents are cut into chunks.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ChunkingBody {
+    /// 16–2048 (default 200).
+    pub max_tokens: u32,
+    /// Below half of `max_tokens` (default 30).
+    pub overlap_tokens: u32,
+}
+
+/// A knowledge collection.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct CollectionResponse {
+    pub id: Uuid,
+    pub name: String,
+    pub description: Option<String>,
+    pub agent_id: Option<Uuid>,
+    /// `manual`, `upload`, `shopify` or `wordpress`.
+    pub source_type: String,
+    pub chunking: ChunkingBody,
+    /// The embedding model the collection's vectors come from.
+    pub embedding_model: String,
+    pub embedding_dimension: u32,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+impl From<Collection> for CollectionResponse {
+    fn from(c: Collection) -> Self {
+        Self {
+            id: c.id.as_uuid(),
+            name: c.name,
+            description: c.description,
+            agent_id: c.agent_id,
+            source_type: c.source_type.as_str().to_owned(),
+            chunking: ChunkingBody {
+                max_tokens: c.chunking.max_tokens,
+                overlap_tokens: c.chunking.overlap_tokens,
+            },
+            embedding_model: c.embedding_model.id,
+            embedding_dimension: c.embedding_model.dimension,
+            created_at: c.created_at,
+            updated_at: c.updated_at,
+        }
+    }
+}
+
+list_response!(
+    /// A page of collections.
+    CollectionListResponse,
+    CollectionResponse
+);
+
+/// A collection to create.
+#[derive(Debug, Clone, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateCollectionBody {
+    pub name: String,
+    pub description: Option<String>,
+    pub agent_id: Option<Uuid>,
+    /// Default `upload`.
+    pub source_type: Option<String>,
+    pub chunking: Option<ChunkingBody>,
+    /// An embedding model id this server runs; default: the server's default model.
+    pub embedding_model: Option<String>,
+}
+
+fn chunking(f: &mut Fields, body: Option<&ChunkingBody>) -> Option<ChunkingSettings> {
+    match body {
+        None => Some(ChunkingSettings::default()),
+        Some(c) => f.check(ChunkingSettings::new(c.max_tokens, c.overlap_tokens)),
+    }
+}
+
+impl CreateCollectionBody {
+    /// # Errors
+    /// A 422 naming each invalid field.
+    pub fn try_into_domain(self) -> Result<CreateCollection, ApiError> {
+        let mut f = Fields::new();
+        let source_type = match &self.source_type {
+            None => Some(SourceType::Upload),
+            Some(s) => f.check(SourceType::parse(s)),
+        };
+        let chunking = chunking(&mut f, self.chunking.as_ref());
+        f.finish(|| {
+            Some(CreateCollection {
+                name: self.name,
+                description: self.description,
+                agent_id: self.agent_id,
+                source_type: source_type?,
+                chunking: chunking?,
+                embedding_model: self.embedding_model,
+            })
+        })
+    }
+}
+
+/// A partial update of a collection.
+#[derive(Debug, Clone, Default, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct UpdateCollectionBody {
+    pub name: Option<String>,
+    #[serde(default, deserialize_with = "double_option")]
+    #[schema(value_type = Option<String>)]
+    pub description: Option<Option<String>>,
+    #[serde(default, deserialize_with = "double_option")]
+    #[schema(value_type = Option<Uuid>)]
+    pub agent_id: Option<Option<Uuid>>,
+    /// New chunking applies to documents processed from now on (reindex to apply it
+    /// to existing ones).
+    pub chunking: Option<ChunkingBody>,
+}
+
+#[utoipa::path(get, path = "/v1/rag/collections", tag = "rag", params(PageQuery),
+    responses((status = 200, body = CollectionListResponse)), security(("bearer" = []), ("api_key" = [])))]
+pub async fn list_collections(
+    State(state): State<AppState>,
+    TenantAuth(ctx): TenantAuth,
+    Query(q): Query<PageQuery>,
+) -> Result<Json<CollectionListResponse>, ApiError> {
+    let page = rag(&state)?.list_collections(&ctx, q.page()?).await?;
+    Ok(Json(CollectionListResponse::from_page(page, Into::into)))
+}
+
+#[utoipa::path(post, path = "/v1/rag/collections", tag = "rag", request_body = CreateCollectionBody,
+    responses((status = 201, body = CollectionResponse),
+              (status = 409, body = Problem, content_type = "application/problem+json"),
+              (status = 422, body = Problem, content_type = "application/problem+json")),
+    security(("bearer" = []), ("api_key" = [])))]
+pub async fn create_collection(
+    State(state): State<AppState>,
+    TenantAuth(ctx): TenantAuth,
+    Json(body): Json<CreateCollectionBody>,
+) -> Result<Response, ApiError> {
+    let cmd = body.try_into_domain()?;
+    let c = rag(&state)?.create_collection(&ctx, cmd).await?;
+    Ok(created(
+        format!("/v1/rag/collections/{}", c.id),
+        CollectionResponse::from(c),
+    ))
+}
+
+#[utoipa::path(get, path = "/v1/rag/collections/{id}", tag = "rag", params(("id" = Uuid, Path)),
+    responses((status = 200, body = CollectionResponse),
+              (status = 404, body = Problem, content_type = "application/problem+json")),
+    security(("bearer" = []), ("api_key" = [])))]
+pub async fn get_collection(
+    State(state): State<AppState>,
+    TenantAuth(ctx): TenantAuth,
+    Path(id): Path<Uuid>,
+) -> Result<Json<CollectionResponse>, ApiError> {
+    let c = rag(&state)?
+        .get_collection(&ctx, CollectionId::from_uuid(id))
+        .await?;
+    Ok(Json(c.into()))
+}
+
+#[utoipa::path(patch, path = "/v1/rag/collections/{id}", tag = "rag", params(("id" = Uuid, Path)),
+    request_body = UpdateCollectionBody,
+    responses((status = 200, body = CollectionResponse),
+              (status = 404, body = Problem, content_type = "application/problem+json")),
+    security(("bearer" = []), ("api_key" = [])))]
+pub async fn update_collection(
+    State(state): State<AppState>,
+    TenantAuth(ctx): TenantAuth,
+    Path(id): Path<Uuid>,
+    Json(body): Json<UpdateCollectionBody>,
+) -> Result<Json<CollectionResponse>, ApiError> {
+    let mut f = Fields::new();
+    let chunking = match &body.chunking {
+        None => Some(None),
+        Some(c) => f
+            .check(ChunkingSettings::new(c.max_tokens, c.overlap_tokens))
+            .map(Some),
+    };
+    let patch = f.finish(|| {
+        Some(CollectionPatch {
+            name: body.name,
+            description: body.description,
+            agent_id: body.agent_id,
+            chunking: chunking?,
+        })
+    })?;
+    let c = rag(&state)?
+        .update_collection(&ctx, CollectionId::from_uuid(id), patch)
+        .await?;
+    Ok(Json(c.into()))
+}
+
+#[utoipa::path(delete, path = "/v1/rag/collections/{id}", tag = "rag", params(("id" = Uuid, Path)),
+    responses((status = 204), (status = 404, body = Problem, content_type = "application/problem+json")),
+    security(("bearer" = []), ("api_key" = [])))]
+pub async fn delete_collection(
+    State(state): State<AppState>,
+    TenantAuth(ctx): TenantAuth,
+    Path(id): Path<Uuid>,
+) -> Result<StatusCode, ApiError> {
+    rag(&state)?
+        .delete_collection(&ctx, CollectionId::from_uuid(id))
+        .await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// How many documents were queued.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct ReindexResponse {
+    pub queued: u64,
+}
+
+#[utoipa::path(post, path = "/v1/rag/collections/{id}/reindex", tag = "rag", params(("id" = Uuid, Path)),
+    responses((status = 202, body = ReindexResponse)), security(("bearer" = []), ("api_key" = [])))]
+pub async fn reindex_collection(
+    State(state): State<AppState>,
+    TenantAuth(ctx): TenantAuth,
+    Path(id): Path<Uuid>,
+) -> Result<Response, ApiError> {
+    let queued = rag(&state)?
+        .reindex_collection(&ctx, CollectionId::from_uuid(id))
+        .await?;
+    Ok((StatusCode::ACCEPTED, Json(ReindexResponse { queued })).into_response())
+}
+
+// ----- documents ---------------------------------------------------------------------
+
+/// A document and where it is in processing.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct DocumentResponse {
+    pub id: Uuid,
+    pub collection_id: Uuid,
+    pub original_name: String,
+    /// Sniffed from the content.
+    pub mime_type: String,
+    pub size_bytes: u64,
+    /// Hex SHA-256 of the file.
+    pub checksum: String,
+    /// `uploaded`, `processing`, `processed` or `error`.
+    pub status: String,
+    pub error: Option<String>,
+    pub processed_at: Option<DateTime<Utc>>,
+    pub source_type: String,
+    pub source_id: Option<String>,
+    pub metadata: BTreeMap<String, String>,
+    pub chunk_count: u32,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+impl From<Document> for DocumentResponse {
+    fn from(d: Document) -> Self {
+        Self {
+            id: d.id.as_uuid(),
+            collection_id: d.collection_id.as_uuid(),
+            original_name: d.original_name,
+            mime_type: d.mime_type,
+            size_bytes: d.size_bytes,
+            checksum: d.checksum,
+            status: d.status.as_str().to_owned(),
+            error: d.error,
+            processed_at: d.processed_at,
+            source_type: d.source_type.as_str().to_owned(),
+            source_id: d.source_id,
+            metadata: d.metadata,
+            chunk_count: d.chunk_count,
+            created_at: d.created_at,
+            updated_at: d.updated_at,
+        }
+    }
+}
+
+list_response!(
+    /// A page of documents.
+    DocumentListResponse,
+    DocumentResponse
+);
+
+/// The result of an upload.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct UploadResponse {
+    #[serde(flatten)]
+    pub document: DocumentResponse,
+    /// True when the same file was already in the collection (nothing new stored).
+    pub duplicate: bool,
+}
+
+/// Upload a file (`multipart/form-data` with a `file` part and an optional
+/// `metadata` part holding a JSON object of strings). 201 for a new document, 200 when
+/// the same bytes are already in the collection.
+#[utoipa::path(post, path = "/v1/rag/collections/{id}/documents", tag = "rag", params(("id" = Uuid, Path)),
+    request_body(content_type = "multipart/form-data", description = "`file` (required), `metadata` (JSON object of strings)"),
+    responses((status = 201, body = UploadResponse), (status = 200, body = UploadResponse),
+              (status = 413, body = Problem, content_type = "application/problem+json"),
+              (status = 415, body = Problem, content_type = "application/problem+json")),
+    security(("bearer" = []), ("api_key" = [])))]
+pub async fn upload(
+    State(state): State<AppState>,
+    TenantAuth(ctx): TenantAuth,
+    Path(id): Path<Uuid>,
+    multipart: Result<Multipart, axum::extract::multipart::MultipartRejection>,
+) -> Result<Response, ApiError> {
+    let service = rag(&state)?;
+    let mut multipart = multipart.map_err(|e| {
+        ApiError::new(
+            ProblemType::UnsupportedMediaType,
+            format!("expected multipart/form-data: {e}"),
+        )
+    })?;
+    let mut file: Option<(String, Vec<u8>)> = None;
+    let mut metadata = BTreeMap::new();
+    let malformed = |e: axum::extract::multipart::MultipartError| {
+        if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            ApiError::new(
+                ProblemType::PayloadTooLarge,
+                "the upload is larger than allowed",
+            )
+        } else {
+            ApiError::new(
+                ProblemType::MalformedBody,
+                format!("malformed multipart body: {e}"),
+            )
+        }
+    };
+    while let Some(field) = multipart.next_field().await.map_err(malformed)? {
+        match field.name() {
+            Some("file") => {
+                let name = field.file_name().unwrap_or("upload").to_owned();
+                let bytes = field.bytes().await.map_err(malformed)?;
+                file = Some((name, bytes.to_vec()));
+            }
+            Some("metadata") => {
+                let text = field.text().await.map_err(malformed)?;
+                metadata = serde_json::from_str(&text).map_err(|_| {
+                    ApiError::validation(vec![crate::problem::FieldError::new(
+                        "metadata",
+                        "must be a JSON object of strings",
+                    )])
+                })?;
+            }
+            _ => {
+                return Err(ApiError::new(
+                    ProblemType::MalformedBody,
+                    "unexpected form field; send `file` and optionally `metadata`",
+                ));
+            }
+        }
+    }
+    let Some((original_name, bytes)) = file else {
+        return Err(ApiError::validation(vec![crate::problem::FieldError::new(
+            "file",
+            "a `file` part is required",
+        )]));
+    };
+    let outcome = service
+        .upload(
+            &ctx,
+            CollectionId::from_uuid(id),
+            Upload {
+                original_name,
+                bytes,
+                metadata,
+            },
+        )
+        .await?;
+    let body = UploadResponse {
+        duplicate: outcome.duplicate,
+        document: outcome.document.into(),
+    };
+    if body.duplicate {
+        Ok(Json(body).into_response())
+    } else {
+        Ok(created(
+            format!("/v1/rag/documents/{}", body.document.id),
+            body,
+        ))
+    }
+}
+
+/// `?collection_id=&status=&limit=&cursor=`
+#[derive(Debug, Clone, Default, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+#[serde(deny_unknown_fields)]
+pub struct DocumentListQuery {
+    pub collection_id: Option<Uuid>,
+    /// `uploaded`, `processing`, `processed` or `error`.
+    pub status: Option<String>,
+    pub limit: Option<u32>,
+    pub cursor: Option<String>,
+}
+
+#[utoipa::path(get, path = "/v1/rag/documents", tag = "rag", params(DocumentListQuery),
+    responses((status = 200, body = DocumentListResponse)), security(("bearer" = []), ("api_key" = [])))]
+pub async fn list_documents(
+    State(state): State<AppState>,
+    TenantAuth(ctx): TenantAuth,
+    Query(q): Query<DocumentListQuery>,
+) -> Result<Json<DocumentListResponse>, ApiError> {
+    let mut f = Fields::new();
+    let status = f.check_opt("status", q.status.as_deref(), DocumentStatus::parse);
+    let status = f.finish(|| status)?;
+    let page = PageQuery {
+        limit: q.limit,
+        cursor: q.cursor,
+    }
+    .page()?;
+    let filter = DocumentFilter {
+        collection: q.collection_id.map(CollectionId::from_uuid),
+        status,
+    };
+    let page = rag(&state)?.list_documents(&ctx, &filter, page).await?;
+    Ok(Json(DocumentListResponse::from_page(page, Into::into)))
+}
+
+#[utoipa::path(get, path = "/v1/rag/documents/{id}", tag = "rag", params(("id" = Uuid, Path)),
+    responses((status = 200, body = DocumentResponse),
+              (status = 404, body = Problem, content_type = "application/problem+json")),
+    security(("bearer" = []), ("api_key" = [])))]
+pub async fn get_document(
+    State(state): State<AppState>,
+    TenantAuth(ctx): TenantAuth,
+    Path(id): Path<Uuid>,
+) -> Result<Json<DocumentResponse>, ApiError> {
+    Ok(Json(
+        rag(&state)?
+            .get_document(&ctx, DocumentId::from_uuid(id))
+            .await?
+            .into(),
+    ))
+}
+
+#[utoipa::path(delete, path = "/v1/rag/documents/{id}", tag = "rag", params(("id" = Uuid, Path)),
+    responses((status = 204), (status = 404, body = Problem, content_type = "application/problem+json")),
+    security(("bearer" = []), ("api_key" = [])))]
+pub async fn delete_document(
+    State(state): State<AppState>,
+    TenantAuth(ctx): TenantAuth,
+    Path(id): Path<Uuid>,
+) -> Result<StatusCode, ApiError> {
+    rag(&state)?
+        .delete_document(&ctx, DocumentId::from_uuid(id))
+        .await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+#[utoipa::path(post, path = "/v1/rag/documents/{id}/reindex", tag = "rag", params(("id" = Uuid, Path)),
+    responses((status = 202, body = DocumentResponse)), security(("bearer" = []), ("api_key" = [])))]
+pub async fn reindex_document(
+    State(state): State<AppState>,
+    TenantAuth(ctx): TenantAuth,
+    Path(id): Path<Uuid>,
+) -> Result<Response, ApiError> {
+    let d = rag(&state)?
+        .reindex_document(&ctx, DocumentId::from_uuid(id))
+        .await?;
+    Ok((StatusCode::ACCEPTED, Json(DocumentResponse::from(d))).into_response())
+}
+
+/// Where a chunk or hit sits in its document's extracted text.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct SpanResponse {
+    /// Byte offsets into the extracted text.
+    pub start: u32,
+    pub end: u32,
+    /// 1-based page, for paged formats (PDF).
+    pub page: Option<u32>,
+    /// Heading path, e.g. `Guide > Install`.
+    pub section: Option<String>,
+}
+
+/// One chunk of a document.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct ChunkResponse {
+    pub id: Uuid,
+    pub position: u32,
+    pub content: String,
+    pub token_count: u32,
+    pub span: SpanResponse,
+}
+
+impl From<Chunk> for ChunkResponse {
+    fn from(c: Chunk) -> Self {
+        Self {
+            id: c.id.as_uuid(),
+            position: c.position,
+            content: c.content,
+            token_count: c.token_count,
+            span: SpanResponse {
+                start: c.span.start,
+                end: c.span.end,
+                page: c.span.page,
+                section: c.span.section,
+            },
+        }
+    }
+}
+
+/// The chunks of a document, in order.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct ChunkListResponse {
+    pub items: Vec<ChunkResponse>,
+}
+
+#[utoipa::path(get, path = "/v1/rag/documents/{id}/chunks", tag = "rag", params(("id" = Uuid, Path)),
+    responses((status = 200, body = ChunkListResponse)), security(("bearer" = []), ("api_key" = [])))]
+pub async fn document_chunks(
+    State(state): State<AppState>,
+    TenantAuth(ctx): TenantAuth,
+    Path(id): Path<Uuid>,
+) -> Result<Json<ChunkListResponse>, ApiError> {
+    let chunks = rag(&state)?
+        .document_chunks(&ctx, DocumentId::from_uuid(id))
+        .await?;
+    Ok(Json(ChunkListResponse {
+        items: chunks.into_iter().map(Into::into).collect(),
+    }))
+}
+
+// ----- search ------------------------------------------------------------------------
+
+/// A search request.
+#[derive(Debug, Clone, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SearchBody {
+    /// 1–2000 characters.
+    pub query: String,
+    /// `vector`, `text` or `hybrid` (default).
+    pub mode: Option<String>,
+    /// Restrict to these collections (default: all of the tenant's).
+    #[serde(default)]
+    pub collection_ids: Vec<Uuid>,
+    #[serde(default)]
+    pub source_types: Vec<String>,
+    /// Exact matches on document metadata.
+    #[serde(default)]
+    pub metadata: BTreeMap<String, String>,
+    /// 1–50 (default 10).
+    pub top_k: Option<u32>,
+    /// Drop results scoring below this.
+    pub min_score: Option<f32>,
+}
+
+impl SearchBody {
+    /// # Errors
+    /// A 422 naming each invalid field.
+    pub fn try_into_domain(self) -> Result<SearchQuery, ApiError> {
+        let mut f = Fields::new();
+        let mode = match self.mode.as_deref() {
+            None | Some("hybrid") => Some(SearchMode::Hybrid),
+            Some("vector") => Some(SearchMode::Vector),
+            Some("text") => Some(SearchMode::Text),
+            Some(_) => {
+                f.push("mode", "must be vector, text or hybrid");
+                None
+            }
+        };
+        let mut source_types = Vec::new();
+        for s in &self.source_types {
+            if let Some(t) = f.check(SourceType::parse(s)) {
+                source_types.push(t);
+            }
+        }
+        let query = SearchQuery {
+            text: self.query,
+            mode: mode.unwrap_or_default(),
+            filter: SearchFilter {
+                collections: self
+                    .collection_ids
+                    .into_iter()
+                    .map(CollectionId::from_uuid)
+                    .collect(),
+                source_types,
+                metadata: self.metadata,
+            },
+            top_k: self.top_k.unwrap_or(10),
+            min_score: self.min_score,
+        };
+        f.check(query.validate());
+        f.finish(|| mode.map(|_| query))
+    }
+}
+
+/// Where a hit comes from.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct CitationResponse {
+    pub document_id: Uuid,
+    pub filename: String,
+    pub span: SpanResponse,
+}
+
+/// One search result.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct SearchHitResponse {
+    pub chunk_id: Uuid,
+    pub collection_id: Uuid,
+    pub content: String,
+    /// What results are ordered by: cosine (vector), rank (text) or fused rank (hybrid).
+    pub score: f32,
+    pub vector_score: Option<f32>,
+    pub text_score: Option<f32>,
+    pub citation: CitationResponse,
+}
+
+impl From<SearchHit> for SearchHitResponse {
+    fn from(h: SearchHit) -> Self {
+        let id: ChunkId = h.chunk_id;
+        Self {
+            chunk_id: id.as_uuid(),
+            collection_id: h.collection_id.as_uuid(),
+            content: h.content,
+            score: h.score,
+            vector_score: h.vector_score,
+            text_score: h.text_score,
+            citation: CitationResponse {
+                document_id: h.citation.document_id.as_uuid(),
+                filename: h.citation.filename,
+                span: SpanResponse {
+                    start: h.citation.span.start,
+                    end: h.citation.span.end,
+                    page: h.citation.span.page,
+                    section: h.citation.span.section,
+                },
+            },
+        }
+    }
+}
+
+/// Search results, best first.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct SearchResponse {
+    pub results: Vec<SearchHitResponse>,
+}
+
+#[utoipa::path(post, path = "/v1/rag/search", tag = "rag", request_body = SearchBody,
+    responses((status = 200, body = SearchResponse),
+              (status = 422, body = Problem, content_type = "application/problem+json")),
+    security(("bearer" = []), ("api_key" = [])))]
+pub async fn search(
+    State(state): State<AppState>,
+    TenantAuth(ctx): TenantAuth,
+    Json(body): Json<SearchBody>,
+) -> Result<Json<SearchResponse>, ApiError> {
+    let query = body.try_into_domain()?;
+    let hits = rag(&state)?.search(&ctx, &query).await?;
+    Ok(Json(SearchResponse {
+        results: hits.into_iter().map(Into::into).collect(),
+    }))
+}

@@ -1,0 +1,1304 @@
+//! `cargo xtask bench api`: HTTP load on loopback against a release build of
+//! `trellis serve`, and pgbench running the SQL the list endpoint issues, in one run,
+//! so that the endpoint can be compared with the database's own ceiling on the same
+//! machine at the same moment. Figures, not assertions: nothing here fails because a
+//! number is low (see `docs/benchmarks.md`).
+//!
+//! The run, in order:
+//!
+//! 1. `wrk` is found (as root on Debian it is installed with apt-get), the database is
+//!    brought up ([`db::ensure_up`]) and — when the superuser URL is known, as it is for
+//!    the local server — a scratch database `trellis_bench` is created afresh on the
+//!    same server, so the bench never touches the development data.
+//! 2. `trellis` is built in release mode, migrated and seeded (which creates the
+//!    platform superadmin with a password we chose).
+//! 3. `target/release/trellis serve` starts on a free loopback port with the default
+//!    configuration; once `/readyz` answers, a dedicated tenant `bench-<random>` with
+//!    `--users` users is created through the API and its admin logs in.
+//! 4. After an unrecorded warm-up, `wrk --latency` loads `GET /v1/auth/me` and then
+//!    `GET /v1/users?limit=20` with the admin's bearer token. While the list runs,
+//!    `pg_stat_activity` is sampled to check that the pgbench script below is still
+//!    the SQL the adapter issues.
+//! 5. The server is stopped (also on any error: [`Server`] stops it when dropped) and
+//!    `pgbench -M prepared` runs the list endpoint's unit of work with the same number
+//!    of clients as wrk had connections.
+//!
+//! The results are printed as a table and written to `target/bench/api.json`.
+
+use std::fmt::Write as _;
+use std::fs;
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitCode, Stdio};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use anyhow::{Context, Result, bail};
+use serde_json::{Value, json};
+
+use crate::db::{self, ConnUrl};
+use crate::{app, sys};
+
+/// Target from issue 2: `/v1/auth/me` requests per second on two cores.
+const ME_TARGET_RPS: f64 = 20_000.0;
+/// Target from issue 2: list endpoint req/s over pgbench tps of its SQL.
+const LIST_RATIO_TARGET: f64 = 0.5;
+/// The scratch database the bench creates on the local server.
+const BENCH_DATABASE: &str = "trellis_bench";
+/// Page size the list endpoint is loaded with.
+const LIST_LIMIT: u32 = 20;
+/// The paths under load.
+const ME_PATH: &str = "/v1/auth/me";
+const LIST_PATH: &str = "/v1/users?limit=20";
+
+/// The statement that scopes every unit of work (`crates/adapters/postgres/src/store.rs`).
+const SET_TENANT_SQL: &str = "SELECT set_config('trellis.tenant_id', $1, true)";
+/// `UserRepo::list` without filters or cursor, as SeaORM renders it
+/// (`crates/adapters/postgres/src/repo/users.rs`, `store::keyset`): `$1` is the tenant
+/// id, `$2` the page size plus one. The bench checks it against `pg_stat_activity`.
+const LIST_USERS_SQL: &str = r#"SELECT "users"."tenant_id", "users"."id", "users"."email", "users"."email_verified", "users"."password_hash", "users"."name", "users"."username", "users"."avatar_url", "users"."role", "users"."tier", "users"."oauth_provider", "users"."oauth_subject", "users"."preferences", "users"."active", "users"."last_login_at", "users"."created_at", "users"."updated_at", "users"."deleted_at" FROM "users" WHERE "users"."tenant_id" = $1 AND "users"."deleted_at" IS NULL ORDER BY "users"."id" ASC LIMIT $2"#;
+
+/// `cargo xtask bench api` options.
+#[derive(Debug, Clone, clap::Args)]
+pub struct ApiArgs {
+    /// Seconds of recorded load per endpoint, and of pgbench.
+    #[arg(long, default_value_t = 20)]
+    pub duration: u32,
+    /// Concurrent HTTP connections (wrk -c), also pgbench's clients (pgbench -c).
+    #[arg(long, default_value_t = 32)]
+    pub connections: u32,
+    /// wrk threads (wrk -t). One is plenty on two cores: wrk is cheap per request, and
+    /// every extra thread competes with the server and PostgreSQL.
+    #[arg(long, default_value_t = 1)]
+    pub threads: u32,
+    /// pgbench worker threads (pgbench -j).
+    #[arg(long, default_value_t = 2)]
+    pub pgbench_jobs: u32,
+    /// Users in the bench tenant (including its admin).
+    #[arg(long, default_value_t = 100)]
+    pub users: u32,
+    /// Seconds of unrecorded warm-up per endpoint.
+    #[arg(long, default_value_t = 3)]
+    pub warmup: u32,
+    /// Run this `trellis` binary instead of building one (to compare two builds).
+    #[arg(long, value_name = "PATH")]
+    pub server_bin: Option<PathBuf>,
+}
+
+/// `cargo xtask bench api`.
+pub fn api(root: &Path, args: &ApiArgs) -> Result<ExitCode> {
+    if args.duration == 0 || args.connections == 0 || args.threads == 0 {
+        bail!("--duration, --connections and --threads must be at least 1");
+    }
+    if args.threads > args.connections || args.pgbench_jobs > args.connections {
+        bail!("--threads and --pgbench-jobs may not exceed --connections");
+    }
+    let wrk = ensure_wrk()?;
+    let env = db::ensure_up(root)?;
+    let pg_bin = env
+        .pg_bin
+        .clone()
+        .context("pgbench is needed: set TRELLIS_PG_BIN to the PostgreSQL bin directory")?;
+    let pgbench = pg_bin.join("pgbench");
+    if !sys::is_executable(&pgbench) {
+        bail!("{} is not an executable pgbench", pgbench.display());
+    }
+    let psql = pg_bin.join("psql");
+    let bench_env = match db::scratch_database(&env, BENCH_DATABASE)? {
+        Some(scratch) => {
+            say!("bench: using a fresh scratch database `{BENCH_DATABASE}`");
+            scratch
+        }
+        None => {
+            say!("bench: no superuser URL known; using the app's database as it is");
+            env
+        }
+    };
+    let out_dir = target_dir(root).join("bench");
+    fs::create_dir_all(&out_dir)
+        .with_context(|| format!("could not create {}", out_dir.display()))?;
+
+    let trellis = match &args.server_bin {
+        Some(bin) => {
+            fs::canonicalize(bin).with_context(|| format!("--server-bin {}", bin.display()))?
+        }
+        None => build_release(root)?,
+    };
+    let secrets = app::dev_secrets(root)?;
+    let app_cmd = |subcommand: &str| {
+        let mut cmd = Command::new(&trellis);
+        cmd.arg(subcommand).current_dir(root);
+        bench_env.apply(&mut cmd);
+        for (key, value) in &secrets {
+            cmd.env(key, value);
+        }
+        cmd
+    };
+    say!("bench: running `trellis migrate`");
+    sys::run(app_cmd("migrate").stdout(sys::to_stderr()))?;
+    let password = sys::random_hex(12)?;
+    say!("bench: running `trellis seed`");
+    let seeded = sys::run_captured(app_cmd("seed").env("TRELLIS_SEED_PASSWORD", &password))?;
+    let seed = SeedReport::parse(&String::from_utf8_lossy(&seeded.stdout));
+
+    let addr = free_loopback_addr()?;
+    let log_path = out_dir.join("server.log");
+    let mut serve = app_cmd("serve");
+    serve.env("TRELLIS_BIND", addr.to_string());
+    let mut server = Server::start(serve, addr, &log_path)?;
+    server.wait_ready(Duration::from_secs(60))?;
+    let tenant = setup_tenant(addr, &seed, &password, args.users)?;
+    check_endpoints(addr, &tenant.token)?;
+
+    let clk_tck = clock_ticks_per_second();
+    let background = machine_busy_over(Duration::from_secs(2))?;
+    let loadavg = fs::read_to_string("/proc/loadavg").unwrap_or_default();
+    say!(
+        "bench: machine before load: {:.0}% CPU busy over 2 s, load average {}",
+        background,
+        loadavg
+            .split_whitespace()
+            .take(3)
+            .collect::<Vec<_>>()
+            .join(" ")
+    );
+    let load = Load {
+        wrk: &wrk,
+        addr,
+        token: &tenant.token,
+        args,
+        server_pid: server.pid(),
+        clk_tck,
+    };
+    load.warm_up(ME_PATH)?;
+    let me = load.run(ME_PATH, None)?;
+    load.warm_up(LIST_PATH)?;
+    let sampler = SqlSampler {
+        psql: &psql,
+        url: ConnUrl::parse(&bench_env.database_url)?,
+    };
+    let list = load.run(LIST_PATH, Some(&sampler))?;
+    server.stop()?;
+
+    let script = pgbench_script();
+    let script_path = out_dir.join("list_users.sql");
+    fs::write(&script_path, &script)
+        .with_context(|| format!("could not write {}", script_path.display()))?;
+    let pg = run_pgbench(
+        &pgbench,
+        &ConnUrl::parse(&bench_env.database_url)?,
+        &script_path,
+        &tenant.id,
+        args,
+    )?;
+
+    let report = Report {
+        args,
+        me,
+        list,
+        pg,
+        tenant: &tenant,
+        background_busy_pct: background,
+        loadavg: loadavg.trim().to_owned(),
+        scratch: bench_env.database_url.ends_with(BENCH_DATABASE),
+    };
+    let table = report.table();
+    print!("{table}");
+    let json_path = out_dir.join("api.json");
+    let json = serde_json::to_string_pretty(&report.json(root, &script))?;
+    fs::write(&json_path, format!("{json}\n"))
+        .with_context(|| format!("could not write {}", json_path.display()))?;
+    say!("bench: wrote {}", json_path.display());
+    if report.me.wrk.non_2xx > 0 || report.list.wrk.non_2xx > 0 || report.pg.failed > 0 {
+        say!("bench: some requests or transactions failed; the figures are not valid");
+        return Ok(ExitCode::FAILURE);
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `wrk` on PATH; installed from Debian when we are root and apt-get exists.
+fn ensure_wrk() -> Result<PathBuf> {
+    if let Some(wrk) = sys::find_program("wrk") {
+        return Ok(wrk);
+    }
+    let apt = sys::find_program("apt-get");
+    match apt {
+        Some(apt) if sys::is_root()? => {
+            say!("bench: wrk not found; installing Debian's package (apt-get install -y wrk)");
+            let install = || {
+                sys::run(
+                    Command::new(&apt)
+                        .args(["install", "-y", "-q", "--no-install-recommends", "wrk"])
+                        .env("DEBIAN_FRONTEND", "noninteractive")
+                        .stdout(sys::to_stderr()),
+                )
+            };
+            if install().is_err() {
+                sys::run(
+                    Command::new(&apt)
+                        .args(["update", "-q"])
+                        .stdout(sys::to_stderr()),
+                )?;
+                install()?;
+            }
+            sys::require_program("wrk")
+        }
+        _ => bail!(
+            "`wrk` (the HTTP load generator) is not installed. On Debian or Ubuntu run \
+             `sudo apt-get install -y wrk`, then `cargo xtask bench api` again."
+        ),
+    }
+}
+
+/// `$CARGO_TARGET_DIR`, else `<root>/target`.
+fn target_dir(root: &Path) -> PathBuf {
+    match std::env::var_os("CARGO_TARGET_DIR") {
+        Some(dir) => root.join(dir),
+        None => root.join("target"),
+    }
+}
+
+/// `cargo build --release -p trellis-app --bin trellis`; returns the binary's path.
+fn build_release(root: &Path) -> Result<PathBuf> {
+    let mut build = app::cargo(root);
+    build
+        .args(["build", "--release", "-p", app::APP_PACKAGE, "--bin"])
+        .arg(app::APP_BIN)
+        .stdout(sys::to_stderr());
+    say!("bench: running `{}`", sys::describe(&build));
+    sys::run(&mut build)?;
+    let bin = target_dir(root).join("release").join(app::APP_BIN);
+    if !sys::is_executable(&bin) {
+        bail!("the release build did not produce {}", bin.display());
+    }
+    Ok(bin)
+}
+
+/// A free port on 127.0.0.1 (free when asked; the server binds it a moment later).
+fn free_loopback_addr() -> Result<SocketAddr> {
+    let listener = TcpListener::bind(("127.0.0.1", 0)).context("could not bind 127.0.0.1:0")?;
+    Ok(listener.local_addr()?)
+}
+
+// ----- the server ----------------------------------------------------------------------
+
+/// A running `trellis serve`, stopped (SIGTERM, then SIGKILL) when dropped.
+struct Server {
+    child: Child,
+    addr: SocketAddr,
+    log: PathBuf,
+}
+
+impl Server {
+    fn start(mut cmd: Command, addr: SocketAddr, log: &Path) -> Result<Self> {
+        let file =
+            fs::File::create(log).with_context(|| format!("could not create {}", log.display()))?;
+        let err = file.try_clone()?;
+        say!(
+            "bench: starting `trellis serve` on {addr} (log: {})",
+            log.display()
+        );
+        let child = cmd
+            .stdin(Stdio::null())
+            .stdout(file)
+            .stderr(err)
+            .spawn()
+            .with_context(|| format!("could not start `{}`", sys::describe(&cmd)))?;
+        Ok(Self {
+            child,
+            addr,
+            log: log.to_owned(),
+        })
+    }
+
+    fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Polls `/readyz` until it answers 200.
+    fn wait_ready(&mut self, timeout: Duration) -> Result<()> {
+        let start = Instant::now();
+        loop {
+            if let Some(status) = self.child.try_wait()? {
+                bail!(
+                    "`trellis serve` exited ({status}) before it was ready; last lines of {}:\n{}",
+                    self.log.display(),
+                    tail(&self.log, 20)
+                );
+            }
+            if http(self.addr, "GET", "/readyz", None, None).is_ok_and(|r| r.status == 200) {
+                return Ok(());
+            }
+            if start.elapsed() > timeout {
+                bail!(
+                    "`trellis serve` was not ready after {timeout:?}; see {}",
+                    self.log.display()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// Asks for a graceful shutdown, waits up to 10 s, then kills.
+    fn stop(&mut self) -> Result<()> {
+        if self.child.try_wait()?.is_some() {
+            return Ok(());
+        }
+        let pid = self.pid().to_string();
+        // std offers only SIGKILL; SIGTERM lets the server drain like in production.
+        let _ = Command::new("kill")
+            .args(["-TERM", &pid])
+            .stderr(Stdio::null())
+            .status();
+        let start = Instant::now();
+        while start.elapsed() < Duration::from_secs(10) {
+            if self.child.try_wait()?.is_some() {
+                return Ok(());
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        say!("bench: `trellis serve` ignored SIGTERM for 10 s; killing it");
+        self.child.kill()?;
+        self.child.wait()?;
+        Ok(())
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        if let Err(err) = self.stop() {
+            say!(
+                "bench: could not stop `trellis serve` (pid {}): {err:#}",
+                self.pid()
+            );
+        }
+    }
+}
+
+/// The last `n` lines of a file, for error messages.
+fn tail(path: &Path, n: usize) -> String {
+    let text = fs::read_to_string(path).unwrap_or_default();
+    let lines: Vec<&str> = text.lines().collect();
+    lines[lines.len().saturating_sub(n)..].join("\n")
+}
+
+// ----- a tiny HTTP client for the setup calls --------------------------------------------
+
+/// A response to one of the setup requests.
+#[derive(Debug)]
+struct Response {
+    status: u16,
+    body: String,
+}
+
+impl Response {
+    /// The JSON body if the status is one of `ok`, else an error naming `what`.
+    fn json(self, ok: &[u16], what: &str) -> Result<Value> {
+        if !ok.contains(&self.status) {
+            bail!("{what}: HTTP {} {}", self.status, self.body);
+        }
+        if self.body.is_empty() {
+            return Ok(Value::Null);
+        }
+        serde_json::from_str(&self.body)
+            .with_context(|| format!("{what}: the response is not JSON: {}", self.body))
+    }
+}
+
+/// One HTTP/1.1 request with `Connection: close` (the load itself is wrk's job).
+fn http(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    token: Option<&str>,
+    body: Option<&Value>,
+) -> Result<Response> {
+    let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(5))
+        .with_context(|| format!("could not connect to {addr}"))?;
+    stream.set_read_timeout(Some(Duration::from_secs(60)))?;
+    let payload = body.map(Value::to_string).unwrap_or_default();
+    let mut request = format!(
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nAccept: application/json\r\n"
+    );
+    if let Some(token) = token {
+        let _ = write!(request, "Authorization: Bearer {token}\r\n");
+    }
+    if body.is_some() {
+        let _ = write!(
+            request,
+            "Content-Type: application/json\r\nContent-Length: {}\r\n",
+            payload.len()
+        );
+    }
+    request.push_str("\r\n");
+    request.push_str(&payload);
+    stream.write_all(request.as_bytes())?;
+    let mut raw = Vec::new();
+    stream.read_to_end(&mut raw)?;
+    parse_response(&raw).with_context(|| format!("{method} {path}"))
+}
+
+fn parse_response(raw: &[u8]) -> Result<Response> {
+    let split = raw
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .context("malformed HTTP response: no end of headers")?;
+    let head = String::from_utf8_lossy(&raw[..split]);
+    let mut lines = head.lines();
+    let status = lines
+        .next()
+        .and_then(|line| line.split_whitespace().nth(1))
+        .and_then(|s| s.parse().ok())
+        .context("malformed HTTP response: no status")?;
+    let chunked = lines.any(|line| {
+        let line = line.to_ascii_lowercase();
+        line.starts_with("transfer-encoding:") && line.contains("chunked")
+    });
+    let body = &raw[split + 4..];
+    let body = if chunked {
+        dechunk(body)?
+    } else {
+        body.to_vec()
+    };
+    Ok(Response {
+        status,
+        body: String::from_utf8_lossy(&body).into_owned(),
+    })
+}
+
+/// Decodes a `Transfer-Encoding: chunked` body.
+fn dechunk(mut rest: &[u8]) -> Result<Vec<u8>> {
+    let mut out = Vec::new();
+    loop {
+        let eol = rest
+            .windows(2)
+            .position(|w| w == b"\r\n")
+            .context("malformed chunk header")?;
+        let size_text = String::from_utf8_lossy(&rest[..eol]);
+        let size_text = size_text.split(';').next().unwrap_or("").trim();
+        let size = usize::from_str_radix(size_text, 16).context("malformed chunk size")?;
+        rest = &rest[eol + 2..];
+        if size == 0 {
+            return Ok(out);
+        }
+        let chunk = rest.get(..size).context("truncated chunk")?;
+        out.extend_from_slice(chunk);
+        rest = rest.get(size + 2..).unwrap_or_default();
+    }
+}
+
+// ----- the bench tenant ------------------------------------------------------------------
+
+/// What `trellis seed` printed.
+#[derive(Debug, Default, PartialEq, Eq)]
+struct SeedReport {
+    demo_tenant: Option<String>,
+    demo_admin: Option<String>,
+    /// The superadmin's email when seeding created it (with our password).
+    new_superadmin: Option<String>,
+}
+
+impl SeedReport {
+    /// Reads `demo tenant:  demo`, `tenant admin: email / password` and
+    /// `superadmin:   email / password` (or `email (already existed; …)`).
+    fn parse(stdout: &str) -> Self {
+        let mut report = Self::default();
+        for line in stdout.lines() {
+            let line = line.trim();
+            if let Some(v) = line.strip_prefix("demo tenant:") {
+                report.demo_tenant = Some(v.trim().to_owned());
+            } else if let Some(v) = line.strip_prefix("tenant admin:") {
+                report.demo_admin = v.split(" / ").next().map(|e| e.trim().to_owned());
+            } else if let Some(v) = line.strip_prefix("superadmin:")
+                && let Some((email, _)) = v.split_once(" / ")
+            {
+                report.new_superadmin = Some(email.trim().to_owned());
+            }
+        }
+        report
+    }
+}
+
+/// The tenant under load and its admin's access token.
+#[derive(Debug)]
+struct Tenant {
+    id: String,
+    slug: String,
+    token: String,
+    users: u64,
+    /// `dedicated` (a new `bench-…` tenant) or `demo` (the seeded demo tenant).
+    kind: &'static str,
+}
+
+fn login(addr: SocketAddr, tenant: Option<&str>, email: &str, password: &str) -> Result<Value> {
+    let mut body = json!({ "email": email, "password": password });
+    if let Some(slug) = tenant {
+        body["tenant"] = json!(slug);
+    }
+    http(addr, "POST", "/v1/auth/login", None, Some(&body))?
+        .json(&[200], &format!("logging in as {email}"))
+}
+
+fn str_field(value: &Value, field: &str, what: &str) -> Result<String> {
+    value[field]
+        .as_str()
+        .map(str::to_owned)
+        .with_context(|| format!("{what}: no `{field}` in {value}"))
+}
+
+/// A new tenant `bench-<random>` created by the superadmin seeding just made, with
+/// `users` users in all; or, when the superadmin already existed (its password is
+/// unknown), the demo tenant, whose admin seeding gave our password, topped up to
+/// `users` users.
+fn setup_tenant(addr: SocketAddr, seed: &SeedReport, password: &str, users: u32) -> Result<Tenant> {
+    let (slug, admin_email, kind) = match &seed.new_superadmin {
+        Some(superadmin) => {
+            let session = login(addr, None, superadmin, password)?;
+            let token = str_field(&session, "access_token", "superadmin login")?;
+            let slug = format!("bench-{}", sys::random_hex(4)?);
+            let admin_email = format!("admin@{slug}.example.com");
+            let body = json!({
+                "name": format!("Bench {slug}"),
+                "slug": slug,
+                "admin": { "email": admin_email, "name": "Bench Admin", "password": password },
+            });
+            http(addr, "POST", "/v1/tenants", Some(&token), Some(&body))?
+                .json(&[201], "creating the bench tenant")?;
+            say!("bench: created tenant {slug}");
+            (slug, admin_email, "dedicated")
+        }
+        None => {
+            let slug = seed.demo_tenant.clone().context(
+                "`trellis seed` printed no demo tenant and no new superadmin; cannot set up a tenant",
+            )?;
+            let admin = seed
+                .demo_admin
+                .clone()
+                .context("`trellis seed` printed no tenant admin")?;
+            say!(
+                "bench: the superadmin already existed (password unknown); using the demo tenant `{slug}`"
+            );
+            (slug, admin, "demo")
+        }
+    };
+    let session = login(addr, Some(&slug), &admin_email, password)?;
+    let token = str_field(&session, "access_token", "tenant admin login")?;
+    let id = str_field(&session, "tenant_id", "tenant admin login")?;
+
+    // Users without a password: nothing to hash, so setup takes a second, not minutes.
+    let existing = count_users(addr, &token)?;
+    let mut created = 0u64;
+    let mut n = 0u64;
+    while existing + created < u64::from(users) {
+        n += 1;
+        if n > 10 * u64::from(users) {
+            bail!("could not create {users} users in {slug}");
+        }
+        let body = json!({
+            "email": format!("user-{n:04}@{slug}.bench.example.com"),
+            "name": format!("Bench User {n}"),
+            "role": "user",
+        });
+        let response = http(addr, "POST", "/v1/users", Some(&token), Some(&body))?;
+        match response.status {
+            201 => created += 1,
+            409 => {}
+            _ => {
+                response.json(&[201], "creating a bench user")?;
+            }
+        }
+    }
+    let users = count_users(addr, &token)?;
+    say!("bench: tenant {slug} ({id}) has {users} users");
+    Ok(Tenant {
+        id,
+        slug,
+        token,
+        users,
+        kind,
+    })
+}
+
+/// Counts the tenant's users by paging through `/v1/users`.
+fn count_users(addr: SocketAddr, token: &str) -> Result<u64> {
+    let mut count = 0u64;
+    let mut path = "/v1/users?limit=100".to_owned();
+    loop {
+        let page = http(addr, "GET", &path, Some(token), None)?.json(&[200], "listing users")?;
+        count += page["items"]
+            .as_array()
+            .map_or(0, |items| items.len() as u64);
+        match page["next_cursor"].as_str() {
+            Some(cursor) => path = format!("/v1/users?limit=100&cursor={cursor}"),
+            None => return Ok(count),
+        }
+    }
+}
+
+/// One request to each endpoint: both must answer 200 before load makes sense.
+fn check_endpoints(addr: SocketAddr, token: &str) -> Result<()> {
+    http(addr, "GET", ME_PATH, Some(token), None)?.json(&[200], ME_PATH)?;
+    let page = http(addr, "GET", LIST_PATH, Some(token), None)?.json(&[200], LIST_PATH)?;
+    let items = page["items"].as_array().map_or(0, Vec::len);
+    if items != LIST_LIMIT as usize {
+        bail!("{LIST_PATH} returned {items} users, expected {LIST_LIMIT}: raise --users");
+    }
+    Ok(())
+}
+
+// ----- load ------------------------------------------------------------------------------
+
+/// What wrk measured.
+#[derive(Debug, Clone, Default, PartialEq)]
+struct WrkFigures {
+    requests_per_sec: f64,
+    p50_ms: f64,
+    p99_ms: f64,
+    requests: u64,
+    non_2xx: u64,
+    socket_errors: u64,
+}
+
+/// One recorded endpoint run.
+#[derive(Debug)]
+struct Run {
+    path: &'static str,
+    wrk: WrkFigures,
+    /// Server CPU time (user + system) per request, in microseconds.
+    server_cpu_us_per_req: f64,
+    /// Share of all cores busy during the run (server, PostgreSQL, wrk, anything else).
+    machine_busy_pct: f64,
+    /// `Some(true)` when the sampled SQL matched the pgbench script (list run only).
+    sql_matches: Option<bool>,
+    sampled_sql: Vec<String>,
+}
+
+struct Load<'a> {
+    wrk: &'a Path,
+    addr: SocketAddr,
+    token: &'a str,
+    args: &'a ApiArgs,
+    server_pid: u32,
+    clk_tck: f64,
+}
+
+impl Load<'_> {
+    fn command(&self, path: &str, seconds: u32) -> Command {
+        let mut cmd = Command::new(self.wrk);
+        cmd.arg(format!("-t{}", self.args.threads))
+            .arg(format!("-c{}", self.args.connections))
+            .arg(format!("-d{seconds}s"))
+            .arg("--latency")
+            .arg("-H")
+            .arg(format!("Authorization: Bearer {}", self.token))
+            .arg(format!("http://{}{path}", self.addr))
+            .stdin(Stdio::null());
+        cmd
+    }
+
+    fn warm_up(&self, path: &str) -> Result<()> {
+        if self.args.warmup == 0 {
+            return Ok(());
+        }
+        say!("bench: warming up {path} for {} s", self.args.warmup);
+        sys::run_captured(&mut self.command(path, self.args.warmup))?;
+        Ok(())
+    }
+
+    fn run(&self, path: &'static str, sampler: Option<&SqlSampler<'_>>) -> Result<Run> {
+        let mut cmd = self.command(path, self.args.duration);
+        // The token is in the arguments: describe the command without it.
+        say!(
+            "bench: wrk -t{} -c{} -d{}s --latency -H 'Authorization: Bearer …' http://{}{path}",
+            self.args.threads,
+            self.args.connections,
+            self.args.duration,
+            self.addr
+        );
+        let cpu_before = process_ticks(self.server_pid)?;
+        let machine_before = machine_ticks()?;
+        let child = cmd
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .context("could not start wrk")?;
+        let mut sampled_sql = Vec::new();
+        if let Some(sampler) = sampler {
+            std::thread::sleep(Duration::from_secs(u64::from(self.args.duration) / 2));
+            sampled_sql = sampler.sample().unwrap_or_else(|err| {
+                say!("bench: could not sample pg_stat_activity: {err:#}");
+                Vec::new()
+            });
+        }
+        let output = child.wait_with_output()?;
+        let cpu_after = process_ticks(self.server_pid)?;
+        let machine_after = machine_ticks()?;
+        let stdout = String::from_utf8_lossy(&output.stdout);
+        if !output.status.success() {
+            bail!(
+                "wrk failed ({}):\n{stdout}{}",
+                output.status,
+                String::from_utf8_lossy(&output.stderr)
+            );
+        }
+        let wrk =
+            parse_wrk(&stdout).with_context(|| format!("unexpected wrk output:\n{stdout}"))?;
+        let cpu_secs = (cpu_after - cpu_before) as f64 / self.clk_tck;
+        let (busy, total) = (
+            machine_after.0 - machine_before.0,
+            machine_after.1 - machine_before.1,
+        );
+        let sql_matches = sampler.map(|_| sql_matches(&sampled_sql));
+        Ok(Run {
+            path,
+            server_cpu_us_per_req: if wrk.requests == 0 {
+                0.0
+            } else {
+                cpu_secs * 1e6 / wrk.requests as f64
+            },
+            machine_busy_pct: if total == 0 {
+                0.0
+            } else {
+                busy as f64 * 100.0 / total as f64
+            },
+            wrk,
+            sql_matches,
+            sampled_sql,
+        })
+    }
+}
+
+/// Parses `wrk --latency` output.
+fn parse_wrk(out: &str) -> Result<WrkFigures> {
+    let mut figures = WrkFigures::default();
+    let (mut rps, mut p50, mut p99) = (None, None, None);
+    for line in out.lines().map(str::trim) {
+        let mut words = line.split_whitespace();
+        match (words.next(), words.next()) {
+            (Some("Requests/sec:"), Some(v)) => rps = v.parse().ok(),
+            (Some("50%"), Some(v)) => p50 = parse_duration_ms(v),
+            (Some("99%"), Some(v)) => p99 = parse_duration_ms(v),
+            (Some(n), Some("requests")) => figures.requests = n.parse().unwrap_or(0),
+            (Some("Non-2xx"), _) => {
+                figures.non_2xx = line
+                    .rsplit(' ')
+                    .next()
+                    .and_then(|v| v.parse().ok())
+                    .unwrap_or(0);
+            }
+            (Some("Socket"), Some("errors:")) => {
+                figures.socket_errors = line
+                    .split(',')
+                    .filter_map(|part| part.split_whitespace().last()?.parse::<u64>().ok())
+                    .sum();
+            }
+            _ => {}
+        }
+    }
+    figures.requests_per_sec = rps.context("no Requests/sec line")?;
+    figures.p50_ms = p50.context("no 50% latency line (was --latency given?)")?;
+    figures.p99_ms = p99.context("no 99% latency line")?;
+    Ok(figures)
+}
+
+/// `850.00us`, `2.14ms`, `1.02s`, `1.50m` in milliseconds.
+fn parse_duration_ms(text: &str) -> Option<f64> {
+    let split = text.find(|c: char| c.is_ascii_alphabetic())?;
+    let (number, unit) = text.split_at(split);
+    let number: f64 = number.parse().ok()?;
+    let factor = match unit {
+        "us" => 1e-3,
+        "ms" => 1.0,
+        "s" => 1e3,
+        "m" => 60e3,
+        "h" => 3600e3,
+        _ => return None,
+    };
+    Some(number * factor)
+}
+
+// ----- CPU accounting --------------------------------------------------------------------
+
+/// `getconf CLK_TCK`, the unit of `/proc` CPU times (100 almost everywhere).
+fn clock_ticks_per_second() -> f64 {
+    sys::stdout_of(Command::new("getconf").arg("CLK_TCK"))
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(100.0)
+}
+
+/// User + system CPU ticks of one process.
+fn process_ticks(pid: u32) -> Result<u64> {
+    let stat = fs::read_to_string(format!("/proc/{pid}/stat"))
+        .with_context(|| format!("could not read /proc/{pid}/stat"))?;
+    // Fields after the `(comm)`, which may contain spaces: state is field 3, utime 14.
+    let after = stat.rsplit_once(')').map_or("", |(_, rest)| rest);
+    let fields: Vec<&str> = after.split_whitespace().collect();
+    let field = |n: usize| -> u64 { fields.get(n - 3).and_then(|v| v.parse().ok()).unwrap_or(0) };
+    Ok(field(14) + field(15))
+}
+
+/// `(busy, total)` CPU ticks of the whole machine since boot.
+fn machine_ticks() -> Result<(u64, u64)> {
+    let stat = fs::read_to_string("/proc/stat").context("could not read /proc/stat")?;
+    let line = stat.lines().next().unwrap_or_default();
+    let values: Vec<u64> = line
+        .split_whitespace()
+        .skip(1)
+        .filter_map(|v| v.parse().ok())
+        .collect();
+    // user nice system idle iowait irq softirq steal (guest time is inside user).
+    let total: u64 = values.iter().take(8).sum();
+    let idle = values.get(3).copied().unwrap_or(0) + values.get(4).copied().unwrap_or(0);
+    Ok((total - idle, total))
+}
+
+/// The share of all cores busy over `window`: what else is running on the machine.
+fn machine_busy_over(window: Duration) -> Result<f64> {
+    let before = machine_ticks()?;
+    std::thread::sleep(window);
+    let after = machine_ticks()?;
+    let total = after.1 - before.1;
+    Ok(if total == 0 {
+        0.0
+    } else {
+        (after.0 - before.0) as f64 * 100.0 / total as f64
+    })
+}
+
+// ----- the SQL and pgbench ---------------------------------------------------------------
+
+/// Reads the statements the app's connections are running from `pg_stat_activity`.
+struct SqlSampler<'a> {
+    psql: &'a Path,
+    url: ConnUrl,
+}
+
+impl SqlSampler<'_> {
+    fn sample(&self) -> Result<Vec<String>> {
+        let mut cmd = Command::new(self.psql);
+        cmd.args(["-X", "-A", "-t", "-c"]).arg(
+            "SELECT DISTINCT query FROM pg_stat_activity \
+             WHERE datname = current_database() AND usename = current_user \
+             AND pid <> pg_backend_pid() ORDER BY 1",
+        );
+        self.url.apply(&mut cmd);
+        let out = sys::stdout_of(&mut cmd)?;
+        Ok(out.lines().map(str::to_owned).collect())
+    }
+}
+
+/// Whether both statements of the pgbench script were seen (whitespace-normalised).
+fn sql_matches(sampled: &[String]) -> bool {
+    let norm = |s: &str| s.split_whitespace().collect::<Vec<_>>().join(" ");
+    let seen: Vec<String> = sampled.iter().map(|s| norm(s)).collect();
+    [SET_TENANT_SQL, LIST_USERS_SQL]
+        .iter()
+        .all(|want| seen.contains(&norm(want)))
+}
+
+/// The list endpoint's unit of work as a pgbench script: the adapter's statements with
+/// `$1`/`$2` turned into pgbench variables, which `-M prepared` sends as parameters.
+fn pgbench_script() -> String {
+    let set = SET_TENANT_SQL.replace("$1", ":tenant");
+    let list = LIST_USERS_SQL
+        .replace("$1", ":tenant")
+        .replace("$2", ":limit");
+    format!("BEGIN;\n{set};\n{list};\nCOMMIT;\n")
+}
+
+/// What pgbench measured.
+#[derive(Debug, Clone, Default, PartialEq)]
+struct PgFigures {
+    tps: f64,
+    latency_avg_ms: f64,
+    transactions: u64,
+    failed: u64,
+}
+
+fn run_pgbench(
+    pgbench: &Path,
+    url: &ConnUrl,
+    script: &Path,
+    tenant_id: &str,
+    args: &ApiArgs,
+) -> Result<PgFigures> {
+    let mut cmd = Command::new(pgbench);
+    cmd.args(["-n", "-M", "prepared"])
+        .arg(format!("-T{}", args.duration))
+        .arg(format!("-c{}", args.connections))
+        .arg(format!("-j{}", args.pgbench_jobs))
+        .arg("-D")
+        .arg(format!("tenant={tenant_id}"))
+        .arg("-D")
+        .arg(format!("limit={}", LIST_LIMIT + 1))
+        .arg("-f")
+        .arg(script);
+    url.apply(&mut cmd);
+    say!("bench: running `{}`", sys::describe(&cmd));
+    let output = sys::run_captured(&mut cmd)?;
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    parse_pgbench(&stdout).with_context(|| format!("unexpected pgbench output:\n{stdout}"))
+}
+
+/// Parses pgbench's summary.
+fn parse_pgbench(out: &str) -> Result<PgFigures> {
+    let mut figures = PgFigures::default();
+    let mut tps = None;
+    let mut latency = None;
+    for line in out.lines().map(str::trim) {
+        let value = |prefix: &str| -> Option<String> {
+            line.strip_prefix(prefix)
+                .and_then(|rest| rest.split_whitespace().next())
+                .map(str::to_owned)
+        };
+        if let Some(v) = value("tps =") {
+            tps = v.parse().ok();
+        } else if let Some(v) = value("latency average =") {
+            latency = v.parse().ok();
+        } else if let Some(v) = value("number of transactions actually processed:") {
+            figures.transactions = v
+                .split('/')
+                .next()
+                .and_then(|n| n.parse().ok())
+                .unwrap_or(0);
+        } else if let Some(v) = value("number of failed transactions:") {
+            figures.failed = v.parse().unwrap_or(0);
+        }
+    }
+    figures.tps = tps.context("no `tps =` line")?;
+    figures.latency_avg_ms = latency.context("no `latency average =` line")?;
+    Ok(figures)
+}
+
+// ----- the report ------------------------------------------------------------------------
+
+struct Report<'a> {
+    args: &'a ApiArgs,
+    me: Run,
+    list: Run,
+    pg: PgFigures,
+    tenant: &'a Tenant,
+    background_busy_pct: f64,
+    loadavg: String,
+    scratch: bool,
+}
+
+/// `12345.6` as `12,346`.
+fn thousands(value: f64) -> String {
+    let digits = format!("{:.0}", value.max(0.0));
+    let mut out = String::new();
+    for (i, c) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i) % 3 == 0 {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
+}
+
+fn met(ok: bool) -> &'static str {
+    if ok { "met" } else { "NOT met" }
+}
+
+impl Report<'_> {
+    fn list_ratio(&self) -> f64 {
+        if self.pg.tps > 0.0 {
+            self.list.wrk.requests_per_sec / self.pg.tps
+        } else {
+            0.0
+        }
+    }
+
+    fn me_ratio(&self) -> f64 {
+        self.me.wrk.requests_per_sec / ME_TARGET_RPS
+    }
+
+    fn table(&self) -> String {
+        let mut out = String::new();
+        let a = self.args;
+        let _ = writeln!(
+            out,
+            "\nAPI benchmark: wrk -t{} -c{} -d{}s --latency on loopback, pgbench -M prepared -c{} -j{} -T{}, {} CPUs",
+            a.threads,
+            a.connections,
+            a.duration,
+            a.connections,
+            a.pgbench_jobs,
+            a.duration,
+            std::thread::available_parallelism().map_or(0, usize::from),
+        );
+        let _ = writeln!(
+            out,
+            "tenant {} ({} users); machine before load: {:.0}% busy, load average {}\n",
+            self.tenant.slug,
+            self.tenant.users,
+            self.background_busy_pct,
+            self.loadavg
+                .split_whitespace()
+                .take(3)
+                .collect::<Vec<_>>()
+                .join(" ")
+        );
+        let _ = writeln!(
+            out,
+            "{:<30} {:>9} {:>9} {:>9} {:>14} {:>10}",
+            "", "req/s", "p50 ms", "p99 ms", "server CPU/req", "CPU busy"
+        );
+        for run in [&self.me, &self.list] {
+            let _ = writeln!(
+                out,
+                "{:<30} {:>9} {:>9.2} {:>9.2} {:>11.0} µs {:>9.0}%",
+                format!("GET {}", run.path),
+                thousands(run.wrk.requests_per_sec),
+                run.wrk.p50_ms,
+                run.wrk.p99_ms,
+                run.server_cpu_us_per_req,
+                run.machine_busy_pct
+            );
+        }
+        let _ = writeln!(
+            out,
+            "{:<30} {:>9} {:>9} {:>9}",
+            "pgbench: list SQL (tps)",
+            thousands(self.pg.tps),
+            "",
+            format!("avg {:.2}", self.pg.latency_avg_ms)
+        );
+        let _ = writeln!(out);
+        let _ = writeln!(
+            out,
+            "list / pgbench:        {:.2}  (target ≥ {LIST_RATIO_TARGET}: {})",
+            self.list_ratio(),
+            met(self.list_ratio() >= LIST_RATIO_TARGET)
+        );
+        let _ = writeln!(
+            out,
+            "/v1/auth/me / target:  {:.2}  ({} of {} req/s: {})",
+            self.me_ratio(),
+            thousands(self.me.wrk.requests_per_sec),
+            thousands(ME_TARGET_RPS),
+            met(self.me.wrk.requests_per_sec >= ME_TARGET_RPS)
+        );
+        let sql = match self.list.sql_matches {
+            Some(true) => "pgbench script matches the SQL sampled from pg_stat_activity".to_owned(),
+            Some(false) => format!(
+                "WARNING: the sampled SQL differs from the pgbench script; sampled:\n  {}",
+                self.list.sampled_sql.join("\n  ")
+            ),
+            None => "SQL not sampled".to_owned(),
+        };
+        let _ = writeln!(out, "{sql}");
+        for run in [&self.me, &self.list] {
+            if run.wrk.non_2xx > 0 || run.wrk.socket_errors > 0 {
+                let _ = writeln!(
+                    out,
+                    "WARNING: {}: {} non-2xx responses, {} socket errors",
+                    run.path, run.wrk.non_2xx, run.wrk.socket_errors
+                );
+            }
+        }
+        out
+    }
+
+    fn json(&self, root: &Path, script: &str) -> Value {
+        let a = self.args;
+        let run = |r: &Run| {
+            json!({
+                "path": r.path,
+                "requests_per_sec": r.wrk.requests_per_sec,
+                "p50_ms": r.wrk.p50_ms,
+                "p99_ms": r.wrk.p99_ms,
+                "requests": r.wrk.requests,
+                "non_2xx": r.wrk.non_2xx,
+                "socket_errors": r.wrk.socket_errors,
+                "server_cpu_us_per_request": r.server_cpu_us_per_req,
+                "machine_cpu_busy_pct": r.machine_busy_pct,
+            })
+        };
+        let git = sys::stdout_of(
+            Command::new("git")
+                .args(["describe", "--always", "--dirty"])
+                .current_dir(root),
+        )
+        .ok();
+        json!({
+            "benchmark": "cargo xtask bench api",
+            "unix_time": SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs()),
+            "git": git,
+            "machine": {
+                "cpus": std::thread::available_parallelism().map_or(0, usize::from),
+                "loadavg_before_load": self.loadavg,
+                "cpu_busy_pct_before_load": self.background_busy_pct,
+            },
+            "settings": {
+                "wrk": format!("-t{} -c{} -d{}s --latency", a.threads, a.connections, a.duration),
+                "warmup_s": a.warmup,
+                "pgbench": format!("-n -M prepared -c{} -j{} -T{}", a.connections, a.pgbench_jobs, a.duration),
+                "server": a.server_bin.as_ref().map_or_else(
+                    || "target/release/trellis serve".to_owned(),
+                    |bin| format!("{} serve", bin.display()),
+                ),
+                "TRELLIS_LOG": sys::env_nonempty("TRELLIS_LOG"),
+                "TRELLIS_DB_MAX_CONNECTIONS": sys::env_nonempty("TRELLIS_DB_MAX_CONNECTIONS"),
+                "scratch_database": self.scratch,
+            },
+            "tenant": {
+                "kind": self.tenant.kind,
+                "slug": self.tenant.slug,
+                "users": self.tenant.users,
+            },
+            "endpoints": [run(&self.me), run(&self.list)],
+            "pgbench": {
+                "tps": self.pg.tps,
+                "latency_avg_ms": self.pg.latency_avg_ms,
+                "transactions": self.pg.transactions,
+                "failed": self.pg.failed,
+                "script": script,
+            },
+            "sql_matches_pg_stat_activity": self.list.sql_matches,
+            "ratios": {
+                "list_over_pgbench": self.list_ratio(),
+                "me_over_target": self.me_ratio(),
+            },
+            "targets": {
+                "me_requests_per_sec": ME_TARGET_RPS,
+                "list_over_pgbench": LIST_RATIO_TARGET,
+                "me_met": self.me.wrk.requests_per_sec >= ME_TARGET_RPS,
+                "list_met": self.list_ratio() >= LIST_RATIO_TARGET,
+            },
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const WRK: &str = "Running 20s test @ http://127.0.0.1:40000/v1/auth/me
+  1 threads and 32 connections
+  Thread Stats   Avg      Stdev     Max   +/- Stdev
+    Latency     2.31ms    1.02ms  30.12ms   90.00%
+    Req/Sec    14.01k     1.01k   15.55k    70.00%
+  Latency Distribution
+     50%  850.00us
+     75%    2.60ms
+     90%    3.11ms
+     99%    1.02s
+  278822 requests in 20.00s, 150.23MB read
+  Socket errors: connect 0, read 2, write 1, timeout 4
+  Non-2xx or 3xx responses: 5
+Requests/sec:  13939.81
+Transfer/sec:      7.51MB
+";
+
+    #[test]
+    fn wrk_output_is_parsed() -> Result<()> {
+        let f = parse_wrk(WRK)?;
+        assert!((f.requests_per_sec - 13939.81).abs() < 1e-9);
+        assert!((f.p50_ms - 0.85).abs() < 1e-9);
+        assert!((f.p99_ms - 1020.0).abs() < 1e-9);
+        assert_eq!(f.requests, 278_822);
+        assert_eq!(f.non_2xx, 5);
+        assert_eq!(f.socket_errors, 7);
+        Ok(())
+    }
+
+    #[test]
+    fn wrk_output_without_latency_is_an_error() {
+        assert!(parse_wrk("Requests/sec:  10.0\n").is_err());
+    }
+
+    #[test]
+    fn pgbench_output_is_parsed() -> Result<()> {
+        let out = "transaction type: list_users.sql
+scaling factor: 1
+query mode: prepared
+number of clients: 32
+number of threads: 2
+maximum number of tries: 1
+duration: 20 s
+number of transactions actually processed: 301234
+number of failed transactions: 0 (0.000%)
+latency average = 2.125 ms
+initial connection time = 51.342 ms
+tps = 15061.700000 (without initial connection time)
+";
+        let f = parse_pgbench(out)?;
+        assert!((f.tps - 15061.7).abs() < 1e-9);
+        assert!((f.latency_avg_ms - 2.125).abs() < 1e-9);
+        assert_eq!(f.transactions, 301_234);
+        assert_eq!(f.failed, 0);
+        Ok(())
+    }
+
+    #[test]
+    fn seed_output_tells_whether_the_superadmin_is_new() {
+        let new = SeedReport::parse(
+            "2026 INFO x\ndemo tenant:  demo\ntenant admin: admin@demo.example.com / pw\nsuperadmin:   root@trellis.example.com / pw\n",
+        );
+        assert_eq!(new.demo_tenant.as_deref(), Some("demo"));
+        assert_eq!(new.demo_admin.as_deref(), Some("admin@demo.example.com"));
+        assert_eq!(
+            new.new_superadmin.as_deref(),
+            Some("root@trellis.example.com")
+        );
+        let old = SeedReport::parse(
+            "superadmin:   root@trellis.example.com (already existed; password unchanged)\n",
+        );
+        assert_eq!(old.new_superadmin, None);
+    }
+
+    #[test]
+    fn http_responses_are_parsed_plain_and_chunked() -> Result<()> {
+        let plain = parse_response(b"HTTP/1.1 201 Created\r\ncontent-length: 2\r\n\r\n{}")?;
+        assert_eq!((plain.status, plain.body.as_str()), (201, "{}"));
+        let chunked = parse_response(
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3\r\n{\"a\r\n4;x=y\r\n\":1}\r\n0\r\n\r\n",
+        )?;
+        assert_eq!((chunked.status, chunked.body.as_str()), (200, "{\"a\":1}"));
+        Ok(())
+    }
+
+    #[test]
+    fn the_pgbench_script_is_the_adapters_unit_of_work() {
+        let script = pgbench_script();
+        let lines: Vec<&str> = script.lines().collect();
+        assert_eq!(lines.len(), 4);
+        assert_eq!(lines[0], "BEGIN;");
+        assert_eq!(
+            lines[1],
+            "SELECT set_config('trellis.tenant_id', :tenant, true);"
+        );
+        assert!(lines[2].ends_with("= :tenant AND \"users\".\"deleted_at\" IS NULL ORDER BY \"users\".\"id\" ASC LIMIT :limit;"));
+        assert_eq!(lines[3], "COMMIT;");
+        assert!(!script.contains('$'));
+    }
+
+    #[test]
+    fn sampled_sql_is_compared_ignoring_whitespace() {
+        let sampled = vec![
+            "COMMIT".to_owned(),
+            SET_TENANT_SQL.to_owned(),
+            LIST_USERS_SQL.replace(" FROM ", "\n  FROM "),
+        ];
+        assert!(sql_matches(&sampled));
+        assert!(!sql_matches(&sampled[..2]));
+    }
+
+    #[test]
+    fn durations_are_read_in_milliseconds() {
+        assert_eq!(parse_duration_ms("2.50ms"), Some(2.5));
+        assert_eq!(parse_duration_ms("500.00us"), Some(0.5));
+        assert_eq!(parse_duration_ms("1.00s"), Some(1000.0));
+        assert_eq!(parse_duration_ms("fast"), None);
+    }
+
+    #[test]
+    fn thousands_are_separated() {
+        assert_eq!(thousands(0.4), "0");
+        assert_eq!(thousands(999.0), "999");
+        assert_eq!(thousands(12_345.6), "12,346");
+        assert_eq!(thousands(1_234_567.0), "1,234,567");
+    }
+}
