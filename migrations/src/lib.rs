@@ -10,6 +10,7 @@ use sea_orm_migration::prelude::*;
 mod m20261122_000001_create_tenancy;
 mod m20261122_000002_create_identity;
 mod m20261122_000003_create_rag;
+mod m20261122_000004_rag_model_change;
 
 pub use sea_orm_migration::MigratorTrait;
 
@@ -24,6 +25,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261122_000001_create_tenancy::Migration),
             Box::new(m20261122_000002_create_identity::Migration),
             Box::new(m20261122_000003_create_rag::Migration),
+            Box::new(m20261122_000004_rag_model_change::Migration),
         ]
     }
 }

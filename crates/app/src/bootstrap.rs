@@ -123,6 +123,7 @@ pub async fn bootstrap(config: &Config) -> anyhow::Result<App> {
             blobs: rag_ports.blobs,
             extractor: Arc::new(Extractor::new(ExtractLimits::default())),
             jobs: rag_ports.jobs,
+            model_changes: rag_ports.model_changes,
             clock: clock.clone(),
         },
         RagConfig {
@@ -177,6 +178,7 @@ struct RagStorePorts {
     vectors: Arc<dyn trellis_rag::VectorIndex>,
     text: Arc<dyn trellis_rag::TextIndex>,
     jobs: Arc<dyn trellis_rag::JobQueue>,
+    model_changes: Arc<dyn trellis_rag::ModelChangeRepo>,
     blobs: Arc<dyn BlobStore>,
 }
 
@@ -188,6 +190,7 @@ where
         + trellis_rag::VectorIndex
         + trellis_rag::TextIndex
         + trellis_rag::JobQueue
+        + trellis_rag::ModelChangeRepo
         + Clone,
 {
     RagStorePorts {
@@ -197,6 +200,7 @@ where
         vectors: Arc::new(store.clone()),
         text: Arc::new(store.clone()),
         jobs: Arc::new(store.clone()),
+        model_changes: Arc::new(store.clone()),
         blobs,
     }
 }

@@ -4,6 +4,7 @@
 
 pub mod bootstrap;
 pub mod config;
+pub mod reindex;
 pub mod seed;
 pub mod workers;
 

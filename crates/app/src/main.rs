@@ -4,7 +4,7 @@ use anyhow::Context;
 use clap::{Parser, Subcommand};
 use trellis_app::seed::seed_demo;
 use trellis_app::workers::Workers;
-use trellis_app::{Config, Storage, bootstrap};
+use trellis_app::{Config, Storage, bootstrap, reindex};
 
 #[derive(Parser)]
 #[command(
@@ -25,6 +25,19 @@ enum Command {
     Migrate,
     /// Create the demo tenant and a superadmin, and print their credentials.
     Seed,
+    /// Move a collection to another embedding model with a progress bar. Search keeps
+    /// using the old model until every chunk is re-embedded, then switches at once.
+    Reindex {
+        /// The tenant's id or slug.
+        #[arg(long)]
+        tenant: String,
+        /// The collection's id.
+        #[arg(long)]
+        collection: String,
+        /// The embedding model to move to (see GET /v1/rag/embedding-models).
+        #[arg(long)]
+        model: String,
+    },
 }
 
 #[tokio::main]
@@ -57,6 +70,57 @@ async fn main() -> anyhow::Result<()> {
             let report = seed_demo(&app, std::env::var("TRELLIS_SEED_PASSWORD").ok()).await?;
             println!("{report}");
             Ok(())
+        }
+        Command::Reindex {
+            tenant,
+            collection,
+            model,
+        } => reindex(config, &tenant, &collection, &model).await,
+    }
+}
+
+async fn reindex(
+    config: Config,
+    tenant: &str,
+    collection: &str,
+    model: &str,
+) -> anyhow::Result<()> {
+    if config.database_url.is_none() {
+        anyhow::bail!("set DATABASE_URL: reindexing changes stored collections");
+    }
+    let app = bootstrap(&config).await?;
+    let tenant = reindex::resolve_tenant(&app, tenant).await?;
+    let collection: trellis_rag::index::CollectionId = collection
+        .parse()
+        .map_err(|_| anyhow::anyhow!("`{collection}` is not a collection id"))?;
+    let bar = indicatif::ProgressBar::new(0);
+    bar.set_style(
+        indicatif::ProgressStyle::with_template(
+            "{spinner} re-embedding [{bar:40}] {pos}/{len} chunks ({percent}%, {per_sec}, eta {eta})",
+        )?
+        .progress_chars("=> "),
+    );
+    let outcome = reindex::change_model(
+        &app,
+        tenant,
+        collection,
+        model,
+        config.rag.workers,
+        config.rag.job_lease,
+        |p| {
+            bar.set_length(p.total);
+            bar.set_position(p.embedded);
+        },
+    )
+    .await?;
+    bar.finish();
+    match outcome {
+        reindex::Outcome::Switched { model, chunks } => {
+            println!("collection {collection} now searches with `{model}` ({chunks} chunks)");
+            Ok(())
+        }
+        reindex::Outcome::Failed(error) => {
+            anyhow::bail!("the change failed (search stays on the old model): {error}")
         }
     }
 }

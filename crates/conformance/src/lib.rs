@@ -5,6 +5,7 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // this crate is test code
 
+pub mod content;
 pub mod fixtures;
 pub mod identity;
 pub mod rag;
@@ -106,6 +107,8 @@ macro_rules! rag_conformance_tests {
             deleting_a_document_or_collection_removes_its_chunks,
             a_claimed_job_is_not_handed_out_again_until_its_lease_expires,
             a_renewed_lease_keeps_the_job_and_a_stale_claim_changes_nothing,
+            a_model_change_fills_a_shadow_index_and_switches_in_one_step,
+            a_cancelled_or_failed_model_change_leaves_search_on_the_old_model,
         );
     };
     (@each $make:expr, $rag:expr; $($case:ident),+ $(,)?) => {
@@ -115,6 +118,39 @@ macro_rules! rag_conformance_tests {
                 let ports: $crate::Ports = $make.await;
                 let rag: $crate::rag::RagPorts = $rag.await;
                 $crate::rag::$case(&ports, &rag).await;
+            }
+        )+
+    };
+}
+
+/// Expands into one `#[tokio::test]` per content conformance case. `$make` evaluates
+/// to [`Ports`] (for tenants and users) and `$content` to [`content::ContentPorts`].
+#[macro_export]
+macro_rules! content_conformance_tests {
+    ($make:expr, $content:expr) => {
+        $crate::content_conformance_tests!(@each $make, $content;
+            agents_read_back_and_names_are_unique_per_tenant,
+            updating_an_agent_bumps_its_version_and_keeps_every_version,
+            agents_list_by_published_role_and_tool,
+            tools_are_tenant_scoped_and_names_unique,
+            conversations_are_tenant_scoped_and_filter_by_owner_archived_agent_and_title,
+            messages_form_a_tree_that_reads_back_whole,
+            a_message_cannot_hang_under_another_conversations_message,
+            inserting_many_messages_is_all_or_nothing,
+            deleting_a_conversation_deletes_its_messages,
+            message_search_finds_only_the_owners_messages_in_the_tenant,
+            memories_are_unique_per_user_by_key_and_searchable,
+            files_are_tenant_scoped,
+            usage_with_the_same_idempotency_key_counts_once,
+        );
+    };
+    (@each $make:expr, $content:expr; $($case:ident),+ $(,)?) => {
+        $(
+            #[tokio::test]
+            async fn $case() {
+                let ports: $crate::Ports = $make.await;
+                let content: $crate::content::ContentPorts = $content.await;
+                $crate::content::$case(&ports, &content).await;
             }
         )+
     };

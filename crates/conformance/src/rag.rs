@@ -10,8 +10,8 @@ use trellis_rag::index::{ChunkId, CollectionId, Embedding};
 use trellis_rag::{
     Chunk, ChunkRepo, ChunkingSettings, ClaimedJob, Collection, CollectionPatch, CollectionRepo,
     DocumentFilter, DocumentId, DocumentRepo, DocumentStatus, EmbeddedChunk, EmbeddingModel, JobId,
-    JobKind, JobQueue, NewCollection, NewDocument, RagError, SearchFilter, SourceType, Span,
-    StatusChange, TextIndex, VectorIndex,
+    JobKind, JobQueue, ModelChangeRepo, ModelChangeStatus, NewCollection, NewDocument, RagError,
+    SearchFilter, SourceType, Span, StatusChange, TextIndex, VectorIndex,
 };
 
 /// The RAG ports under test.
@@ -23,13 +23,21 @@ pub struct RagPorts {
     pub vectors: Arc<dyn VectorIndex>,
     pub text: Arc<dyn TextIndex>,
     pub jobs: Arc<dyn JobQueue>,
+    pub model_changes: Arc<dyn ModelChangeRepo>,
 }
 
 impl RagPorts {
     /// All RAG ports from one adapter value.
     pub fn from_one<A>(a: A) -> Self
     where
-        A: CollectionRepo + DocumentRepo + ChunkRepo + VectorIndex + TextIndex + JobQueue + Clone,
+        A: CollectionRepo
+            + DocumentRepo
+            + ChunkRepo
+            + VectorIndex
+            + TextIndex
+            + JobQueue
+            + ModelChangeRepo
+            + Clone,
     {
         Self {
             collections: Arc::new(a.clone()),
@@ -37,7 +45,8 @@ impl RagPorts {
             chunks: Arc::new(a.clone()),
             vectors: Arc::new(a.clone()),
             text: Arc::new(a.clone()),
-            jobs: Arc::new(a),
+            jobs: Arc::new(a.clone()),
+            model_changes: Arc::new(a),
         }
     }
 }
@@ -633,4 +642,165 @@ pub async fn a_renewed_lease_keeps_the_job_and_a_stale_claim_changes_nothing(
         !r.jobs.extend(&current, short).await.unwrap(),
         "a done job renewed"
     );
+}
+
+/// A 4-d unit vector along axis `i` (the "new model" of the model-change cases).
+fn small(i: usize) -> Embedding {
+    let mut v = vec![0.0; 4];
+    v[i % 4] = 1.0;
+    Embedding::new(v).unwrap()
+}
+
+pub async fn a_model_change_fills_a_shadow_index_and_switches_in_one_step(p: &Ports, r: &RagPorts) {
+    let (_, a, _) = tenant(p).await;
+    let (_, b, _) = tenant(p).await;
+    let c = collection(r, &a, "Move").await;
+    let d = document(r, &a, c.id, "m").await;
+    let chunks: Vec<EmbeddedChunk> = (0..3)
+        .map(|i| chunk(&d, i, &format!("text {i}"), vector(i as usize, 7, 0.0)))
+        .collect();
+    r.chunks
+        .replace_for_document(&a, d.id, chunks.clone())
+        .await
+        .unwrap();
+    let target = EmbeddingModel::new("test/4", 4).unwrap();
+    r.model_changes
+        .begin(&a, c.id, target.clone())
+        .await
+        .unwrap();
+    let coll = r.collections.get(&a, c.id).await.unwrap();
+    let change = coll.model_change.expect("the change is recorded");
+    assert_eq!(
+        (change.target, change.status),
+        (target.clone(), ModelChangeStatus::Running)
+    );
+    assert_eq!(coll.embedding_model, model(), "search keeps the old model");
+
+    // Another tenant can neither see nor touch the change.
+    assert!(matches!(
+        r.model_changes.pending(&b, c.id, 10).await,
+        Err(RagError::NotFound(_))
+    ));
+    assert!(matches!(
+        r.model_changes.switch(&b, c.id).await,
+        Err(RagError::NotFound(_))
+    ));
+
+    let mut pending = r.model_changes.pending(&a, c.id, 2).await.unwrap();
+    assert_eq!(pending.len(), 2, "the limit is honoured");
+    pending.extend(r.model_changes.pending(&a, c.id, 10).await.unwrap());
+    let first: Vec<(ChunkId, Embedding)> = pending[..2]
+        .iter()
+        .enumerate()
+        .map(|(i, (id, _))| (*id, small(i)))
+        .collect();
+    r.model_changes.store(&a, c.id, first).await.unwrap();
+    let progress = r.model_changes.progress(&a, c.id).await.unwrap();
+    assert_eq!((progress.embedded, progress.total), (2, 3));
+    assert!(
+        !r.model_changes.switch(&a, c.id).await.unwrap(),
+        "switched with a chunk left to embed"
+    );
+    // Search still answers with the old vectors meanwhile.
+    let hits = r
+        .vectors
+        .search(&a, &vector(0, 7, 0.0), &SearchFilter::default(), 3)
+        .await
+        .unwrap();
+    assert_eq!(hits.len(), 3);
+
+    let rest = r.model_changes.pending(&a, c.id, 10).await.unwrap();
+    assert_eq!(rest.len(), 1);
+    let last = rest[0].0;
+    r.model_changes
+        .store(&a, c.id, vec![(last, small(3))])
+        .await
+        .unwrap();
+    assert!(r.model_changes.switch(&a, c.id).await.unwrap());
+    let coll = r.collections.get(&a, c.id).await.unwrap();
+    assert_eq!(coll.embedding_model, target);
+    assert!(coll.model_change.is_none());
+    // The new vectors answer now; the chunk stored with small(3) is the best match.
+    let hits = r
+        .vectors
+        .search(&a, &small(3), &SearchFilter::default(), 3)
+        .await
+        .unwrap();
+    assert_eq!(hits.len(), 3);
+    assert_eq!(hits[0].chunk, last);
+    assert!((hits[0].score - 1.0).abs() < 1e-4);
+    // And nothing answers in the old dimension any more.
+    let old = r
+        .vectors
+        .search(&a, &vector(0, 7, 0.0), &SearchFilter::default(), 3)
+        .await
+        .unwrap();
+    assert!(old.is_empty(), "old vectors still searchable: {old:?}");
+}
+
+pub async fn a_cancelled_or_failed_model_change_leaves_search_on_the_old_model(
+    p: &Ports,
+    r: &RagPorts,
+) {
+    let (_, a, _) = tenant(p).await;
+    let c = collection(r, &a, "Stay").await;
+    let d = document(r, &a, c.id, "s").await;
+    let chunks: Vec<EmbeddedChunk> = (0..2)
+        .map(|i| chunk(&d, i, "x", vector(i as usize, 7, 0.0)))
+        .collect();
+    r.chunks
+        .replace_for_document(&a, d.id, chunks)
+        .await
+        .unwrap();
+    let target = EmbeddingModel::new("test/4", 4).unwrap();
+    r.model_changes
+        .begin(&a, c.id, target.clone())
+        .await
+        .unwrap();
+    let one = r.model_changes.pending(&a, c.id, 1).await.unwrap();
+    r.model_changes
+        .store(&a, c.id, vec![(one[0].0, small(0))])
+        .await
+        .unwrap();
+    r.model_changes
+        .fail(&a, c.id, "embedder down")
+        .await
+        .unwrap();
+    let coll = r.collections.get(&a, c.id).await.unwrap();
+    let change = coll.model_change.unwrap();
+    assert_eq!(change.status, ModelChangeStatus::Failed);
+    assert_eq!(change.error.as_deref(), Some("embedder down"));
+    assert!(
+        r.model_changes
+            .pending(&a, c.id, 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert!(!r.model_changes.switch(&a, c.id).await.unwrap());
+
+    // Retrying the same target resumes: the vector stored before the failure stays.
+    r.model_changes.begin(&a, c.id, target).await.unwrap();
+    assert_eq!(
+        r.model_changes.progress(&a, c.id).await.unwrap().embedded,
+        1
+    );
+    // Another target starts over.
+    let other = EmbeddingModel::new("test/4b", 4).unwrap();
+    r.model_changes.begin(&a, c.id, other).await.unwrap();
+    assert_eq!(
+        r.model_changes.progress(&a, c.id).await.unwrap().embedded,
+        0
+    );
+
+    r.model_changes.cancel(&a, c.id).await.unwrap();
+    let coll = r.collections.get(&a, c.id).await.unwrap();
+    assert!(coll.model_change.is_none());
+    assert_eq!(coll.embedding_model, model());
+    let hits = r
+        .vectors
+        .search(&a, &vector(0, 7, 0.0), &SearchFilter::default(), 5)
+        .await
+        .unwrap();
+    assert_eq!(hits.len(), 2);
 }

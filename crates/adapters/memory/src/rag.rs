@@ -13,8 +13,9 @@ use trellis_rag::index::{
 use trellis_rag::{
     BlobStore, Chunk, ChunkRepo, ClaimedJob, Collection, CollectionPatch, CollectionRepo, Document,
     DocumentFilter, DocumentId, DocumentRepo, DocumentStatus, EmbeddedChunk, EmbeddingModel, JobId,
-    JobKind, JobQueue, NewCollection, NewDocument, RagError, Result, Scored, SearchFilter,
-    StatusChange, TextIndex, VectorIndex,
+    JobKind, JobQueue, ModelChange, ModelChangeProgress, ModelChangeRepo, ModelChangeStatus,
+    NewCollection, NewDocument, RagError, Result, Scored, SearchFilter, StatusChange, TextIndex,
+    VectorIndex,
 };
 
 use crate::store::{now, page_of};
@@ -24,6 +25,8 @@ struct StoredChunk {
     chunk: Chunk,
     embedding: Embedding,
     tenant: TenantId,
+    /// The target-model vector of a running model change (the shadow index).
+    next: Option<Embedding>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -156,6 +159,7 @@ impl CollectionRepo for MemoryRag {
             source_type: new.source_type,
             chunking: new.chunking,
             embedding_model: new.embedding_model,
+            model_change: None,
             created_by: new.created_by,
             created_at: at,
             updated_at: at,
@@ -385,6 +389,186 @@ impl DocumentRepo for MemoryRag {
     }
 }
 
+impl MemoryRag {
+    fn collection_chunks(
+        db: &mut RagInner,
+        tid: TenantId,
+        id: CollectionId,
+    ) -> impl Iterator<Item = &mut StoredChunk> {
+        db.chunks
+            .values_mut()
+            .filter(move |c| c.tenant == tid && c.chunk.collection_id == id)
+    }
+}
+
+#[async_trait]
+impl ModelChangeRepo for MemoryRag {
+    async fn begin(&self, ctx: &TenantCtx, id: CollectionId, target: EmbeddingModel) -> Result<()> {
+        let tid = ctx.tenant_id();
+        let mut db = self.write();
+        let c = db
+            .collections
+            .get_mut(&(tid, id))
+            .ok_or(RagError::NotFound("collection"))?;
+        let same_target = c.model_change.as_ref().is_some_and(|m| m.target == target);
+        c.model_change = Some(ModelChange {
+            target,
+            status: ModelChangeStatus::Running,
+            error: None,
+            started_at: now(),
+        });
+        if !same_target {
+            for chunk in Self::collection_chunks(&mut db, tid, id) {
+                chunk.next = None;
+            }
+        }
+        Ok(())
+    }
+
+    async fn pending(
+        &self,
+        ctx: &TenantCtx,
+        id: CollectionId,
+        limit: usize,
+    ) -> Result<Vec<(ChunkId, String)>> {
+        let tid = ctx.tenant_id();
+        let db = self.read();
+        let running = db
+            .collections
+            .get(&(tid, id))
+            .ok_or(RagError::NotFound("collection"))?
+            .model_change
+            .as_ref()
+            .is_some_and(|m| m.status == ModelChangeStatus::Running);
+        if !running {
+            return Ok(Vec::new());
+        }
+        Ok(db
+            .chunks
+            .values()
+            .filter(|c| c.tenant == tid && c.chunk.collection_id == id && c.next.is_none())
+            .take(limit)
+            .map(|c| (c.chunk.id, c.chunk.content.clone()))
+            .collect())
+    }
+
+    async fn store(
+        &self,
+        ctx: &TenantCtx,
+        id: CollectionId,
+        vectors: Vec<(ChunkId, Embedding)>,
+    ) -> Result<()> {
+        let tid = ctx.tenant_id();
+        let mut db = self.write();
+        let target = db
+            .collections
+            .get(&(tid, id))
+            .ok_or(RagError::NotFound("collection"))?
+            .model_change
+            .as_ref()
+            .map(|m| m.target.dimension as usize)
+            .ok_or_else(|| RagError::Conflict("no embedding model change is running".into()))?;
+        if vectors.iter().any(|(_, v)| v.dimension() != target) {
+            return Err(RagError::Unexpected(anyhow::anyhow!(
+                "a vector does not have the target model's dimension {target}"
+            )));
+        }
+        for (chunk, vector) in vectors {
+            if let Some(c) = db
+                .chunks
+                .get_mut(&chunk)
+                .filter(|c| c.tenant == tid && c.chunk.collection_id == id)
+            {
+                c.next = Some(vector);
+            }
+        }
+        Ok(())
+    }
+
+    async fn progress(&self, ctx: &TenantCtx, id: CollectionId) -> Result<ModelChangeProgress> {
+        let tid = ctx.tenant_id();
+        let db = self.read();
+        if !db.collections.contains_key(&(tid, id)) {
+            return Err(RagError::NotFound("collection"));
+        }
+        let (mut embedded, mut total) = (0, 0);
+        for c in db
+            .chunks
+            .values()
+            .filter(|c| c.tenant == tid && c.chunk.collection_id == id)
+        {
+            total += 1;
+            embedded += u64::from(c.next.is_some());
+        }
+        Ok(ModelChangeProgress { embedded, total })
+    }
+
+    async fn switch(&self, ctx: &TenantCtx, id: CollectionId) -> Result<bool> {
+        let tid = ctx.tenant_id();
+        let mut db = self.write();
+        let coll = db
+            .collections
+            .get(&(tid, id))
+            .ok_or(RagError::NotFound("collection"))?;
+        let Some(change) = coll.model_change.clone() else {
+            return Ok(false);
+        };
+        if change.status != ModelChangeStatus::Running
+            || Self::collection_chunks(&mut db, tid, id).any(|c| c.next.is_none())
+        {
+            return Ok(false);
+        }
+        // All under the data lock, so the rows and the index switch in one step. New
+        // vectors go in before old ones leave, so no search finds the collection empty.
+        let target = self.index(change.target.dimension as usize)?;
+        let mut moved_from = Vec::new();
+        for c in Self::collection_chunks(&mut db, tid, id) {
+            if let Some(next) = c.next.take() {
+                target
+                    .upsert(tid, id, c.chunk.id, &next)
+                    .map_err(|e| RagError::Unexpected(anyhow::anyhow!(e)))?;
+                if next.dimension() != c.embedding.dimension() {
+                    moved_from.push(c.clone());
+                }
+                c.embedding = next;
+            }
+        }
+        self.unindex(tid, &moved_from);
+        if let Some(coll) = db.collections.get_mut(&(tid, id)) {
+            coll.embedding_model = change.target;
+            coll.model_change = None;
+            coll.updated_at = now();
+        }
+        Ok(true)
+    }
+
+    async fn fail(&self, ctx: &TenantCtx, id: CollectionId, error: &str) -> Result<()> {
+        let mut db = self.write();
+        let c = db
+            .collections
+            .get_mut(&(ctx.tenant_id(), id))
+            .ok_or(RagError::NotFound("collection"))?;
+        if let Some(m) = &mut c.model_change {
+            m.status = ModelChangeStatus::Failed;
+            m.error = Some(error.to_owned());
+        }
+        Ok(())
+    }
+
+    async fn cancel(&self, ctx: &TenantCtx, id: CollectionId) -> Result<()> {
+        let tid = ctx.tenant_id();
+        let mut db = self.write();
+        db.collections
+            .get_mut(&(tid, id))
+            .ok_or(RagError::NotFound("collection"))?
+            .model_change = None;
+        for chunk in Self::collection_chunks(&mut db, tid, id) {
+            chunk.next = None;
+        }
+        Ok(())
+    }
+}
+
 #[async_trait]
 impl ChunkRepo for MemoryRag {
     async fn replace_for_document(
@@ -427,6 +611,7 @@ impl ChunkRepo for MemoryRag {
                         chunk: c.chunk.clone(),
                         embedding: c.embedding.clone(),
                         tenant: tid,
+                        next: None,
                     },
                 );
             }

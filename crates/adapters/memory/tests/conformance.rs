@@ -1,8 +1,10 @@
 //! The port conformance suite against the in-memory adapter.
 
 use trellis_conformance::rag::RagPorts;
-use trellis_conformance::{Ports, conformance_tests, rag_conformance_tests};
-use trellis_memory::{MemoryRag, MemoryStore};
+use trellis_conformance::{
+    Ports, conformance_tests, content_conformance_tests, rag_conformance_tests,
+};
+use trellis_memory::{MemoryContent, MemoryRag, MemoryStore};
 
 async fn ports() -> Ports {
     Ports::from_one(MemoryStore::new())
@@ -21,4 +23,17 @@ mod rag {
     }
 
     rag_conformance_tests!(ports(), rag());
+}
+
+mod content {
+    use super::*;
+    use trellis_conformance::content::ContentPorts;
+
+    /// Tenants and users live in the identity store; the content store only keys by
+    /// their ids, so a fresh one per test is enough.
+    async fn content() -> ContentPorts {
+        ContentPorts::from_one(MemoryContent::new())
+    }
+
+    content_conformance_tests!(ports(), content());
 }

@@ -11,7 +11,7 @@ use trellis_kernel::{TenantId, UserId};
 use trellis_rag::index::{ChunkId, CollectionId};
 use trellis_rag::{
     Chunk, ChunkingSettings, ClaimedJob, Collection, Document, DocumentId, DocumentStatus,
-    EmbeddingModel, JobId, JobKind, Metadata, SourceType, Span,
+    EmbeddingModel, JobId, JobKind, Metadata, ModelChange, ModelChangeStatus, SourceType, Span,
 };
 
 pub(crate) fn collection(row: knowledge_collection::Model) -> anyhow::Result<Collection> {
@@ -21,8 +21,32 @@ pub(crate) fn collection(row: knowledge_collection::Model) -> anyhow::Result<Col
         u32::try_from(row.chunk_overlap_tokens).with_context(|| bad("chunk_overlap_tokens"))?;
     let dimension =
         u32::try_from(row.embedding_dimension).with_context(|| bad("embedding_dimension"))?;
+    let model_change = match (
+        &row.next_embedding_model,
+        row.next_embedding_dimension,
+        row.model_change_status.as_deref(),
+        row.model_change_started_at,
+    ) {
+        (Some(model), Some(dim), Some(status), Some(started_at)) => Some(ModelChange {
+            target: EmbeddingModel::new(
+                model,
+                u32::try_from(dim).with_context(|| bad("next_embedding_dimension"))?,
+            )
+            .with_context(|| bad("next_embedding_model"))?,
+            status: match status {
+                "running" => ModelChangeStatus::Running,
+                "failed" => ModelChangeStatus::Failed,
+                _ => anyhow::bail!(bad("model_change_status")),
+            },
+            error: row.model_change_error.clone(),
+            started_at,
+        }),
+        (None, None, None, None) => None,
+        _ => anyhow::bail!(bad("model_change")),
+    };
     Ok(Collection {
         id: CollectionId::from_uuid(row.id),
+        model_change,
         tenant_id: TenantId::from_uuid(row.tenant_id),
         source_type: SourceType::parse(&row.source_type).with_context(|| bad("source_type"))?,
         chunking: ChunkingSettings::new(max, overlap).with_context(|| bad("chunking"))?,
@@ -86,6 +110,7 @@ pub(crate) fn chunk(row: chunk::ChunkRow) -> anyhow::Result<Chunk> {
 pub(crate) fn job_columns(kind: &JobKind) -> (&'static str, serde_json::Value) {
     match kind {
         JobKind::ProcessDocument(doc) => ("process_document", json!({ "document_id": doc })),
+        JobKind::ChangeModel(coll) => ("change_model", json!({ "collection_id": coll })),
     }
 }
 
@@ -100,6 +125,15 @@ pub(crate) fn claimed_job(row: job::Model) -> anyhow::Result<ClaimedJob> {
                 .and_then(|s| s.parse::<DocumentId>().ok())
                 .with_context(|| bad("payload"))?;
             JobKind::ProcessDocument(doc)
+        }
+        "change_model" => {
+            let coll = row
+                .payload
+                .get("collection_id")
+                .and_then(serde_json::Value::as_str)
+                .and_then(|s| s.parse::<CollectionId>().ok())
+                .with_context(|| bad("payload"))?;
+            JobKind::ChangeModel(coll)
         }
         _ => anyhow::bail!(bad("kind")),
     };

@@ -148,9 +148,49 @@ pub struct Collection {
     pub source_type: SourceType,
     pub chunking: ChunkingSettings,
     pub embedding_model: EmbeddingModel,
+    /// A move to another embedding model in progress (or failed), if any. Search keeps
+    /// using `embedding_model` until the move switches over.
+    pub model_change: Option<ModelChange>,
     pub created_by: Option<UserId>,
     pub created_at: Timestamp,
     pub updated_at: Timestamp,
+}
+
+/// Where a collection's move to another embedding model stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ModelChangeStatus {
+    /// Chunks are being embedded with the target model into a shadow index.
+    Running,
+    /// Gave up (see `error`); search still uses the old model. Start again to retry.
+    Failed,
+}
+
+impl ModelChangeStatus {
+    #[must_use]
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Running => "running",
+            Self::Failed => "failed",
+        }
+    }
+}
+
+/// A collection's move to `target`: its chunks are re-embedded into a shadow index in
+/// the background, then the collection switches to it in one step.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ModelChange {
+    pub target: EmbeddingModel,
+    pub status: ModelChangeStatus,
+    pub error: Option<String>,
+    pub started_at: Timestamp,
+}
+
+/// How far a model change has come: chunks with a target-model vector of all chunks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct ModelChangeProgress {
+    pub embedded: u64,
+    pub total: u64,
 }
 
 /// A collection to create.

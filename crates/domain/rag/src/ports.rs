@@ -5,7 +5,8 @@
 use crate::index::{ChunkId, CollectionId, Embedding};
 use crate::{
     Chunk, Collection, CollectionPatch, Document, DocumentFilter, DocumentId, EmbeddedChunk,
-    EmbeddingModel, JobId, NewCollection, NewDocument, Result, SearchFilter, StatusChange,
+    EmbeddingModel, JobId, ModelChangeProgress, NewCollection, NewDocument, Result, SearchFilter,
+    StatusChange,
 };
 use async_trait::async_trait;
 use trellis_kernel::{Page, PageRequest, TenantCtx, TenantId, Timestamp};
@@ -97,6 +98,46 @@ pub trait ChunkRepo: Send + Sync + 'static {
     async fn get_many(&self, ctx: &TenantCtx, ids: &[ChunkId]) -> Result<Vec<Chunk>>;
     /// All chunks of a document in position order.
     async fn for_document(&self, ctx: &TenantCtx, document: DocumentId) -> Result<Vec<Chunk>>;
+}
+
+/// The shadow index of a collection's embedding-model change: target-model vectors
+/// stored beside the live ones (which search keeps using) until `switch` swaps them in.
+#[cfg_attr(any(test, feature = "testing"), mockall::automock)]
+#[async_trait]
+pub trait ModelChangeRepo: Send + Sync + 'static {
+    /// Records that the collection moves to `target` (status running, no error). The
+    /// shadow vectors of an earlier change are dropped unless it had the same target,
+    /// in which case they are kept and the change resumes.
+    ///
+    /// # Errors
+    /// `NotFound` when no such collection exists in this tenant.
+    async fn begin(&self, ctx: &TenantCtx, id: CollectionId, target: EmbeddingModel) -> Result<()>;
+    /// Up to `limit` chunks of the collection that have no target-model vector yet, as
+    /// (chunk, content) pairs; empty when all have one or no change is running.
+    async fn pending(
+        &self,
+        ctx: &TenantCtx,
+        id: CollectionId,
+        limit: usize,
+    ) -> Result<Vec<(ChunkId, String)>>;
+    /// Stores target-model vectors for chunks (chunks deleted meanwhile are skipped).
+    async fn store(
+        &self,
+        ctx: &TenantCtx,
+        id: CollectionId,
+        vectors: Vec<(ChunkId, Embedding)>,
+    ) -> Result<()>;
+    /// Chunks embedded with the target so far, of all the collection's chunks.
+    async fn progress(&self, ctx: &TenantCtx, id: CollectionId) -> Result<ModelChangeProgress>;
+    /// In one step, if every chunk has a target-model vector: makes them the live
+    /// vectors, binds the collection to the target and ends the change. `false` (and
+    /// nothing changed) while some chunk still lacks one, e.g. a document processed
+    /// meanwhile.
+    async fn switch(&self, ctx: &TenantCtx, id: CollectionId) -> Result<bool>;
+    /// Marks the change failed with `error`; the shadow vectors stay for a retry.
+    async fn fail(&self, ctx: &TenantCtx, id: CollectionId, error: &str) -> Result<()>;
+    /// Abandons the change and drops its shadow vectors.
+    async fn cancel(&self, ctx: &TenantCtx, id: CollectionId) -> Result<()>;
 }
 
 /// A candidate from one index, with its score (higher is better).
@@ -197,6 +238,8 @@ pub trait TextExtractor: Send + Sync + 'static {
 pub enum JobKind {
     /// Extract, chunk, embed and index one document.
     ProcessDocument(DocumentId),
+    /// Re-embed a collection's chunks with the target of its model change, then switch.
+    ChangeModel(CollectionId),
 }
 
 /// A job taken from the queue, leased to one worker until `lease_until`.

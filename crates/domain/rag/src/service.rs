@@ -7,10 +7,10 @@ use crate::index::{ChunkId, CollectionId};
 use crate::{
     BlobStore, Chunk, ChunkRepo, ChunkingSettings, Citation, ClaimedJob, Collection,
     CollectionPatch, CollectionRepo, Document, DocumentFilter, DocumentId, DocumentRepo,
-    DocumentStatus, EmbeddedChunk, EmbedderRegistry, ExtractError, JobKind, JobQueue, Metadata,
-    NewCollection, NewDocument, RagError, Result, Scored, SearchFilter, SearchHit, SearchMode,
-    SearchQuery, SourceType, StatusChange, TextExtractor, TextIndex, VectorIndex,
-    validate_metadata,
+    DocumentStatus, EmbeddedChunk, EmbedderRegistry, EmbeddingModel, ExtractError, JobKind,
+    JobQueue, Metadata, ModelChangeProgress, ModelChangeRepo, ModelChangeStatus, NewCollection,
+    NewDocument, RagError, Result, Scored, SearchFilter, SearchHit, SearchMode, SearchQuery,
+    SourceType, StatusChange, TextExtractor, TextIndex, VectorIndex, validate_metadata,
 };
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
@@ -52,6 +52,7 @@ pub struct RagPorts {
     pub blobs: Arc<dyn BlobStore>,
     pub extractor: Arc<dyn TextExtractor>,
     pub jobs: Arc<dyn JobQueue>,
+    pub model_changes: Arc<dyn ModelChangeRepo>,
     pub clock: Arc<dyn Clock>,
 }
 
@@ -67,6 +68,7 @@ pub struct RagService {
     blobs: Arc<dyn BlobStore>,
     extractor: Arc<dyn TextExtractor>,
     jobs: Arc<dyn JobQueue>,
+    model_changes: Arc<dyn ModelChangeRepo>,
     clock: Arc<dyn Clock>,
     config: RagConfig,
 }
@@ -140,6 +142,7 @@ impl RagService {
             blobs: ports.blobs,
             extractor: ports.extractor,
             jobs: ports.jobs,
+            model_changes: ports.model_changes,
             clock: ports.clock,
             config,
         }
@@ -447,6 +450,132 @@ impl RagService {
         }
     }
 
+    // ----- changing the embedding model ------------------------------------------------
+
+    /// The embedding models this server can run (for choosing a collection's model).
+    #[must_use]
+    pub fn embedding_models(&self) -> Vec<EmbeddingModel> {
+        let mut models = self.embedders.models();
+        models.sort_by(|a, b| a.id.cmp(&b.id));
+        models
+    }
+
+    /// Starts moving a collection to another embedding model: its chunks are embedded
+    /// with `model` into a shadow index by a background job while search keeps using the
+    /// current model, then the collection switches over in one step. Starting again
+    /// while a change runs or after one failed retargets it (a failed change resumes
+    /// where it stopped when the target is the same).
+    ///
+    /// # Errors
+    /// `Forbidden`; `NotFound`; `ModelUnavailable` for a model this server cannot run;
+    /// `Invalid` when the collection already uses `model` and no change is pending.
+    pub async fn change_embedding_model(
+        &self,
+        ctx: &TenantCtx,
+        id: CollectionId,
+        model: &str,
+    ) -> Result<(Collection, ModelChangeProgress)> {
+        require(ctx, Permission::KnowledgeManage)?;
+        let coll = self.collections.get(ctx, id).await?;
+        let target = self
+            .embedders
+            .get(model.trim())
+            .map(|e| e.model())
+            .ok_or_else(|| RagError::ModelUnavailable(model.trim().to_owned()))?;
+        if target == coll.embedding_model {
+            if coll.model_change.is_some() {
+                // Going back to the current model is cancelling the change.
+                self.model_changes.cancel(ctx, id).await?;
+            } else {
+                return Err(InvalidValue::new(
+                    "model",
+                    "is already the collection's embedding model",
+                )
+                .into());
+            }
+        } else {
+            let running = coll
+                .model_change
+                .as_ref()
+                .is_some_and(|c| c.target == target && c.status == ModelChangeStatus::Running);
+            if !running {
+                // `begin` keeps the shadow vectors when a failed change is retried with
+                // the same target, so it resumes where it stopped.
+                self.model_changes.begin(ctx, id, target).await?;
+                self.jobs.enqueue(ctx, JobKind::ChangeModel(id)).await?;
+            }
+        }
+        let coll = self.collections.get(ctx, id).await?;
+        let progress = self.model_changes.progress(ctx, id).await?;
+        Ok((coll, progress))
+    }
+
+    /// The collection with how far its model change has come.
+    ///
+    /// # Errors
+    /// `Forbidden`; `NotFound`.
+    pub async fn model_change_progress(
+        &self,
+        ctx: &TenantCtx,
+        id: CollectionId,
+    ) -> Result<(Collection, ModelChangeProgress)> {
+        require(ctx, Permission::KnowledgeRead)?;
+        let coll = self.collections.get(ctx, id).await?;
+        let progress = self.model_changes.progress(ctx, id).await?;
+        Ok((coll, progress))
+    }
+
+    /// Abandons a model change; search stays on the current model.
+    ///
+    /// # Errors
+    /// `Forbidden`; `NotFound`.
+    pub async fn cancel_model_change(&self, ctx: &TenantCtx, id: CollectionId) -> Result<()> {
+        require(ctx, Permission::KnowledgeManage)?;
+        self.collections.get(ctx, id).await?;
+        self.model_changes.cancel(ctx, id).await
+    }
+
+    /// The job's work: embeds chunks still lacking a target vector in batches, then
+    /// switches. Chunks that appear meanwhile (documents processed during the change)
+    /// are picked up by the next round, so the switch never leaves one behind.
+    async fn run_model_change(&self, ctx: &TenantCtx, id: CollectionId) -> Result<()> {
+        let batch = self.config.embed_batch.max(1);
+        loop {
+            let coll = self.collections.get(ctx, id).await?;
+            let Some(change) = coll
+                .model_change
+                .filter(|c| c.status == ModelChangeStatus::Running)
+            else {
+                return Ok(()); // cancelled or finished meanwhile
+            };
+            let embedder = self
+                .embedders
+                .get(&change.target.id)
+                .ok_or_else(|| RagError::ModelUnavailable(change.target.id.clone()))?;
+            let pending = self.model_changes.pending(ctx, id, batch * 4).await?;
+            if pending.is_empty() {
+                if self.model_changes.switch(ctx, id).await? {
+                    return Ok(());
+                }
+                continue;
+            }
+            for group in pending.chunks(batch) {
+                let texts: Vec<String> = group.iter().map(|(_, t)| t.clone()).collect();
+                let vectors = embedder.embed(&texts).await?;
+                if vectors.len() != texts.len() {
+                    return Err(anyhow::anyhow!(
+                        "embedder returned {} vectors for {} texts",
+                        vectors.len(),
+                        texts.len()
+                    )
+                    .into());
+                }
+                let stored = group.iter().map(|(c, _)| *c).zip(vectors).collect();
+                self.model_changes.store(ctx, id, stored).await?;
+            }
+        }
+    }
+
     // ----- ingestion ------------------------------------------------------------------
 
     /// Claims one due job and runs it; `false` when there was none.
@@ -473,24 +602,27 @@ impl RagService {
     pub async fn run_job(&self, job: &ClaimedJob) -> Result<()> {
         // Jobs carry their tenant; the worker is trusted system code.
         let ctx = TenantCtx::system(job.tenant_id);
-        let JobKind::ProcessDocument(doc) = job.kind.clone();
         // A claim past the limit means earlier attempts died without reporting back
-        // (a worker crashing on this very document): give up instead of looping.
+        // (a worker crashing on this very job): give up instead of looping.
         if job.attempt > self.config.max_attempts {
             let message = format!(
                 "processing was interrupted {} times (the worker stopped before finishing)",
                 job.attempt - 1
             );
-            self.fail_document(&ctx, doc, &message).await?;
+            self.give_up(&ctx, &job.kind, &message).await?;
             return self.jobs.fail(job, &message).await;
         }
-        match self.process_document(&ctx, doc).await {
+        let outcome = match job.kind.clone() {
+            JobKind::ProcessDocument(doc) => self.process_document(&ctx, doc).await,
+            JobKind::ChangeModel(coll) => self.run_model_change(&ctx, coll).await,
+        };
+        match outcome {
             Ok(()) => self.jobs.complete(job).await,
             Err(RagError::NotFound(_)) => self.jobs.complete(job).await, // deleted meanwhile
             Err(e) => {
                 let message = format!("{e:#}");
                 if job.attempt >= self.config.max_attempts {
-                    self.fail_document(&ctx, doc, &message).await?;
+                    self.give_up(&ctx, &job.kind, &message).await?;
                     self.jobs.fail(job, &message).await
                 } else {
                     let backoff =
@@ -498,6 +630,20 @@ impl RagService {
                     self.jobs
                         .retry(job, &message, self.clock.now() + backoff)
                         .await
+                }
+            }
+        }
+    }
+
+    /// Records on the job's subject that it failed for good.
+    async fn give_up(&self, ctx: &TenantCtx, kind: &JobKind, message: &str) -> Result<()> {
+        match kind {
+            JobKind::ProcessDocument(doc) => self.fail_document(ctx, *doc, message).await,
+            JobKind::ChangeModel(coll) => {
+                let message: String = message.chars().take(2000).collect();
+                match self.model_changes.fail(ctx, *coll, &message).await {
+                    Ok(()) | Err(RagError::NotFound(_)) => Ok(()),
+                    Err(e) => Err(e),
                 }
             }
         }
@@ -591,6 +737,16 @@ impl RagService {
         }
         let count = u32::try_from(embedded.len()).unwrap_or(u32::MAX);
         self.chunks.replace_for_document(ctx, id, embedded).await?;
+        // The collection may have switched models while we embedded: these vectors
+        // are then of the old model. Fail this try; the retry embeds with the new one.
+        let now_bound = self.collections.get(ctx, coll.id).await?.embedding_model;
+        if now_bound != coll.embedding_model {
+            return Err(anyhow::anyhow!(
+                "the collection switched to embedding model `{}` while this document was processed",
+                now_bound.id
+            )
+            .into());
+        }
         self.documents
             .set_status(
                 ctx,

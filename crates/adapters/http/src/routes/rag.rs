@@ -39,6 +39,13 @@ pub fn router() -> Router<AppState> {
                 .delete(delete_collection),
         )
         .route("/v1/rag/collections/{id}/reindex", post(reindex_collection))
+        .route(
+            "/v1/rag/collections/{id}/embedding-model",
+            get(get_model_change)
+                .put(change_model)
+                .delete(cancel_model_change),
+        )
+        .route("/v1/rag/embedding-models", get(list_embedding_models))
         .route("/v1/rag/documents", get(list_documents))
         .route(
             "/v1/rag/documents/{id}",
@@ -117,8 +124,21 @@ pub struct CollectionResponse {
     /// The embedding model the collection's vectors come from.
     pub embedding_model: String,
     pub embedding_dimension: u32,
+    /// A move to another embedding model, while it runs or after it failed.
+    pub model_change: Option<ModelChangeBody>,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
+}
+
+/// A collection's move to another embedding model.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct ModelChangeBody {
+    pub target_model: String,
+    pub target_dimension: u32,
+    /// `running` or `failed` (search stays on the current model either way).
+    pub status: String,
+    pub error: Option<String>,
+    pub started_at: DateTime<Utc>,
 }
 
 impl From<Collection> for CollectionResponse {
@@ -135,6 +155,13 @@ impl From<Collection> for CollectionResponse {
             },
             embedding_model: c.embedding_model.id,
             embedding_dimension: c.embedding_model.dimension,
+            model_change: c.model_change.map(|m| ModelChangeBody {
+                target_model: m.target.id,
+                target_dimension: m.target.dimension,
+                status: m.status.as_str().to_owned(),
+                error: m.error,
+                started_at: m.started_at,
+            }),
             created_at: c.created_at,
             updated_at: c.updated_at,
         }
@@ -314,6 +341,121 @@ pub async fn reindex_collection(
         .reindex_collection(&ctx, CollectionId::from_uuid(id))
         .await?;
     Ok((StatusCode::ACCEPTED, Json(ReindexResponse { queued })).into_response())
+}
+
+/// A collection's embedding model and the progress of a change to another one.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct ModelChangeResponse {
+    /// The model search uses now.
+    pub embedding_model: String,
+    pub embedding_dimension: u32,
+    /// `null` when no change is pending.
+    pub change: Option<ModelChangeBody>,
+    /// Chunks embedded with the target model so far.
+    pub embedded: u64,
+    /// All chunks of the collection.
+    pub total: u64,
+}
+
+fn model_change_response(
+    (c, p): (Collection, trellis_rag::ModelChangeProgress),
+) -> ModelChangeResponse {
+    let c = CollectionResponse::from(c);
+    let pending = c.model_change.is_some();
+    ModelChangeResponse {
+        embedding_model: c.embedding_model,
+        embedding_dimension: c.embedding_dimension,
+        change: c.model_change,
+        embedded: if pending { p.embedded } else { p.total },
+        total: p.total,
+    }
+}
+
+/// Which model to move the collection to.
+#[derive(Debug, Clone, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ChangeModelBody {
+    /// An id from `GET /v1/rag/embedding-models`. The collection's current model
+    /// cancels a pending change.
+    pub model: String,
+}
+
+#[utoipa::path(put, path = "/v1/rag/collections/{id}/embedding-model", tag = "rag",
+    params(("id" = Uuid, Path)), request_body = ChangeModelBody,
+    responses((status = 202, body = ModelChangeResponse), (status = 422, body = Problem)),
+    security(("bearer" = []), ("api_key" = [])))]
+/// Re-embeds the collection with another model in the background; search keeps using
+/// the current model until every chunk is done, then switches in one step.
+pub async fn change_model(
+    State(state): State<AppState>,
+    TenantAuth(ctx): TenantAuth,
+    Path(id): Path<Uuid>,
+    Json(body): Json<ChangeModelBody>,
+) -> Result<Response, ApiError> {
+    let out = rag(&state)?
+        .change_embedding_model(&ctx, CollectionId::from_uuid(id), &body.model)
+        .await?;
+    Ok((StatusCode::ACCEPTED, Json(model_change_response(out))).into_response())
+}
+
+#[utoipa::path(get, path = "/v1/rag/collections/{id}/embedding-model", tag = "rag",
+    params(("id" = Uuid, Path)), responses((status = 200, body = ModelChangeResponse)),
+    security(("bearer" = []), ("api_key" = [])))]
+pub async fn get_model_change(
+    State(state): State<AppState>,
+    TenantAuth(ctx): TenantAuth,
+    Path(id): Path<Uuid>,
+) -> Result<Json<ModelChangeResponse>, ApiError> {
+    let out = rag(&state)?
+        .model_change_progress(&ctx, CollectionId::from_uuid(id))
+        .await?;
+    Ok(Json(model_change_response(out)))
+}
+
+#[utoipa::path(delete, path = "/v1/rag/collections/{id}/embedding-model", tag = "rag",
+    params(("id" = Uuid, Path)), responses((status = 204)),
+    security(("bearer" = []), ("api_key" = [])))]
+/// Abandons a pending model change.
+pub async fn cancel_model_change(
+    State(state): State<AppState>,
+    TenantAuth(ctx): TenantAuth,
+    Path(id): Path<Uuid>,
+) -> Result<StatusCode, ApiError> {
+    rag(&state)?
+        .cancel_model_change(&ctx, CollectionId::from_uuid(id))
+        .await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// An embedding model this server can run.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct EmbeddingModelBody {
+    pub id: String,
+    pub dimension: u32,
+}
+
+/// The embedding models available.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct EmbeddingModelsResponse {
+    pub items: Vec<EmbeddingModelBody>,
+}
+
+#[utoipa::path(get, path = "/v1/rag/embedding-models", tag = "rag",
+    responses((status = 200, body = EmbeddingModelsResponse)),
+    security(("bearer" = []), ("api_key" = [])))]
+pub async fn list_embedding_models(
+    State(state): State<AppState>,
+    TenantAuth(_ctx): TenantAuth,
+) -> Result<Json<EmbeddingModelsResponse>, ApiError> {
+    let items = rag(&state)?
+        .embedding_models()
+        .into_iter()
+        .map(|m| EmbeddingModelBody {
+            id: m.id,
+            dimension: m.dimension,
+        })
+        .collect();
+    Ok(Json(EmbeddingModelsResponse { items }))
 }
 
 // ----- documents ---------------------------------------------------------------------

@@ -10,6 +10,7 @@ mod rag_collections;
 mod rag_common;
 mod rag_documents;
 mod rag_jobs;
+mod rag_model_change;
 mod rag_search;
 mod refresh_tokens;
 mod tenants;

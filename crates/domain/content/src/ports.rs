@@ -1,0 +1,267 @@
+//! What the content domain needs from the outside world: storage for agents, tools,
+//! conversations, messages, memories, files and usage; the tenant's quota and model
+//! catalogue; a chat model; retrieval over knowledge collections; and a way to run
+//! the task that finishes an answer after the client has gone. Every method touching
+//! tenant data takes `&TenantCtx` first.
+
+use crate::{
+    Agent, AgentConfig, AgentFilter, AgentId, AgentVersion, ChatRequest, ChatStream, Completion,
+    Conversation, ConversationFilter, ConversationId, ConversationPatch, FileAttachment, FileId,
+    KnowledgeCollectionId, LlmModel, Memory, MemoryId, MemoryPatch, Message, MessageHit, MessageId,
+    NewAgent, NewConversation, NewFile, NewMemory, NewMessage, NewTool, Passage, Quota, Recorded,
+    Result, ScoredMemory, ToolConfig, ToolId, ToolPatch, UsageEvent, UsageScope,
+};
+use async_trait::async_trait;
+use futures::future::BoxFuture;
+use trellis_kernel::{Page, PageRequest, TenantCtx, Timestamp, UserId};
+use trellis_tenancy::LlmProvider;
+
+/// Agents and their versions.
+#[cfg_attr(any(test, feature = "testing"), mockall::automock)]
+#[async_trait]
+pub trait AgentRepo: Send + Sync + 'static {
+    /// Stores the agent as version 1 (and that configuration as its first version).
+    ///
+    /// # Errors
+    /// `Conflict` when the name is taken in this tenant.
+    async fn insert(&self, ctx: &TenantCtx, new: NewAgent) -> Result<Agent>;
+    /// # Errors
+    /// `NotFound` when no such agent exists in this tenant.
+    async fn get(&self, ctx: &TenantCtx, id: AgentId) -> Result<Agent>;
+    /// The agent with exactly this name, if any.
+    async fn find_by_name(&self, ctx: &TenantCtx, name: &str) -> Result<Option<Agent>>;
+    async fn list(
+        &self,
+        ctx: &TenantCtx,
+        filter: &AgentFilter,
+        page: PageRequest,
+    ) -> Result<Page<Agent>>;
+    /// In one step: replaces the configuration, bumps the version to
+    /// `expected_version + 1` and keeps the new configuration as that version.
+    ///
+    /// # Errors
+    /// `NotFound`; `Conflict` when the agent is no longer at `expected_version`
+    /// (someone else changed it) or the new name is taken.
+    async fn update(
+        &self,
+        ctx: &TenantCtx,
+        id: AgentId,
+        expected_version: u32,
+        config: AgentConfig,
+        by: Option<UserId>,
+    ) -> Result<Agent>;
+    /// Every saved version, oldest first (the last is the current configuration).
+    ///
+    /// # Errors
+    /// `NotFound` when no such agent exists in this tenant.
+    async fn versions(&self, ctx: &TenantCtx, id: AgentId) -> Result<Vec<AgentVersion>>;
+    /// Deletes the agent and its versions. Conversations keep their (now dangling)
+    /// `agent_id`.
+    ///
+    /// # Errors
+    /// `NotFound` when no such agent exists in this tenant.
+    async fn delete(&self, ctx: &TenantCtx, id: AgentId) -> Result<()>;
+}
+
+/// Tool configurations.
+#[cfg_attr(any(test, feature = "testing"), mockall::automock)]
+#[async_trait]
+pub trait ToolRepo: Send + Sync + 'static {
+    /// # Errors
+    /// `Conflict` when the name is taken in this tenant.
+    async fn insert(&self, ctx: &TenantCtx, new: NewTool) -> Result<ToolConfig>;
+    /// # Errors
+    /// `NotFound` when no such tool exists in this tenant.
+    async fn get(&self, ctx: &TenantCtx, id: ToolId) -> Result<ToolConfig>;
+    async fn list(&self, ctx: &TenantCtx, page: PageRequest) -> Result<Page<ToolConfig>>;
+    /// # Errors
+    /// `NotFound`; `Conflict` for a taken name.
+    async fn update(&self, ctx: &TenantCtx, id: ToolId, patch: ToolPatch) -> Result<ToolConfig>;
+    /// # Errors
+    /// `NotFound` when no such tool exists in this tenant.
+    async fn delete(&self, ctx: &TenantCtx, id: ToolId) -> Result<()>;
+}
+
+/// Conversations.
+#[cfg_attr(any(test, feature = "testing"), mockall::automock)]
+#[async_trait]
+pub trait ConversationRepo: Send + Sync + 'static {
+    async fn insert(&self, ctx: &TenantCtx, new: NewConversation) -> Result<Conversation>;
+    /// # Errors
+    /// `NotFound` when no such conversation exists in this tenant.
+    async fn get(&self, ctx: &TenantCtx, id: ConversationId) -> Result<Conversation>;
+    async fn list(
+        &self,
+        ctx: &TenantCtx,
+        filter: &ConversationFilter,
+        page: PageRequest,
+    ) -> Result<Page<Conversation>>;
+    /// # Errors
+    /// `NotFound` when no such conversation exists in this tenant.
+    async fn update(
+        &self,
+        ctx: &TenantCtx,
+        id: ConversationId,
+        patch: ConversationPatch,
+    ) -> Result<Conversation>;
+    /// Deletes the conversation and all its messages.
+    ///
+    /// # Errors
+    /// `NotFound` when no such conversation exists in this tenant.
+    async fn delete(&self, ctx: &TenantCtx, id: ConversationId) -> Result<()>;
+}
+
+/// Messages. Inserting one also sets its conversation's `last_message_at`, in the
+/// same unit of work.
+#[cfg_attr(any(test, feature = "testing"), mockall::automock)]
+#[async_trait]
+pub trait MessageRepo: Send + Sync + 'static {
+    /// # Errors
+    /// `NotFound` when the conversation is not in this tenant, or the parent is not a
+    /// message of the same conversation.
+    async fn insert(&self, ctx: &TenantCtx, new: NewMessage) -> Result<Message>;
+    /// All or nothing, in order (a message's parent may be an earlier one of the
+    /// batch). Used to fill a forked conversation.
+    ///
+    /// # Errors
+    /// As `insert`, for any message; then nothing was stored.
+    async fn insert_many(&self, ctx: &TenantCtx, new: Vec<NewMessage>) -> Result<Vec<Message>>;
+    /// # Errors
+    /// `NotFound` when no such message exists in this tenant.
+    async fn get(&self, ctx: &TenantCtx, id: MessageId) -> Result<Message>;
+    /// Every message of the conversation (all branches), oldest first.
+    async fn for_conversation(
+        &self,
+        ctx: &TenantCtx,
+        conversation: ConversationId,
+    ) -> Result<Vec<Message>>;
+    /// Full-text search over message contents, best first, at most `limit` hits.
+    /// `owner`: only conversations of this user; `None`: all of the tenant's.
+    async fn search(
+        &self,
+        ctx: &TenantCtx,
+        owner: Option<UserId>,
+        query: &str,
+        limit: usize,
+    ) -> Result<Vec<MessageHit>>;
+}
+
+/// Memories.
+#[cfg_attr(any(test, feature = "testing"), mockall::automock)]
+#[async_trait]
+pub trait MemoryRepo: Send + Sync + 'static {
+    /// # Errors
+    /// `Conflict` when the owner already has a memory with this key.
+    async fn insert(&self, ctx: &TenantCtx, new: NewMemory) -> Result<Memory>;
+    /// # Errors
+    /// `NotFound` when no such memory exists in this tenant.
+    async fn get(&self, ctx: &TenantCtx, id: MemoryId) -> Result<Memory>;
+    /// One user's memories, oldest first.
+    async fn list(&self, ctx: &TenantCtx, owner: UserId, page: PageRequest)
+    -> Result<Page<Memory>>;
+    /// # Errors
+    /// `NotFound`; `Conflict` when the new key is taken.
+    async fn update(&self, ctx: &TenantCtx, id: MemoryId, patch: MemoryPatch) -> Result<Memory>;
+    /// # Errors
+    /// `NotFound` when no such memory exists in this tenant.
+    async fn delete(&self, ctx: &TenantCtx, id: MemoryId) -> Result<()>;
+    /// Full-text search over one user's memories (key, value, category), best first.
+    async fn search(
+        &self,
+        ctx: &TenantCtx,
+        owner: UserId,
+        query: &str,
+        limit: usize,
+    ) -> Result<Vec<ScoredMemory>>;
+}
+
+/// Metadata of attached files (the bytes are in blob storage).
+#[cfg_attr(any(test, feature = "testing"), mockall::automock)]
+#[async_trait]
+pub trait FileRepo: Send + Sync + 'static {
+    async fn insert(&self, ctx: &TenantCtx, new: NewFile) -> Result<FileAttachment>;
+    /// # Errors
+    /// `NotFound` when no such file exists in this tenant.
+    async fn get(&self, ctx: &TenantCtx, id: FileId) -> Result<FileAttachment>;
+    /// The files of a conversation, oldest first.
+    async fn for_conversation(
+        &self,
+        ctx: &TenantCtx,
+        conversation: ConversationId,
+    ) -> Result<Vec<FileAttachment>>;
+    /// # Errors
+    /// `NotFound` when no such file exists in this tenant.
+    async fn delete(&self, ctx: &TenantCtx, id: FileId) -> Result<()>;
+}
+
+/// Token metering.
+#[cfg_attr(any(test, feature = "testing"), mockall::automock)]
+#[async_trait]
+pub trait UsageMeter: Send + Sync + 'static {
+    /// Stores the event unless one with its idempotency key exists in this tenant.
+    async fn record(&self, ctx: &TenantCtx, event: UsageEvent) -> Result<Recorded>;
+    /// Tokens (prompt plus completion) of events in `[from, until)` for the scope.
+    async fn total_tokens(
+        &self,
+        ctx: &TenantCtx,
+        scope: UsageScope,
+        from: Timestamp,
+        until: Timestamp,
+    ) -> Result<u64>;
+}
+
+/// The tenant's token budgets (from its plan; set by the platform, not the tenant).
+#[cfg_attr(any(test, feature = "testing"), mockall::automock)]
+#[async_trait]
+pub trait QuotaSource: Send + Sync + 'static {
+    async fn quota(&self, ctx: &TenantCtx) -> Result<Quota>;
+}
+
+/// The model catalogue, as this tenant may use it (adapters drop providers the
+/// tenant's configuration does not allow).
+#[cfg_attr(any(test, feature = "testing"), mockall::automock)]
+#[async_trait]
+pub trait LlmCatalog: Send + Sync + 'static {
+    async fn list(&self, ctx: &TenantCtx) -> Result<Vec<LlmModel>>;
+    /// # Errors
+    /// `ModelUnavailable` when the model is unknown or not allowed for the tenant.
+    async fn get(&self, ctx: &TenantCtx, provider: LlmProvider, model: &str) -> Result<LlmModel>;
+}
+
+/// A chat model: OpenAI-compatible, Anthropic, or a fake. The adapter picks the
+/// tenant's own API key through `ctx`, applies timeouts and retries, and reports every
+/// provider failure as `ContentError::Provider` (before streaming) or
+/// `ChatChunk::Error` (during).
+#[cfg_attr(any(test, feature = "testing"), mockall::automock)]
+#[async_trait]
+pub trait ChatModel: Send + Sync + 'static {
+    /// A whole answer at once.
+    async fn complete(&self, ctx: &TenantCtx, request: ChatRequest) -> Result<Completion>;
+    /// The answer as it is written. Resolves once the provider accepted the request.
+    async fn stream(&self, ctx: &TenantCtx, request: ChatRequest) -> Result<ChatStream>;
+}
+
+/// Retrieval over the tenant's knowledge collections (an adapter wraps the RAG
+/// domain's cited search).
+#[cfg_attr(any(test, feature = "testing"), mockall::automock)]
+#[async_trait]
+pub trait Retriever: Send + Sync + 'static {
+    /// The best `k` passages for `query` from these collections, best first.
+    ///
+    /// # Errors
+    /// `NotFound` when a collection is not in this tenant.
+    async fn retrieve(
+        &self,
+        ctx: &TenantCtx,
+        collections: &[KnowledgeCollectionId],
+        query: &str,
+        k: usize,
+    ) -> Result<Vec<Passage>>;
+}
+
+/// Runs a task to completion in the background, independent of whoever started it.
+/// The answer use case uses it so that storing the answer does not depend on the
+/// client staying connected; with Tokio it is `tokio::spawn`.
+pub trait TaskSpawner: Send + Sync + 'static {
+    fn spawn(&self, task: BoxFuture<'static, ()>);
+}

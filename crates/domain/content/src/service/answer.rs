@@ -1,0 +1,642 @@
+//! Answering a message: quota first, then retrieval, memories and the prompt, then
+//! the model's stream relayed to the client as [`AnswerEvent`]s, and finally exactly
+//! one stored assistant message and one usage event.
+//!
+//! # Why a spawned task, and why nothing half-written is ever stored
+//!
+//! Everything that can fail cheaply (permissions, quota, retrieval) happens before
+//! the user's message is stored, so a refused request leaves nothing behind. Then a
+//! task started through the [`TaskSpawner`](crate::TaskSpawner) port drives the model
+//! and sends events through a bounded channel to the [`AnswerStream`] the caller
+//! holds. That task, not the client's connection, owns the answer:
+//!
+//! - the stream ends → the message is stored whole, usage is recorded, `Done` is sent;
+//! - the provider fails (before or during the stream) → an error message is stored
+//!   with what had arrived and the provider's error, and an `Error` event is sent;
+//! - the client goes away (the `AnswerStream` is dropped: the HTTP body was dropped)
+//!   → the task notices at once (a oneshot whose receiver lives in the stream is
+//!   cancelled), drops the model stream (which cancels the upstream request), and
+//!   stores what had arrived marked `unfinished`, and still records the usage.
+//!
+//! The assistant message is written once, with one `insert`, after the outcome is
+//! known: there is no row that is updated as tokens arrive, so no reader ever sees a
+//! half answer. Usage is keyed `answer:<message id>`, so a repeated write counts once.
+//! A process killed mid-answer stores nothing for that answer (its user message
+//! stays, and can be regenerated).
+
+use super::{ContentService, acting_user, require};
+use crate::model::text;
+use crate::prompt::{self, PromptParts};
+use crate::tree;
+use crate::{
+    ChatChunk, ChatModel, ChatRequest, ChatStream, Citation, ContentError, Conversation,
+    ConversationId, FileId, FinishReason, KnowledgeCollectionId, Memory, Message, MessageId,
+    MessageRepo, MessageRole, ModelParameters, NewMessage, ProviderError, ProviderErrorKind,
+    Result, TokenUsage, UsageEvent, UsageEventId, UsageMeter,
+};
+use futures::channel::{mpsc, oneshot};
+use futures::future::{Either, select};
+use futures::{Stream, StreamExt};
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use trellis_kernel::{Clock, InvalidValue, Permission, TenantCtx, UserId};
+use trellis_tenancy::LlmProvider;
+
+/// At most this many files per message.
+pub const MAX_MESSAGE_FILES: usize = 10;
+
+/// A message a user sends.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct UserMessage {
+    pub content: String,
+    /// The message it answers; `None`: the end of the current branch.
+    pub parent: Option<MessageId>,
+    pub files: Vec<FileId>,
+}
+
+/// What the client is told while an answer is written (mapped 1:1 onto SSE events).
+#[derive(Debug, Clone, PartialEq)]
+pub enum AnswerEvent {
+    /// The sources the answer may cite, numbered as in the prompt. First, if any.
+    Citations(Vec<Citation>),
+    /// More answer text.
+    Delta(String),
+    /// The tokens the answer consumed (estimated if the provider reported none).
+    Usage(TokenUsage),
+    /// The answer is complete and stored. Last.
+    Done(Message),
+    /// The answer failed. Last.
+    Error {
+        /// The stored error message; `None` only when even storing it failed.
+        message: Option<Message>,
+        /// A [`ProviderErrorKind`] name, or `internal` when storing failed.
+        code: &'static str,
+        /// Safe to show to the user.
+        detail: String,
+    },
+}
+
+/// A started answer.
+#[derive(Debug)]
+pub struct Answer {
+    /// The user's message, when this answer came with a new one (not on regenerate).
+    pub user_message: Option<Message>,
+    /// The id the assistant message will be stored under.
+    pub assistant_message_id: MessageId,
+    pub events: AnswerStream,
+}
+
+/// The events of one answer. Dropping it tells the answering task the client left.
+pub struct AnswerStream {
+    events: mpsc::Receiver<AnswerEvent>,
+    // Never read: dropping it with the stream cancels the task's `oneshot::Sender`.
+    _alive: oneshot::Receiver<()>,
+}
+
+impl std::fmt::Debug for AnswerStream {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AnswerStream").finish_non_exhaustive()
+    }
+}
+
+impl Stream for AnswerStream {
+    type Item = AnswerEvent;
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<AnswerEvent>> {
+        self.events.poll_next_unpin(cx)
+    }
+}
+
+/// The model, parameters and grounding an answer in a conversation uses.
+struct Setup {
+    provider: LlmProvider,
+    model: String,
+    context_window: u32,
+    streaming: bool,
+    parameters: ModelParameters,
+    instructions: String,
+    output_format: Option<String>,
+    collections: Vec<KnowledgeCollectionId>,
+}
+
+impl ContentService {
+    /// Sends a message in one's own conversation and starts the answer.
+    ///
+    /// # Errors
+    /// Before anything is stored: `Forbidden`; `NotFound` for the conversation, the
+    /// parent or a file; `Conflict` for an archived conversation; `Invalid`;
+    /// `QuotaExceeded` (the model is not called); `ModelUnavailable`; retrieval
+    /// failures. Provider failures are not errors here: they arrive as an
+    /// [`AnswerEvent::Error`] with a stored error message.
+    pub async fn answer(
+        &self,
+        ctx: &TenantCtx,
+        conversation: ConversationId,
+        message: UserMessage,
+    ) -> Result<Answer> {
+        require(ctx, Permission::ChatUse)?;
+        let me = acting_user(ctx)?;
+        let conv = self.postable_conversation(ctx, conversation).await?;
+        let content = self.message_text(&message.content)?;
+        self.check_files(ctx, me, conv.id, &message.files).await?;
+        let messages = self.messages.for_conversation(ctx, conv.id).await?;
+        let parent = match message.parent {
+            Some(p) if messages.iter().any(|m| m.id == p) => Some(p),
+            Some(_) => return Err(ContentError::NotFound("message")),
+            None => tree::latest_leaf(&messages),
+        };
+        let history = match parent {
+            Some(p) => tree::path_to(&messages, p)?.into_iter().cloned().collect(),
+            None => Vec::new(),
+        };
+        let new = NewMessage::from_user(conv.id, parent, me, content, message.files);
+        self.respond(ctx, &conv, history, Some(new)).await
+    }
+
+    /// Edits a user message: a new sibling with the new text, then its answer. The
+    /// original and its answers stay on their branch.
+    ///
+    /// # Errors
+    /// As [`Self::answer`]; `Invalid` for a message that is not the user's.
+    pub async fn edit_and_answer(
+        &self,
+        ctx: &TenantCtx,
+        conversation: ConversationId,
+        message: MessageId,
+        content: String,
+    ) -> Result<Answer> {
+        require(ctx, Permission::ChatUse)?;
+        let me = acting_user(ctx)?;
+        let conv = self.postable_conversation(ctx, conversation).await?;
+        let content = self.message_text(&content)?;
+        let messages = self.messages.for_conversation(ctx, conv.id).await?;
+        let original = messages
+            .iter()
+            .find(|m| m.id == message)
+            .ok_or(ContentError::NotFound("message"))?;
+        let new = tree::edited(original, content, me)?;
+        let history = match original.parent_id {
+            Some(p) => tree::path_to(&messages, p)?.into_iter().cloned().collect(),
+            None => Vec::new(),
+        };
+        self.respond(ctx, &conv, history, Some(new)).await
+    }
+
+    /// Writes another answer to the question `answer` answered, as its sibling.
+    ///
+    /// # Errors
+    /// As [`Self::answer`]; `Invalid` for a message that is not an answer.
+    pub async fn regenerate(
+        &self,
+        ctx: &TenantCtx,
+        conversation: ConversationId,
+        answer: MessageId,
+    ) -> Result<Answer> {
+        require(ctx, Permission::ChatUse)?;
+        let conv = self.postable_conversation(ctx, conversation).await?;
+        let messages = self.messages.for_conversation(ctx, conv.id).await?;
+        let question = tree::regeneration_parent(&messages, answer)?;
+        let history = tree::path_to(&messages, question.id)?
+            .into_iter()
+            .cloned()
+            .collect();
+        self.respond(ctx, &conv, history, None).await
+    }
+
+    /// One's own conversation, not archived.
+    async fn postable_conversation(
+        &self,
+        ctx: &TenantCtx,
+        id: ConversationId,
+    ) -> Result<Conversation> {
+        let conv = self.writable_conversation(ctx, id).await?;
+        if conv.archived {
+            return Err(ContentError::Conflict(
+                "the conversation is archived; unarchive it to continue".into(),
+            ));
+        }
+        Ok(conv)
+    }
+
+    fn message_text(&self, content: &str) -> Result<String> {
+        Ok(text::body(
+            "content",
+            content,
+            self.config.max_message_chars,
+        )?)
+    }
+
+    /// Attached files must be the sender's, and not attached to another conversation.
+    async fn check_files(
+        &self,
+        ctx: &TenantCtx,
+        me: UserId,
+        conv: ConversationId,
+        files: &[FileId],
+    ) -> Result<()> {
+        if files.len() > MAX_MESSAGE_FILES {
+            return Err(InvalidValue::new(
+                "files",
+                format!("at most {MAX_MESSAGE_FILES} files per message"),
+            )
+            .into());
+        }
+        for id in files {
+            let f = self.files.get(ctx, *id).await?;
+            if f.owner_id != me || f.conversation_id.is_some_and(|c| c != conv) {
+                return Err(ContentError::NotFound("file"));
+            }
+        }
+        Ok(())
+    }
+
+    async fn setup(&self, ctx: &TenantCtx, conv: &Conversation) -> Result<Setup> {
+        let (provider, model, parameters, instructions, output_format, collections) =
+            match conv.agent_id {
+                Some(id) => {
+                    let agent = match self.agents.get(ctx, id).await {
+                        Ok(a) if a.usable_by(ctx) => a,
+                        Ok(_) | Err(ContentError::NotFound(_)) => {
+                            return Err(ContentError::NotFound("agent"));
+                        }
+                        Err(e) => return Err(e),
+                    };
+                    let c = agent.config;
+                    (
+                        c.provider,
+                        c.model,
+                        conv.parameters.over(c.parameters),
+                        c.instructions,
+                        c.output_format,
+                        c.knowledge_collections,
+                    )
+                }
+                None => (
+                    conv.provider,
+                    conv.model.clone(),
+                    conv.parameters,
+                    String::new(),
+                    None,
+                    Vec::new(),
+                ),
+            };
+        let entry = self.catalog.get(ctx, provider, &model).await?;
+        Ok(Setup {
+            provider,
+            model,
+            context_window: entry.context_window,
+            streaming: entry.supports_streaming,
+            parameters,
+            instructions,
+            output_format,
+            collections,
+        })
+    }
+
+    /// The common tail of answer, edit and regenerate. `history` is the path from the
+    /// root to the message the answer hangs under (or to its parent, when `new_user`
+    /// is that message and is yet to be stored).
+    async fn respond(
+        &self,
+        ctx: &TenantCtx,
+        conv: &Conversation,
+        mut history: Vec<Message>,
+        new_user: Option<NewMessage>,
+    ) -> Result<Answer> {
+        let me = acting_user(ctx)?;
+        self.enforce_quota(ctx, me).await?;
+        let setup = self.setup(ctx, conv).await?;
+        let question: String = new_user
+            .as_ref()
+            .map(|m| m.content.as_str())
+            .or_else(|| history.last().map(|m| m.content.as_str()))
+            .unwrap_or_default()
+            .chars()
+            // Retrieval and full-text search take bounded queries.
+            .take(2000)
+            .collect();
+        let passages = if setup.collections.is_empty() || question.trim().is_empty() {
+            Vec::new()
+        } else {
+            self.retriever
+                .retrieve(ctx, &setup.collections, &question, self.config.retrieval_k)
+                .await?
+        };
+        let memories: Vec<Memory> = if self.config.memory_k == 0 || question.trim().is_empty() {
+            Vec::new()
+        } else {
+            self.memories
+                .search(ctx, me, &question, self.config.memory_k)
+                .await?
+                .into_iter()
+                .map(|s| s.memory)
+                .collect()
+        };
+
+        // Only now, with nothing left to refuse, is the user's message stored.
+        let user_message = match new_user {
+            Some(new) => {
+                let stored = self.messages.insert(ctx, new).await?;
+                history.push(stored.clone());
+                Some(stored)
+            }
+            None => None,
+        };
+        let parent = history
+            .last()
+            .map(|m| m.id)
+            .ok_or(ContentError::NotFound("message"))?;
+        let path: Vec<&Message> = history.iter().collect();
+        let reserve = setup
+            .parameters
+            .max_tokens()
+            .unwrap_or(self.config.default_answer_tokens)
+            .min(setup.context_window / 2);
+        let built = prompt::build(&PromptParts {
+            instructions: &setup.instructions,
+            output_format: setup.output_format.as_deref(),
+            memories: &memories,
+            passages: &passages,
+            history: &path,
+            context_window: setup.context_window,
+            reserve_tokens: reserve,
+        });
+
+        let assistant_id = MessageId::new();
+        let (tx, rx) = mpsc::channel(self.config.event_buffer.max(1));
+        let (alive_tx, alive_rx) = oneshot::channel();
+        let job = AnswerJob {
+            ctx: ctx.clone(),
+            user: me,
+            conversation: conv.id,
+            parent,
+            assistant_id,
+            provider: setup.provider,
+            model: setup.model.clone(),
+            streaming: setup.streaming,
+            prompt_tokens: built.estimated_tokens,
+            request: ChatRequest {
+                provider: setup.provider,
+                model: setup.model,
+                messages: built.messages,
+                parameters: setup.parameters,
+            },
+            citations: built.citations,
+            chat: self.chat.clone(),
+            messages: self.messages.clone(),
+            usage: self.usage.clone(),
+            clock: self.clock.clone(),
+        };
+        self.spawner.spawn(Box::pin(job.run(tx, alive_tx)));
+        Ok(Answer {
+            user_message,
+            assistant_message_id: assistant_id,
+            events: AnswerStream {
+                events: rx,
+                _alive: alive_rx,
+            },
+        })
+    }
+}
+
+/// How the model's part of an answer ended.
+enum Ending {
+    /// The stream ended (with or without a finish reason).
+    Finished,
+    /// The provider failed.
+    Failed(ProviderError),
+    /// The client went away.
+    Disconnected,
+}
+
+/// Everything the answering task needs, owned, so it outlives the request.
+struct AnswerJob {
+    ctx: TenantCtx,
+    user: UserId,
+    conversation: ConversationId,
+    parent: MessageId,
+    assistant_id: MessageId,
+    provider: LlmProvider,
+    model: String,
+    streaming: bool,
+    prompt_tokens: u32,
+    request: ChatRequest,
+    citations: Vec<Citation>,
+    chat: Arc<dyn ChatModel>,
+    messages: Arc<dyn MessageRepo>,
+    usage: Arc<dyn UsageMeter>,
+    clock: Arc<dyn Clock>,
+}
+
+/// What the model produced so far.
+#[derive(Default)]
+struct Produced {
+    text: String,
+    usage: Option<TokenUsage>,
+    finish: Option<FinishReason>,
+    /// The provider accepted the request (so tokens may have been consumed).
+    called: bool,
+}
+
+/// Sends an event; `false` when the client has gone.
+async fn send(tx: &mut mpsc::Sender<AnswerEvent>, event: AnswerEvent) -> bool {
+    if futures::future::poll_fn(|cx| tx.poll_ready(cx))
+        .await
+        .is_err()
+    {
+        return false;
+    }
+    tx.start_send(event).is_ok()
+}
+
+/// A provider failure from a port error; anything but a provider error is logged
+/// and shown generically (it may carry internals).
+fn provider_error(e: ContentError) -> ProviderError {
+    match e {
+        ContentError::Provider(p) => p,
+        other => {
+            tracing::warn!(error = %format!("{other:#}"), "the chat model failed to start");
+            ProviderError::new(
+                ProviderErrorKind::Unavailable,
+                "the model could not be reached",
+            )
+        }
+    }
+}
+
+impl AnswerJob {
+    async fn run(self, mut tx: mpsc::Sender<AnswerEvent>, mut alive: oneshot::Sender<()>) {
+        let mut produced = Produced::default();
+        let ending = self.drive(&mut tx, &mut alive, &mut produced).await;
+        self.finish(ending, produced, &mut tx).await;
+    }
+
+    /// Opens the model's stream (or completion) and relays it until it ends, fails
+    /// or the client leaves.
+    async fn drive(
+        &self,
+        tx: &mut mpsc::Sender<AnswerEvent>,
+        alive: &mut oneshot::Sender<()>,
+        produced: &mut Produced,
+    ) -> Ending {
+        if !self.citations.is_empty()
+            && !send(tx, AnswerEvent::Citations(self.citations.clone())).await
+        {
+            return Ending::Disconnected;
+        }
+        let open = self.open();
+        let mut stream = match select(open, alive.cancellation()).await {
+            Either::Left((Ok(s), _)) => s,
+            Either::Left((Err(e), _)) => return Ending::Failed(provider_error(e)),
+            Either::Right(_) => return Ending::Disconnected,
+        };
+        produced.called = true;
+        loop {
+            match select(stream.next(), alive.cancellation()).await {
+                Either::Right(_) => return Ending::Disconnected,
+                Either::Left((None, _)) => return Ending::Finished,
+                Either::Left((Some(chunk), _)) => match chunk {
+                    ChatChunk::Delta(t) if t.is_empty() => {}
+                    ChatChunk::Delta(t) => {
+                        produced.text.push_str(&t);
+                        if !send(tx, AnswerEvent::Delta(t)).await {
+                            return Ending::Disconnected;
+                        }
+                    }
+                    ChatChunk::Usage(u) => produced.usage = Some(u),
+                    ChatChunk::Finish(r) => produced.finish = Some(r),
+                    ChatChunk::Error(e) => return Ending::Failed(e),
+                },
+            }
+        }
+    }
+
+    /// The model's answer as a stream; a model that cannot stream is asked for a
+    /// whole completion, relayed as one delta.
+    fn open(&self) -> Pin<Box<dyn Future<Output = Result<ChatStream>> + Send + '_>> {
+        if self.streaming {
+            return self.chat.stream(&self.ctx, self.request.clone());
+        }
+        Box::pin(async move {
+            let c = self.chat.complete(&self.ctx, self.request.clone()).await?;
+            let mut chunks = vec![ChatChunk::Delta(c.content)];
+            chunks.extend(c.usage.map(ChatChunk::Usage));
+            chunks.push(ChatChunk::Finish(c.finish_reason));
+            let s: ChatStream = Box::pin(futures::stream::iter(chunks));
+            Ok(s)
+        })
+    }
+
+    /// Stores the one assistant message, records usage, and tells the client.
+    async fn finish(self, ending: Ending, p: Produced, tx: &mut mpsc::Sender<AnswerEvent>) {
+        let (unfinished, error, finish_reason) = match &ending {
+            Ending::Finished => (p.finish.is_none(), None, p.finish),
+            Ending::Failed(e) => (false, Some(e.message.clone()), Some(FinishReason::Error)),
+            Ending::Disconnected => (true, None, p.finish),
+        };
+        // Tokens were consumed once the provider accepted the request, reported or not.
+        let usage = p.called.then(|| {
+            p.usage.map_or_else(
+                || {
+                    let completion = if p.text.is_empty() {
+                        0
+                    } else {
+                        prompt::estimate_tokens(&p.text)
+                    };
+                    (
+                        TokenUsage {
+                            prompt_tokens: self.prompt_tokens,
+                            completion_tokens: completion,
+                        },
+                        true,
+                    )
+                },
+                |u| (u, false),
+            )
+        });
+        let new = NewMessage {
+            id: self.assistant_id,
+            conversation_id: self.conversation,
+            parent_id: Some(self.parent),
+            role: MessageRole::Assistant,
+            content: p.text,
+            author_id: None,
+            provider: Some(self.provider),
+            model: Some(self.model.clone()),
+            finish_reason,
+            usage: usage.map(|(u, _)| u),
+            error,
+            unfinished,
+            files: Vec::new(),
+            citations: self.citations.clone(),
+        };
+        let stored = match self.messages.insert(&self.ctx, new).await {
+            Ok(m) => Some(m),
+            Err(e) => {
+                tracing::error!(
+                    message = %self.assistant_id,
+                    conversation = %self.conversation,
+                    error = %format!("{e:#}"),
+                    "could not store an answer"
+                );
+                None
+            }
+        };
+        if let Some((u, estimated)) = usage.filter(|(u, _)| u.total() > 0) {
+            self.record_usage(u, estimated).await;
+        }
+        match (ending, stored) {
+            (Ending::Disconnected, _) => {}
+            (Ending::Finished, Some(m)) => {
+                if let Some((u, _)) = usage {
+                    send(tx, AnswerEvent::Usage(u)).await;
+                }
+                send(tx, AnswerEvent::Done(m)).await;
+            }
+            (Ending::Failed(e), stored) => {
+                send(
+                    tx,
+                    AnswerEvent::Error {
+                        message: stored,
+                        code: e.kind.as_str(),
+                        detail: e.message,
+                    },
+                )
+                .await;
+            }
+            (Ending::Finished, None) => {
+                send(
+                    tx,
+                    AnswerEvent::Error {
+                        message: None,
+                        code: "internal",
+                        detail: "the answer could not be saved".into(),
+                    },
+                )
+                .await;
+            }
+        }
+    }
+
+    async fn record_usage(&self, usage: TokenUsage, estimated: bool) {
+        let event = UsageEvent {
+            id: UsageEventId::new(),
+            idempotency_key: format!("answer:{}", self.assistant_id),
+            user_id: Some(self.user),
+            conversation_id: Some(self.conversation),
+            message_id: Some(self.assistant_id),
+            provider: self.provider,
+            model: self.model.clone(),
+            usage,
+            estimated,
+            occurred_at: self.clock.now(),
+        };
+        if let Err(e) = self.usage.record(&self.ctx, event).await {
+            tracing::error!(
+                message = %self.assistant_id,
+                error = %format!("{e:#}"),
+                "could not record usage"
+            );
+        }
+    }
+}
