@@ -36,9 +36,13 @@ struct Piece {
     tokens: u32,
 }
 
-/// Markdown ATX heading level and title, if the line is one.
+/// Markdown ATX heading level and title, if the line is one (indented by four or
+/// more spaces it is code, as in Markdown).
 fn heading(line: &str) -> Option<(usize, &str)> {
     let trimmed = line.trim_start();
+    if line.len() - trimmed.len() > 3 {
+        return None;
+    }
     let level = trimmed.chars().take_while(|c| *c == '#').count();
     if (1..=6).contains(&level) {
         let rest = &trimmed[level..];
@@ -48,6 +52,18 @@ fn heading(line: &str) -> Option<(usize, &str)> {
         }
     }
     None
+}
+
+/// The character of a Markdown code fence (three or more backticks or tildes) that
+/// this line opens or closes, if it is one.
+fn fence_marker(line: &str) -> Option<char> {
+    let trimmed = line.trim_start();
+    if line.len() - trimmed.len() > 3 {
+        return None;
+    }
+    ['`', '~']
+        .into_iter()
+        .find(|c| trimmed.chars().take_while(|x| x == c).count() >= 3)
 }
 
 /// Paragraph blocks `(start, end, section)`: runs of non-blank lines, with headings
@@ -65,11 +81,29 @@ fn blocks(text: &str) -> Vec<(usize, usize, Option<String>)> {
                 .join(" > ")
         })
     };
+    // The fence character (` or ~) of the code block we are in, if any: inside one, a
+    // `# comment` is code, not a heading, and blank lines do not split the block.
+    let mut fence: Option<char> = None;
     for line in text.split_inclusive('\n') {
         let start = offset;
         offset += line.len();
         let content_end = start + line.trim_end().len();
-        if let Some((level, title)) = heading(line) {
+        let marker = fence_marker(line);
+        if let Some(open) = fence {
+            if marker == Some(open) {
+                fence = None;
+            }
+            let lead = line.len() - line.trim_start().len();
+            current = Some(match current {
+                Some((s, _)) => (s, content_end.max(s)),
+                None => (start + lead, content_end),
+            });
+            continue;
+        }
+        if marker.is_some() {
+            fence = marker;
+        }
+        if let Some((level, title)) = heading(line).filter(|_| marker.is_none()) {
             if let Some((s, e)) = current.take() {
                 out.push((s, e, section(&path)));
             }
@@ -258,6 +292,23 @@ mod tests {
 
     fn settings(max: u32, overlap: u32) -> ChunkingSettings {
         ChunkingSettings::new(max, overlap).unwrap()
+    }
+
+    #[test]
+    fn a_comment_in_a_code_block_is_not_a_heading() {
+        let text = "# Setup\n\nInstall it:\n\n```sh\n# fetch the code\ngit clone x\n\nmake\n```\n\nDone.\n";
+        let chunks = chunk_text(text, &[], settings(512, 64));
+        assert!(
+            chunks
+                .iter()
+                .all(|c| c.span.section.as_deref() == Some("Setup")),
+            "{chunks:?}"
+        );
+        assert!(
+            chunks
+                .iter()
+                .any(|c| c.content.contains("# fetch the code\ngit clone x\n\nmake"))
+        );
     }
 
     #[test]

@@ -274,6 +274,14 @@ pub fn validate_metadata(m: &Metadata) -> Result<(), InvalidValue> {
                 "keys must be 1–64 and values at most 1024 characters",
             ));
         }
+        // NUL cannot be stored in Postgres text, and control characters in a filter key
+        // or value are never intended: refuse them here rather than fail in storage.
+        if k.chars().chain(v.chars()).any(char::is_control) {
+            return Err(InvalidValue::new(
+                "metadata",
+                "keys and values must not contain control characters",
+            ));
+        }
     }
     Ok(())
 }
@@ -470,4 +478,20 @@ pub struct SearchHit {
     pub vector_score: Option<f32>,
     pub text_score: Option<f32>,
     pub citation: Citation,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn metadata_with_control_characters_is_refused_with_the_field_named() {
+        let ok: Metadata = BTreeMap::from([("lang".into(), "en".into())]);
+        assert!(validate_metadata(&ok).is_ok());
+        for (k, v) in [("la\0ng", "en"), ("lang", "e\nn"), ("lang", "\u{7f}")] {
+            let bad: Metadata = BTreeMap::from([(k.to_owned(), v.to_owned())]);
+            let err = validate_metadata(&bad).unwrap_err();
+            assert_eq!(err.field, "metadata", "{k:?}={v:?}");
+        }
+    }
 }
