@@ -11,6 +11,7 @@ mod m20261122_000001_create_tenancy;
 mod m20261122_000002_create_identity;
 mod m20261122_000003_create_rag;
 mod m20261122_000004_rag_model_change;
+mod m20261122_000005_create_content;
 
 pub use sea_orm_migration::MigratorTrait;
 
@@ -26,6 +27,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261122_000002_create_identity::Migration),
             Box::new(m20261122_000003_create_rag::Migration),
             Box::new(m20261122_000004_rag_model_change::Migration),
+            Box::new(m20261122_000005_create_content::Migration),
         ]
     }
 }

@@ -1,11 +1,13 @@
 //! The Postgres adapter of Trellis: SeaORM entities, the repositories that implement
-//! the tenancy, identity and RAG ports on [`PgStore`] (pgvector search and the durable
-//! job queue included), and [`migrate`].
+//! the tenancy, identity, RAG and content ports on [`PgStore`] (pgvector search, the
+//! durable job queue and full-text search of messages and memories included), and
+//! [`migrate`].
 //!
 //! Tenancy is enforced here twice: every unit of work is a transaction scoped with
 //! `set_config('trellis.tenant_id', …, true)` (or platform mode) so the database's
 //! row-level security policies apply, and every query filters by `tenant_id` as well.
 
+mod content_mapper;
 mod entity;
 mod error;
 mod mapper;

@@ -11,6 +11,8 @@
 mod postgres {
     pub mod adapter;
     pub mod conformance;
+    pub mod content_conformance;
+    pub mod content_repos;
     pub mod migrations;
     pub mod rag_conformance;
     pub mod rag_jobs;

@@ -3,6 +3,15 @@
 //! every query also names its `tenant_id` (defence in depth behind row-level security).
 
 mod api_keys;
+mod content_agents;
+mod content_catalog;
+mod content_common;
+mod content_conversations;
+mod content_files;
+mod content_memories;
+mod content_messages;
+mod content_tools;
+mod content_usage;
 mod memberships;
 mod platform_admins;
 mod rag_chunks;

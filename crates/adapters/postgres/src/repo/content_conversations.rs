@@ -1,0 +1,166 @@
+//! `ConversationRepo` on Postgres. Deleting a conversation is one `DELETE`: the
+//! foreign keys cascade to its messages (and their file attachments) and detach its
+//! files, in the same statement.
+
+use super::content_common::db;
+use crate::content_mapper;
+use crate::entity::conversation::{ActiveModel, Column, Entity};
+use crate::store::{PgStore, finish_page, keyset};
+use async_trait::async_trait;
+use sea_orm::sea_query::{Expr, SimpleExpr};
+use sea_orm::{ActiveModelTrait as _, ColumnTrait as _, EntityTrait as _, QueryFilter as _, Set};
+use trellis_content::{
+    ContentError, Conversation, ConversationFilter, ConversationId, ConversationPatch,
+    ConversationRepo, NewConversation, Result,
+};
+use trellis_kernel::{Page, PageRequest, TenantCtx};
+
+#[async_trait]
+impl ConversationRepo for PgStore {
+    async fn insert(&self, ctx: &TenantCtx, new: NewConversation) -> Result<Conversation> {
+        let tenant = ctx.tenant_id();
+        self.in_tenant(ctx, move |txn| {
+            Box::pin(async move {
+                let (temperature, top_p, max_tokens) =
+                    content_mapper::parameter_columns(new.parameters)?;
+                let row = ActiveModel {
+                    tenant_id: Set(tenant.as_uuid()),
+                    id: Set(new.id.as_uuid()),
+                    owner_id: Set(new.owner_id.as_uuid()),
+                    title: Set(new.title),
+                    provider: Set(new.provider.as_str().to_owned()),
+                    model: Set(new.model),
+                    agent_id: Set(new.agent_id.map(|a| a.as_uuid())),
+                    temperature: Set(temperature),
+                    top_p: Set(top_p),
+                    max_tokens: Set(max_tokens),
+                    ..Default::default()
+                }
+                .insert(txn)
+                .await
+                .map_err(db("insert conversation"))?;
+                Ok(content_mapper::conversation(row)?)
+            })
+        })
+        .await
+    }
+
+    async fn get(&self, ctx: &TenantCtx, id: ConversationId) -> Result<Conversation> {
+        let tenant = ctx.tenant_id();
+        self.in_tenant(ctx, move |txn| {
+            Box::pin(async move {
+                let row = Entity::find_by_id((tenant.as_uuid(), id.as_uuid()))
+                    .one(txn)
+                    .await
+                    .map_err(db("load conversation"))?
+                    .ok_or(ContentError::NotFound("conversation"))?;
+                Ok(content_mapper::conversation(row)?)
+            })
+        })
+        .await
+    }
+
+    async fn list(
+        &self,
+        ctx: &TenantCtx,
+        filter: &ConversationFilter,
+        page: PageRequest,
+    ) -> Result<Page<Conversation>> {
+        let tenant = ctx.tenant_id();
+        let filter = filter.clone();
+        self.in_tenant(ctx, move |txn| {
+            Box::pin(async move {
+                let mut select = Entity::find().filter(Column::TenantId.eq(tenant.as_uuid()));
+                if let Some(owner) = filter.owner {
+                    select = select.filter(Column::OwnerId.eq(owner.as_uuid()));
+                }
+                if let Some(archived) = filter.archived {
+                    select = select.filter(Column::Archived.eq(archived));
+                }
+                if let Some(agent) = filter.agent {
+                    select = select.filter(Column::AgentId.eq(agent.as_uuid()));
+                }
+                if let Some(needle) = filter.title_contains {
+                    // strpos rather than ILIKE: no wildcard in the needle to escape.
+                    select = select.filter(Expr::cust_with_values(
+                        r#"strpos(lower("conversations"."title"), lower($1)) > 0"#,
+                        [needle],
+                    ));
+                }
+                let rows = keyset(select, Column::Id, page)
+                    .all(txn)
+                    .await
+                    .map_err(db("list conversations"))?;
+                Ok(finish_page(
+                    page,
+                    rows,
+                    |r| r.id,
+                    content_mapper::conversation,
+                )?)
+            })
+        })
+        .await
+    }
+
+    async fn update(
+        &self,
+        ctx: &TenantCtx,
+        id: ConversationId,
+        patch: ConversationPatch,
+    ) -> Result<Conversation> {
+        let tenant = ctx.tenant_id();
+        self.in_tenant(ctx, move |txn| {
+            Box::pin(async move {
+                let mut values: Vec<(Column, SimpleExpr)> = Vec::new();
+                if let Some(title) = patch.title {
+                    values.push((Column::Title, Expr::value(title)));
+                }
+                if let Some(archived) = patch.archived {
+                    values.push((Column::Archived, Expr::value(archived)));
+                }
+                if let Some(parameters) = patch.parameters {
+                    let (temperature, top_p, max_tokens) =
+                        content_mapper::parameter_columns(parameters)?;
+                    values.push((Column::Temperature, Expr::value(temperature)));
+                    values.push((Column::TopP, Expr::value(top_p)));
+                    values.push((Column::MaxTokens, Expr::value(max_tokens)));
+                }
+                let mut update =
+                    Entity::update_many().col_expr(Column::UpdatedAt, Expr::current_timestamp());
+                for (col, value) in values {
+                    update = update.col_expr(col, value);
+                }
+                let row = update
+                    .filter(Column::TenantId.eq(tenant.as_uuid()))
+                    .filter(Column::Id.eq(id.as_uuid()))
+                    .exec_with_returning(txn)
+                    .await
+                    .map_err(db("update conversation"))?
+                    .into_iter()
+                    .next()
+                    .ok_or(ContentError::NotFound("conversation"))?;
+                Ok(content_mapper::conversation(row)?)
+            })
+        })
+        .await
+    }
+
+    async fn delete(&self, ctx: &TenantCtx, id: ConversationId) -> Result<()> {
+        let tenant = ctx.tenant_id();
+        self.in_tenant(ctx, move |txn| {
+            Box::pin(async move {
+                let done = Entity::delete_many()
+                    .filter(Column::TenantId.eq(tenant.as_uuid()))
+                    .filter(Column::Id.eq(id.as_uuid()))
+                    .exec(txn)
+                    .await
+                    .map_err(db("delete conversation"))?;
+                if done.rows_affected == 0 {
+                    return Err(ContentError::NotFound("conversation"));
+                }
+                Ok(())
+            })
+        })
+        .await
+    }
+}

@@ -1,0 +1,164 @@
+//! `UsageMeter` and `QuotaSource` on Postgres. Recording is `INSERT … ON CONFLICT
+//! (tenant_id, idempotency_key) DO NOTHING`: a retried write, even one racing the
+//! first, stores the event once, and the affected-row count says which happened.
+//! Totals are index-only sums over `(tenant_id[, user_id], occurred_at)`. Budgets are
+//! read in the tenant's scope and set only in platform mode ([`PgStore::set_quota`]).
+
+use super::content_common::db;
+use crate::content_mapper;
+use crate::entity::{tenant_quota, usage_event};
+use crate::store::PgStore;
+use anyhow::Context as _;
+use async_trait::async_trait;
+use sea_orm::sea_query::{Expr, OnConflict};
+use sea_orm::{
+    ColumnTrait as _, ConnectionTrait as _, DbBackend, EntityTrait as _, NotSet, QueryFilter as _,
+    Set, Statement, Value,
+};
+use trellis_content::{Quota, QuotaSource, Recorded, Result, UsageEvent, UsageMeter, UsageScope};
+use trellis_kernel::{PlatformCtx, TenantCtx, TenantId, Timestamp};
+
+#[async_trait]
+impl UsageMeter for PgStore {
+    async fn record(&self, ctx: &TenantCtx, event: UsageEvent) -> Result<Recorded> {
+        let tenant = ctx.tenant_id();
+        self.in_tenant(ctx, move |txn| {
+            Box::pin(async move {
+                let row = usage_event::ActiveModel {
+                    tenant_id: Set(tenant.as_uuid()),
+                    id: Set(event.id.as_uuid()),
+                    idempotency_key: Set(event.idempotency_key),
+                    user_id: Set(event.user_id.map(|u| u.as_uuid())),
+                    conversation_id: Set(event.conversation_id.map(|c| c.as_uuid())),
+                    message_id: Set(event.message_id.map(|m| m.as_uuid())),
+                    provider: Set(event.provider.as_str().to_owned()),
+                    model: Set(event.model),
+                    prompt_tokens: Set(content_mapper::tokens(event.usage.prompt_tokens)),
+                    completion_tokens: Set(content_mapper::tokens(event.usage.completion_tokens)),
+                    estimated: Set(event.estimated),
+                    occurred_at: Set(event.occurred_at),
+                    recorded_at: NotSet,
+                };
+                let inserted = usage_event::Entity::insert(row)
+                    .on_conflict(
+                        OnConflict::columns([
+                            usage_event::Column::TenantId,
+                            usage_event::Column::IdempotencyKey,
+                        ])
+                        .do_nothing()
+                        .to_owned(),
+                    )
+                    .exec_without_returning(txn)
+                    .await
+                    .map_err(db("record usage"))?;
+                Ok(if inserted == 0 {
+                    Recorded::Duplicate
+                } else {
+                    Recorded::New
+                })
+            })
+        })
+        .await
+    }
+
+    async fn total_tokens(
+        &self,
+        ctx: &TenantCtx,
+        scope: UsageScope,
+        from: Timestamp,
+        until: Timestamp,
+    ) -> Result<u64> {
+        let tenant = ctx.tenant_id();
+        self.in_tenant(ctx, move |txn| {
+            Box::pin(async move {
+                let mut values: Vec<Value> =
+                    vec![tenant.as_uuid().into(), from.into(), until.into()];
+                let user = match scope {
+                    UsageScope::Tenant => "",
+                    UsageScope::User(u) => {
+                        values.push(u.as_uuid().into());
+                        " AND user_id = $4"
+                    }
+                };
+                let sql = format!(
+                    "SELECT COALESCE(sum(prompt_tokens + completion_tokens), 0)::bigint AS total
+                       FROM usage_events
+                      WHERE tenant_id = $1 AND occurred_at >= $2 AND occurred_at < $3{user}"
+                );
+                let row = txn
+                    .query_one_raw(Statement::from_sql_and_values(
+                        DbBackend::Postgres,
+                        sql,
+                        values,
+                    ))
+                    .await
+                    .map_err(db("sum usage"))?
+                    .context("a sum returned no row")?;
+                let total: i64 = row.try_get("", "total").map_err(db("read usage sum"))?;
+                Ok(u64::try_from(total).context("a negative usage sum")?)
+            })
+        })
+        .await
+    }
+}
+
+#[async_trait]
+impl QuotaSource for PgStore {
+    async fn quota(&self, ctx: &TenantCtx) -> Result<Quota> {
+        let tenant = ctx.tenant_id();
+        self.in_tenant(ctx, move |txn| {
+            Box::pin(async move {
+                let row = tenant_quota::Entity::find_by_id(tenant.as_uuid())
+                    .filter(tenant_quota::Column::TenantId.eq(tenant.as_uuid()))
+                    .one(txn)
+                    .await
+                    .map_err(db("load quota"))?;
+                Ok(content_mapper::quota(row)?)
+            })
+        })
+        .await
+    }
+}
+
+impl PgStore {
+    /// Sets a tenant's token budgets (from its plan). Platform work: a tenant's own
+    /// transactions may read their budgets but never change them (row-level security
+    /// refuses it, too).
+    ///
+    /// # Errors
+    /// `NotFound` for an unknown tenant; `Unexpected` for a budget beyond `i64::MAX`
+    /// tokens or a storage failure.
+    pub async fn set_quota(&self, ctx: &PlatformCtx, tenant: TenantId, quota: Quota) -> Result<()> {
+        let (tenant_limit, tenant_period) = content_mapper::budget_columns(quota.tenant)?;
+        let (user_limit, user_period) = content_mapper::budget_columns(quota.per_user)?;
+        self.in_platform_and_tenant(ctx, tenant, move |txn| {
+            Box::pin(async move {
+                let row = tenant_quota::ActiveModel {
+                    tenant_id: Set(tenant.as_uuid()),
+                    tenant_limit_tokens: Set(tenant_limit),
+                    tenant_period: Set(tenant_period),
+                    per_user_limit_tokens: Set(user_limit),
+                    per_user_period: Set(user_period),
+                    updated_at: NotSet,
+                };
+                tenant_quota::Entity::insert(row)
+                    .on_conflict(
+                        OnConflict::column(tenant_quota::Column::TenantId)
+                            .update_columns([
+                                tenant_quota::Column::TenantLimitTokens,
+                                tenant_quota::Column::TenantPeriod,
+                                tenant_quota::Column::PerUserLimitTokens,
+                                tenant_quota::Column::PerUserPeriod,
+                            ])
+                            .value(tenant_quota::Column::UpdatedAt, Expr::current_timestamp())
+                            .to_owned(),
+                    )
+                    .exec_without_returning(txn)
+                    .await
+                    .map_err(db("set quota"))?;
+                Ok(())
+            })
+        })
+        .await
+    }
+}
