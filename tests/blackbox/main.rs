@@ -5,6 +5,7 @@
 
 mod api_keys;
 mod auth;
+mod content;
 mod isolation;
 mod model_change;
 mod ops;

@@ -1,11 +1,14 @@
 //! Choosing adapters and wiring them into services: the only place in Trellis that
 //! knows which technology stands behind each port.
 
+use crate::chat::{TenantCatalog, TenantChatModel};
 use crate::config::{BlobSetting, Config, PasswordCost, RagSettings};
+use crate::retriever::RagRetriever;
 use anyhow::{Context, bail};
 use async_trait::async_trait;
 use std::sync::Arc;
 use trellis_blob::{BlobConfig, ObjectBlobStore, S3Config};
+use trellis_content::{ContentConfig, ContentPorts, ContentService};
 use trellis_crypto::{AesGcmCipher, Argon2Hasher, JwtSigner};
 use trellis_embed::{EmbedConfig, OpenAiConfig, StaticRegistry};
 use trellis_extract::{Extractor, Limits as ExtractLimits};
@@ -13,7 +16,9 @@ use trellis_http::{AppState, HttpConfig, Readiness};
 use trellis_identity::service::IdentityPorts;
 use trellis_identity::{IdentityConfig, IdentityService};
 use trellis_kernel::{PasswordHasher, SystemClock, secrets::random_token};
-use trellis_memory::{InMemoryLoginThrottle, MemoryRag, MemoryStore, ThrottleLimits};
+use trellis_memory::{
+    InMemoryLoginThrottle, MemoryContent, MemoryRag, MemoryStore, ThrottleLimits, TokioSpawner,
+};
 use trellis_postgres::PgStore;
 use trellis_rag::service::{RagConfig, RagPorts, RagService};
 use trellis_rag::{BlobStore, EmbedderRegistry};
@@ -34,6 +39,8 @@ pub struct App {
     pub tenancy: Arc<TenancyService>,
     pub identity: Arc<IdentityService>,
     pub rag: Arc<RagService>,
+    /// Agents, conversations, memories and streamed answers.
+    pub content: Arc<ContentService>,
     pub state: AppState,
 }
 
@@ -72,46 +79,44 @@ pub async fn bootstrap(config: &Config) -> anyhow::Result<App> {
     let clock = Arc::new(SystemClock);
 
     let embedders: Arc<dyn EmbedderRegistry> = Arc::new(embedders(&config.rag)?);
-    let (storage, ports, tenants, readiness, rag_ports): (
-        _,
-        _,
-        Arc<dyn trellis_tenancy::TenantRepo>,
-        Option<Arc<dyn Readiness>>,
-        RagStorePorts,
-    ) = match &config.database_url {
-        None => {
-            let store = MemoryStore::new();
-            let rag = MemoryRag::new();
-            let blobs: Arc<dyn BlobStore> = match &config.rag.blobs {
-                None | Some(BlobSetting::Memory) => Arc::new(rag.clone()),
-                Some(other) => blob_store(other)?,
-            };
-            let rag_ports = rag_store_ports(&rag, blobs);
-            (
-                Storage::Memory,
-                identity_ports(&store),
-                Arc::new(store),
-                None,
-                rag_ports,
-            )
-        }
-        Some(url) => {
-            let store = PgStore::connect(url, config.db_max_connections)
-                .await
-                .context("failed to connect to PostgreSQL (DATABASE_URL)")?;
-            let readiness: Arc<dyn Readiness> = Arc::new(PgReadiness(store.clone()));
-            let default_dir = BlobSetting::Dir(std::path::PathBuf::from(".trellis/blobs"));
-            let blobs = blob_store(config.rag.blobs.as_ref().unwrap_or(&default_dir))?;
-            let rag_ports = rag_store_ports(&store, blobs);
-            (
-                Storage::Postgres,
-                identity_ports(&store),
-                Arc::new(store),
-                Some(readiness),
-                rag_ports,
-            )
-        }
-    };
+    let (storage, ports, tenants, readiness, rag_ports, content_ports): Stores =
+        match &config.database_url {
+            None => {
+                let store = MemoryStore::new();
+                let rag = MemoryRag::new();
+                let blobs: Arc<dyn BlobStore> = match &config.rag.blobs {
+                    None | Some(BlobSetting::Memory) => Arc::new(rag.clone()),
+                    Some(other) => blob_store(other)?,
+                };
+                let rag_ports = rag_store_ports(&rag, blobs);
+                (
+                    Storage::Memory,
+                    identity_ports(&store),
+                    Arc::new(store),
+                    None,
+                    rag_ports,
+                    content_store_ports(&MemoryContent::new()),
+                )
+            }
+            Some(url) => {
+                let store = PgStore::connect(url, config.db_max_connections)
+                    .await
+                    .context("failed to connect to PostgreSQL (DATABASE_URL)")?;
+                let readiness: Arc<dyn Readiness> = Arc::new(PgReadiness(store.clone()));
+                let default_dir = BlobSetting::Dir(std::path::PathBuf::from(".trellis/blobs"));
+                let blobs = blob_store(config.rag.blobs.as_ref().unwrap_or(&default_dir))?;
+                let rag_ports = rag_store_ports(&store, blobs);
+                let content_ports = content_store_ports(&store);
+                (
+                    Storage::Postgres,
+                    identity_ports(&store),
+                    Arc::new(store),
+                    Some(readiness),
+                    rag_ports,
+                    content_ports,
+                )
+            }
+        };
     let rag = Arc::new(RagService::new(
         RagPorts {
             collections: rag_ports.collections,
@@ -149,16 +154,38 @@ pub async fn bootstrap(config: &Config) -> anyhow::Result<App> {
             hasher,
             signer,
             throttle,
-            clock,
+            clock: clock.clone(),
         },
         identity_config,
+    ));
+    let content = Arc::new(ContentService::new(
+        ContentPorts {
+            agents: content_ports.agents,
+            tools: content_ports.tools,
+            conversations: content_ports.conversations,
+            messages: content_ports.messages,
+            memories: content_ports.memories,
+            files: content_ports.files,
+            usage: content_ports.usage,
+            quotas: content_ports.quotas,
+            catalog: Arc::new(TenantCatalog::new(content_ports.catalog, tenancy.clone())),
+            chat: Arc::new(TenantChatModel::new(
+                tenancy.clone(),
+                config.llm_base_url.clone(),
+            )),
+            retriever: Arc::new(RagRetriever::new(rag.clone())),
+            spawner: Arc::new(TokioSpawner),
+            clock,
+        },
+        ContentConfig::default(),
     ));
     let mut state = AppState::new(tenancy.clone(), identity.clone())
         .with_config(HttpConfig {
             body_limit_bytes: config.body_limit_bytes,
             cors_allowed_origins: config.cors_allowed_origins.clone(),
         })
-        .with_rag(rag.clone());
+        .with_rag(rag.clone())
+        .with_content(content.clone());
     if let Some(r) = readiness {
         state = state.with_readiness(r);
     }
@@ -167,8 +194,57 @@ pub async fn bootstrap(config: &Config) -> anyhow::Result<App> {
         tenancy,
         identity,
         rag,
+        content,
         state,
     })
+}
+
+/// What the storage choice yields: the adapters behind every repository port.
+type Stores = (
+    Storage,
+    StorePorts,
+    Arc<dyn trellis_tenancy::TenantRepo>,
+    Option<Arc<dyn Readiness>>,
+    RagStorePorts,
+    ContentStorePorts,
+);
+
+struct ContentStorePorts {
+    agents: Arc<dyn trellis_content::AgentRepo>,
+    tools: Arc<dyn trellis_content::ToolRepo>,
+    conversations: Arc<dyn trellis_content::ConversationRepo>,
+    messages: Arc<dyn trellis_content::MessageRepo>,
+    memories: Arc<dyn trellis_content::MemoryRepo>,
+    files: Arc<dyn trellis_content::FileRepo>,
+    usage: Arc<dyn trellis_content::UsageMeter>,
+    quotas: Arc<dyn trellis_content::QuotaSource>,
+    catalog: Arc<dyn trellis_content::LlmCatalog>,
+}
+
+fn content_store_ports<S>(store: &S) -> ContentStorePorts
+where
+    S: trellis_content::AgentRepo
+        + trellis_content::ToolRepo
+        + trellis_content::ConversationRepo
+        + trellis_content::MessageRepo
+        + trellis_content::MemoryRepo
+        + trellis_content::FileRepo
+        + trellis_content::UsageMeter
+        + trellis_content::QuotaSource
+        + trellis_content::LlmCatalog
+        + Clone,
+{
+    ContentStorePorts {
+        agents: Arc::new(store.clone()),
+        tools: Arc::new(store.clone()),
+        conversations: Arc::new(store.clone()),
+        messages: Arc::new(store.clone()),
+        memories: Arc::new(store.clone()),
+        files: Arc::new(store.clone()),
+        usage: Arc::new(store.clone()),
+        quotas: Arc::new(store.clone()),
+        catalog: Arc::new(store.clone()),
+    }
 }
 
 struct RagStorePorts {

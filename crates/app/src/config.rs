@@ -33,6 +33,10 @@ pub struct Config {
     pub password_cost: PasswordCost,
     /// Retrieval: embedders, file storage, upload limit and ingestion workers.
     pub rag: RagSettings,
+    /// Where tenants whose LLM provider has no public endpoint (`openai_compatible`,
+    /// `azure_openai`) are sent, and an override for `ollama`'s local default
+    /// (`TRELLIS_LLM_BASE_URL`). Tenant LLM configs carry no URL of their own.
+    pub llm_base_url: Option<String>,
 }
 
 /// Where uploaded files are kept.
@@ -159,6 +163,7 @@ impl Default for Config {
             cors_allowed_origins: Vec::new(),
             password_cost: PasswordCost::Standard,
             rag: RagSettings::default(),
+            llm_base_url: None,
         }
     }
 }
@@ -243,6 +248,7 @@ impl Config {
                 .unwrap_or_default(),
             password_cost: PasswordCost::Standard,
             rag: RagSettings::from_env()?,
+            llm_base_url: var("TRELLIS_LLM_BASE_URL"),
         })
     }
 

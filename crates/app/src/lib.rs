@@ -3,8 +3,10 @@
 //! binary is a thin CLI over this library; black-box tests boot it the same way.
 
 pub mod bootstrap;
+pub mod chat;
 pub mod config;
 pub mod reindex;
+pub mod retriever;
 pub mod seed;
 pub mod workers;
 

@@ -58,6 +58,7 @@ pub fn router(state: AppState) -> Router {
         .merge(routes::guests::router())
         .merge(routes::api_keys::router())
         .merge(routes::rag::router())
+        .merge(routes::content::router())
         .merge(routes::ops::router())
         .merge(SwaggerUi::new("/docs").url("/openapi.json", openapi::openapi()))
         // One limit for everything but uploads, enforced by the layer (which checks

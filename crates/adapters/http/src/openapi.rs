@@ -3,7 +3,7 @@
 //! `/openapi.json` and browsable at `/docs`.
 
 use crate::problem::{FieldError, Problem};
-use crate::routes::{api_keys, auth, guests, ops, platform, rag, tenancy, users};
+use crate::routes::{api_keys, auth, content, guests, ops, platform, rag, tenancy, users};
 use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
@@ -87,6 +87,28 @@ impl Modify for SecuritySchemes {
         rag::reindex_document,
         rag::document_chunks,
         rag::search,
+        content::list_agents,
+        content::create_agent,
+        content::get_agent,
+        content::update_agent,
+        content::delete_agent,
+        content::agent_versions,
+        content::list_conversations,
+        content::create_conversation,
+        content::search_conversations,
+        content::get_conversation,
+        content::update_conversation,
+        content::delete_conversation,
+        content::fork_conversation,
+        content::message_tree,
+        content::send_message,
+        content::edit_message,
+        content::regenerate,
+        content::list_memories,
+        content::create_memory,
+        content::get_memory,
+        content::update_memory,
+        content::delete_memory,
         ops::healthz,
         ops::readyz,
         ops::metrics,
@@ -95,6 +117,7 @@ impl Modify for SecuritySchemes {
     modifiers(&SecuritySchemes),
     tags(
         (name = "auth", description = "Sessions and the signed-in user"),
+        (name = "chat", description = "Agents, conversations with streamed answers, and memories"),
         (name = "rag", description = "Knowledge collections, documents and cited search"),
         (name = "platform", description = "Tenants, for platform superadmins"),
         (name = "tenant", description = "The caller's own tenant"),

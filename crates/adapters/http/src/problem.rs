@@ -27,6 +27,8 @@ pub enum ProblemType {
     TenantSuspended,
     Throttled,
     LimitReached,
+    /// A token budget is used up until `resets_at` (429 with `Retry-After`).
+    QuotaExceeded,
     PayloadTooLarge,
     MalformedBody,
     BadRequest,
@@ -49,6 +51,7 @@ impl ProblemType {
             ProblemType::TenantSuspended => "https://trellis.dev/problems/tenant-suspended",
             ProblemType::Throttled => "https://trellis.dev/problems/throttled",
             ProblemType::LimitReached => "https://trellis.dev/problems/limit-reached",
+            ProblemType::QuotaExceeded => "https://trellis.dev/problems/quota-exceeded",
             ProblemType::PayloadTooLarge => "https://trellis.dev/problems/payload-too-large",
             ProblemType::MalformedBody => "https://trellis.dev/problems/malformed-body",
             ProblemType::BadRequest => "https://trellis.dev/problems/bad-request",
@@ -73,6 +76,7 @@ impl ProblemType {
             ProblemType::TenantSuspended => "Tenant suspended",
             ProblemType::Throttled => "Too many attempts",
             ProblemType::LimitReached => "Limit reached",
+            ProblemType::QuotaExceeded => "Token budget used up",
             ProblemType::PayloadTooLarge => "Payload too large",
             ProblemType::MalformedBody => "Malformed request body",
             ProblemType::BadRequest => "Bad request",
@@ -93,7 +97,7 @@ impl ProblemType {
             ProblemType::Validation => StatusCode::UNPROCESSABLE_ENTITY,
             ProblemType::Unauthenticated => StatusCode::UNAUTHORIZED,
             ProblemType::Forbidden | ProblemType::TenantSuspended => StatusCode::FORBIDDEN,
-            ProblemType::Throttled => StatusCode::TOO_MANY_REQUESTS,
+            ProblemType::Throttled | ProblemType::QuotaExceeded => StatusCode::TOO_MANY_REQUESTS,
             ProblemType::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             ProblemType::MalformedBody | ProblemType::BadRequest => StatusCode::BAD_REQUEST,
             ProblemType::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
@@ -167,6 +171,9 @@ pub struct Problem {
     /// Per-field reasons, for validation problems.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub errors: Vec<FieldError>,
+    /// For `quota-exceeded`: when the budget resets (RFC 3339).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub resets_at: Option<String>,
 }
 
 impl Problem {
@@ -180,6 +187,7 @@ impl Problem {
             instance: None,
             request_id: None,
             errors: Vec::new(),
+            resets_at: None,
         }
     }
 
@@ -203,6 +211,7 @@ pub struct ApiError {
     detail: String,
     errors: Vec<FieldError>,
     retry_after_secs: Option<u64>,
+    resets_at: Option<String>,
     /// The cause of a 500, logged in full and never shown.
     source: Option<anyhow::Error>,
 }
@@ -215,7 +224,22 @@ impl ApiError {
             detail: detail.into(),
             errors: Vec::new(),
             retry_after_secs: None,
+            resets_at: None,
             source: None,
+        }
+    }
+
+    /// A 429 for a used-up token budget, with `Retry-After` and `resets_at`.
+    #[must_use]
+    pub fn quota_exceeded(
+        detail: impl Into<String>,
+        retry_after_secs: u64,
+        resets_at: String,
+    ) -> Self {
+        Self {
+            retry_after_secs: Some(retry_after_secs),
+            resets_at: Some(resets_at),
+            ..Self::new(ProblemType::QuotaExceeded, detail)
         }
     }
 
@@ -301,6 +325,7 @@ impl ApiError {
     pub fn problem(&self) -> Problem {
         Problem {
             errors: self.errors.clone(),
+            resets_at: self.resets_at.clone(),
             ..Problem::new(self.kind, self.detail.clone())
         }
     }

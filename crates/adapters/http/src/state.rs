@@ -6,6 +6,7 @@ use crate::metrics::Metrics;
 use async_trait::async_trait;
 use axum::extract::FromRef;
 use std::sync::Arc;
+use trellis_content::ContentService;
 use trellis_identity::IdentityService;
 use trellis_rag::service::RagService;
 use trellis_tenancy::TenancyService;
@@ -60,6 +61,8 @@ pub struct AppState {
     pub readiness: Arc<dyn Readiness>,
     /// Retrieval; `None` answers its routes with 503 (e.g. in adapter tests).
     pub rag: Option<Arc<RagService>>,
+    /// Agents and chat; `None` answers their routes with 503.
+    pub content: Option<Arc<ContentService>>,
 }
 
 impl AppState {
@@ -73,6 +76,7 @@ impl AppState {
             metrics: Arc::new(Metrics::default()),
             readiness: Arc::new(AlwaysReady),
             rag: None,
+            content: None,
         }
     }
 
@@ -85,6 +89,12 @@ impl AppState {
     #[must_use]
     pub fn with_rag(mut self, rag: Arc<RagService>) -> Self {
         self.rag = Some(rag);
+        self
+    }
+
+    #[must_use]
+    pub fn with_content(mut self, content: Arc<ContentService>) -> Self {
+        self.content = Some(content);
         self
     }
 

@@ -3,6 +3,7 @@
 
 pub mod api_keys;
 pub mod auth;
+pub mod content;
 pub mod guests;
 pub mod ops;
 pub mod platform;

@@ -1,0 +1,827 @@
+//! `/v1/agents`, `/v1/conversations` and `/v1/memories`: versioned agents, the caller's
+//! conversations with their branching message trees, answers streamed as Server-Sent
+//! Events (`citations`, `delta`, `usage`, then `done` or `error`), forks, full-text
+//! search over one's messages, and memories.
+//!
+//! Response bodies are the content domain's own serialised types (documented as
+//! objects in OpenAPI for now).
+
+use super::{PageQuery, created};
+use crate::auth::TenantAuth;
+use crate::extract::{Json, Path, Query};
+use crate::problem::{ApiError, FieldError, Problem, ProblemType};
+use crate::state::AppState;
+use crate::validate::double_option;
+use axum::Router;
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use futures::StreamExt as _;
+use serde::{Deserialize, Serialize};
+use std::convert::Infallible;
+use std::sync::Arc;
+use trellis_content::{
+    AgentConfig, AgentId, AgentPatch, AgentTier, Answer, AnswerEvent, ContentError, ContentService,
+    ConversationId, ConversationPatch, ConversationQuery, KnowledgeCollectionId, MemoryId,
+    MemoryPatch, MemorySource, MessageId, ModelParameters, Remember, StartConversation, ToolId,
+    UserMessage, Whose,
+};
+use trellis_kernel::Role;
+use trellis_tenancy::LlmProvider;
+use utoipa::{IntoParams, ToSchema};
+use uuid::Uuid;
+
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/v1/agents", get(list_agents).post(create_agent))
+        .route(
+            "/v1/agents/{id}",
+            get(get_agent).patch(update_agent).delete(delete_agent),
+        )
+        .route("/v1/agents/{id}/versions", get(agent_versions))
+        .route(
+            "/v1/conversations",
+            get(list_conversations).post(create_conversation),
+        )
+        .route("/v1/conversations/search", get(search_conversations))
+        .route(
+            "/v1/conversations/{id}",
+            get(get_conversation)
+                .patch(update_conversation)
+                .delete(delete_conversation),
+        )
+        .route("/v1/conversations/{id}/fork", post(fork_conversation))
+        .route(
+            "/v1/conversations/{id}/messages",
+            get(message_tree).post(send_message),
+        )
+        .route(
+            "/v1/conversations/{id}/messages/{mid}/edit",
+            post(edit_message),
+        )
+        .route(
+            "/v1/conversations/{id}/messages/{mid}/regenerate",
+            post(regenerate),
+        )
+        .route("/v1/memories", get(list_memories).post(create_memory))
+        .route(
+            "/v1/memories/{id}",
+            get(get_memory).patch(update_memory).delete(delete_memory),
+        )
+}
+
+fn content(state: &AppState) -> Result<Arc<ContentService>, ApiError> {
+    state.content.clone().ok_or_else(|| {
+        ApiError::new(
+            ProblemType::NotReady,
+            "chat is not configured on this server",
+        )
+    })
+}
+
+impl From<ContentError> for ApiError {
+    fn from(e: ContentError) -> Self {
+        match e {
+            ContentError::NotFound(what) => Self::not_found(format!("{what} not found")),
+            ContentError::Conflict(msg) => Self::new(ProblemType::Conflict, msg),
+            ContentError::Invalid(v) => Self::validation(vec![v.into()]),
+            ContentError::Page(p) => p.into(),
+            ContentError::Forbidden => Self::forbidden("you may not do this"),
+            e @ ContentError::QuotaExceeded { resets_at, .. } => {
+                let secs = (resets_at - chrono::Utc::now()).num_seconds().max(1);
+                Self::quota_exceeded(
+                    e.to_string(),
+                    u64::try_from(secs).unwrap_or(1),
+                    resets_at.to_rfc3339(),
+                )
+            }
+            ContentError::ModelUnavailable(model) => Self::validation(vec![FieldError::new(
+                "model",
+                format!("`{model}` is not available"),
+            )]),
+            ContentError::Provider(p) => Self::new(ProblemType::NotReady, p.message),
+            ContentError::Unexpected(e) => Self::internal(e),
+        }
+    }
+}
+
+/// A domain value as a JSON response.
+fn json<T: Serialize>(value: &T) -> Result<Json<serde_json::Value>, ApiError> {
+    serde_json::to_value(value)
+        .map(Json)
+        .map_err(|e| ApiError::internal(e.into()))
+}
+
+fn created_json<T: Serialize>(location: String, value: &T) -> Result<Response, ApiError> {
+    let v = serde_json::to_value(value).map_err(|e| ApiError::internal(e.into()))?;
+    Ok(created(location, v))
+}
+
+/// A `{items, next_cursor}` page of domain values.
+fn page_json<T: Serialize>(
+    page: trellis_kernel::Page<T>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let items = serde_json::to_value(&page.items).map_err(|e| ApiError::internal(e.into()))?;
+    Ok(Json(serde_json::json!({
+        "items": items,
+        "next_cursor": page.next_cursor,
+    })))
+}
+
+// ----- agents ------------------------------------------------------------------------
+
+/// An agent to create.
+#[derive(Debug, Clone, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateAgentBody {
+    pub name: String,
+    pub description: Option<String>,
+    #[serde(default)]
+    pub instructions: String,
+    /// `openai`, `azure_openai`, `anthropic`, `google`, `mistral`, `ollama` or
+    /// `openai_compatible`.
+    #[schema(value_type = String)]
+    pub provider: LlmProvider,
+    pub model: String,
+    /// `{temperature, top_p, max_tokens}`, each optional.
+    #[serde(default)]
+    #[schema(value_type = Object)]
+    pub parameters: ModelParameters,
+    #[serde(default)]
+    pub tools: Vec<Uuid>,
+    #[serde(default)]
+    pub knowledge_collections: Vec<Uuid>,
+    pub output_format: Option<String>,
+    pub icon: Option<String>,
+    /// `free` (default) or `pro`.
+    #[serde(default)]
+    #[schema(value_type = String)]
+    pub tier: AgentTier,
+    #[serde(default)]
+    pub published: bool,
+    #[serde(default)]
+    #[schema(value_type = Vec<String>)]
+    pub allowed_roles: Vec<Role>,
+}
+
+impl From<CreateAgentBody> for AgentConfig {
+    fn from(b: CreateAgentBody) -> Self {
+        AgentConfig {
+            name: b.name,
+            description: b.description,
+            instructions: b.instructions,
+            provider: b.provider,
+            model: b.model,
+            parameters: b.parameters,
+            tools: b.tools.into_iter().map(ToolId::from_uuid).collect(),
+            knowledge_collections: b
+                .knowledge_collections
+                .into_iter()
+                .map(KnowledgeCollectionId::from_uuid)
+                .collect(),
+            output_format: b.output_format,
+            icon: b.icon,
+            tier: b.tier,
+            published: b.published,
+            allowed_roles: b.allowed_roles,
+        }
+    }
+}
+
+/// A partial change of an agent; every change makes a new version.
+#[derive(Debug, Clone, Default, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct UpdateAgentBody {
+    /// Refuse the change (409) unless the agent is still at this version.
+    pub expected_version: Option<u32>,
+    pub name: Option<String>,
+    #[serde(default, deserialize_with = "double_option")]
+    #[schema(value_type = Option<String>)]
+    pub description: Option<Option<String>>,
+    pub instructions: Option<String>,
+    #[schema(value_type = Option<String>)]
+    pub provider: Option<LlmProvider>,
+    pub model: Option<String>,
+    #[schema(value_type = Option<Object>)]
+    pub parameters: Option<ModelParameters>,
+    pub tools: Option<Vec<Uuid>>,
+    pub knowledge_collections: Option<Vec<Uuid>>,
+    #[serde(default, deserialize_with = "double_option")]
+    #[schema(value_type = Option<String>)]
+    pub output_format: Option<Option<String>>,
+    #[serde(default, deserialize_with = "double_option")]
+    #[schema(value_type = Option<String>)]
+    pub icon: Option<Option<String>>,
+    #[schema(value_type = Option<String>)]
+    pub tier: Option<AgentTier>,
+    pub published: Option<bool>,
+    #[schema(value_type = Option<Vec<String>>)]
+    pub allowed_roles: Option<Vec<Role>>,
+}
+
+impl UpdateAgentBody {
+    fn into_domain(self) -> (AgentPatch, Option<u32>) {
+        let patch = AgentPatch {
+            name: self.name,
+            description: self.description,
+            instructions: self.instructions,
+            provider: self.provider,
+            model: self.model,
+            parameters: self.parameters,
+            tools: self
+                .tools
+                .map(|t| t.into_iter().map(ToolId::from_uuid).collect()),
+            knowledge_collections: self.knowledge_collections.map(|c| {
+                c.into_iter()
+                    .map(KnowledgeCollectionId::from_uuid)
+                    .collect()
+            }),
+            output_format: self.output_format,
+            icon: self.icon,
+            tier: self.tier,
+            published: self.published,
+            allowed_roles: self.allowed_roles,
+        };
+        (patch, self.expected_version)
+    }
+}
+
+#[utoipa::path(get, path = "/v1/agents", tag = "chat", params(PageQuery),
+    responses((status = 200, body = Object)), security(("bearer" = []), ("api_key" = [])))]
+pub async fn list_agents(
+    State(state): State<AppState>,
+    TenantAuth(ctx): TenantAuth,
+    Query(q): Query<PageQuery>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    page_json(content(&state)?.list_agents(&ctx, q.page()?).await?)
+}
+
+#[utoipa::path(post, path = "/v1/agents", tag = "chat", request_body = CreateAgentBody,
+    responses((status = 201, body = Object),
+              (status = 409, body = Problem, content_type = "application/problem+json"),
+              (status = 422, body = Problem, content_type = "application/problem+json")),
+    security(("bearer" = []), ("api_key" = [])))]
+pub async fn create_agent(
+    State(state): State<AppState>,
+    TenantAuth(ctx): TenantAuth,
+    Json(body): Json<CreateAgentBody>,
+) -> Result<Response, ApiError> {
+    let agent = content(&state)?.create_agent(&ctx, body.into()).await?;
+    created_json(format!("/v1/agents/{}", agent.id), &agent)
+}
+
+#[utoipa::path(get, path = "/v1/agents/{id}", tag = "chat", params(("id" = Uuid, Path)),
+    responses((status = 200, body = Object),
+              (status = 404, body = Problem, content_type = "application/problem+json")),
+    security(("bearer" = []), ("api_key" = [])))]
+pub async fn get_agent(
+    State(state): State<AppState>,
+    TenantAuth(ctx): TenantAuth,
+    Path(id): Path<Uuid>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    json(
+        &content(&state)?
+            .get_agent(&ctx, AgentId::from_uuid(id))
+            .await?,
+    )
+}
+
+#[utoipa::path(patch, path = "/v1/agents/{id}", tag = "chat", params(("id" = Uuid, Path)),
+    request_body = UpdateAgentBody,
+    responses((status = 200, body = Object),
+              (status = 404, body = Problem, content_type = "application/problem+json"),
+              (status = 409, body = Problem, content_type = "application/problem+json")),
+    security(("bearer" = []), ("api_key" = [])))]
+pub async fn update_agent(
+    State(state): State<AppState>,
+    TenantAuth(ctx): TenantAuth,
+    Path(id): Path<Uuid>,
+    Json(body): Json<UpdateAgentBody>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let (patch, expected) = body.into_domain();
+    json(
+        &content(&state)?
+            .update_agent(&ctx, AgentId::from_uuid(id), patch, expected)
+            .await?,
+    )
+}
+
+#[utoipa::path(delete, path = "/v1/agents/{id}", tag = "chat", params(("id" = Uuid, Path)),
+    responses((status = 204),
+              (status = 404, body = Problem, content_type = "application/problem+json")),
+    security(("bearer" = []), ("api_key" = [])))]
+pub async fn delete_agent(
+    State(state): State<AppState>,
+    TenantAuth(ctx): TenantAuth,
+    Path(id): Path<Uuid>,
+) -> Result<StatusCode, ApiError> {
+    content(&state)?
+        .delete_agent(&ctx, AgentId::from_uuid(id))
+        .await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// Every saved configuration, oldest first.
+#[utoipa::path(get, path = "/v1/agents/{id}/versions", tag = "chat", params(("id" = Uuid, Path)),
+    responses((status = 200, body = Object),
+              (status = 404, body = Problem, content_type = "application/problem+json")),
+    security(("bearer" = []), ("api_key" = [])))]
+pub async fn agent_versions(
+    State(state): State<AppState>,
+    TenantAuth(ctx): TenantAuth,
+    Path(id): Path<Uuid>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let versions = content(&state)?
+        .agent_versions(&ctx, AgentId::from_uuid(id))
+        .await?;
+    let items = serde_json::to_value(&versions).map_err(|e| ApiError::internal(e.into()))?;
+    Ok(Json(serde_json::json!({ "items": items })))
+}
+
+// ----- conversations -----------------------------------------------------------------
+
+/// Which conversations to list.
+#[derive(Debug, Clone, Default, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+#[serde(deny_unknown_fields)]
+pub struct ConversationListQuery {
+    pub limit: Option<u32>,
+    pub cursor: Option<String>,
+    pub archived: Option<bool>,
+    pub agent_id: Option<Uuid>,
+    pub title_contains: Option<String>,
+    /// Another user's conversations (needs `chat_support`).
+    pub owner_id: Option<Uuid>,
+}
+
+/// A conversation to start: with an agent, or with a provider and model.
+#[derive(Debug, Clone, Default, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateConversationBody {
+    pub title: Option<String>,
+    pub agent_id: Option<Uuid>,
+    #[schema(value_type = Option<String>)]
+    pub provider: Option<LlmProvider>,
+    pub model: Option<String>,
+    #[serde(default)]
+    #[schema(value_type = Object)]
+    pub parameters: ModelParameters,
+}
+
+/// Rename or (un)archive a conversation.
+#[derive(Debug, Clone, Default, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct UpdateConversationBody {
+    #[serde(default, deserialize_with = "double_option")]
+    #[schema(value_type = Option<String>)]
+    pub title: Option<Option<String>>,
+    pub archived: Option<bool>,
+    #[schema(value_type = Option<Object>)]
+    pub parameters: Option<ModelParameters>,
+}
+
+/// Where to fork.
+#[derive(Debug, Clone, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ForkBody {
+    /// The last message the fork keeps.
+    pub message_id: Uuid,
+}
+
+/// `?q=` for message search.
+#[derive(Debug, Clone, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+#[serde(deny_unknown_fields)]
+pub struct SearchQueryParams {
+    pub q: String,
+    /// 1–50 (default 20).
+    pub limit: Option<usize>,
+}
+
+#[utoipa::path(get, path = "/v1/conversations", tag = "chat", params(ConversationListQuery),
+    responses((status = 200, body = Object)), security(("bearer" = []), ("api_key" = [])))]
+pub async fn list_conversations(
+    State(state): State<AppState>,
+    TenantAuth(ctx): TenantAuth,
+    Query(q): Query<ConversationListQuery>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let page = PageQuery {
+        limit: q.limit,
+        cursor: q.cursor.clone(),
+    }
+    .page()?;
+    let query = ConversationQuery {
+        whose: q.owner_id.map_or(Whose::Mine, |u| {
+            Whose::Of(trellis_kernel::UserId::from_uuid(u))
+        }),
+        archived: q.archived,
+        agent: q.agent_id.map(AgentId::from_uuid),
+        title_contains: q.title_contains,
+    };
+    page_json(
+        content(&state)?
+            .list_conversations(&ctx, query, page)
+            .await?,
+    )
+}
+
+#[utoipa::path(post, path = "/v1/conversations", tag = "chat", request_body = CreateConversationBody,
+    responses((status = 201, body = Object),
+              (status = 404, body = Problem, content_type = "application/problem+json"),
+              (status = 422, body = Problem, content_type = "application/problem+json")),
+    security(("bearer" = []), ("api_key" = [])))]
+pub async fn create_conversation(
+    State(state): State<AppState>,
+    TenantAuth(ctx): TenantAuth,
+    Json(body): Json<CreateConversationBody>,
+) -> Result<Response, ApiError> {
+    let cmd = StartConversation {
+        title: body.title,
+        agent_id: body.agent_id.map(AgentId::from_uuid),
+        provider: body.provider,
+        model: body.model,
+        parameters: body.parameters,
+    };
+    let c = content(&state)?.create_conversation(&ctx, cmd).await?;
+    created_json(format!("/v1/conversations/{}", c.id), &c)
+}
+
+/// Full-text search over the caller's messages, best first.
+#[utoipa::path(get, path = "/v1/conversations/search", tag = "chat", params(SearchQueryParams),
+    responses((status = 200, body = Object),
+              (status = 422, body = Problem, content_type = "application/problem+json")),
+    security(("bearer" = []), ("api_key" = [])))]
+pub async fn search_conversations(
+    State(state): State<AppState>,
+    TenantAuth(ctx): TenantAuth,
+    Query(q): Query<SearchQueryParams>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let hits = content(&state)?
+        .search_messages(&ctx, Whose::Mine, &q.q, q.limit.unwrap_or(20))
+        .await?;
+    let items = serde_json::to_value(&hits).map_err(|e| ApiError::internal(e.into()))?;
+    Ok(Json(serde_json::json!({ "items": items })))
+}
+
+#[utoipa::path(get, path = "/v1/conversations/{id}", tag = "chat", params(("id" = Uuid, Path)),
+    responses((status = 200, body = Object),
+              (status = 404, body = Problem, content_type = "application/problem+json")),
+    security(("bearer" = []), ("api_key" = [])))]
+pub async fn get_conversation(
+    State(state): State<AppState>,
+    TenantAuth(ctx): TenantAuth,
+    Path(id): Path<Uuid>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    json(
+        &content(&state)?
+            .get_conversation(&ctx, ConversationId::from_uuid(id))
+            .await?,
+    )
+}
+
+#[utoipa::path(patch, path = "/v1/conversations/{id}", tag = "chat", params(("id" = Uuid, Path)),
+    request_body = UpdateConversationBody,
+    responses((status = 200, body = Object),
+              (status = 404, body = Problem, content_type = "application/problem+json")),
+    security(("bearer" = []), ("api_key" = [])))]
+pub async fn update_conversation(
+    State(state): State<AppState>,
+    TenantAuth(ctx): TenantAuth,
+    Path(id): Path<Uuid>,
+    Json(body): Json<UpdateConversationBody>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let patch = ConversationPatch {
+        title: body.title,
+        archived: body.archived,
+        parameters: body.parameters,
+    };
+    json(
+        &content(&state)?
+            .update_conversation(&ctx, ConversationId::from_uuid(id), patch)
+            .await?,
+    )
+}
+
+#[utoipa::path(delete, path = "/v1/conversations/{id}", tag = "chat", params(("id" = Uuid, Path)),
+    responses((status = 204),
+              (status = 404, body = Problem, content_type = "application/problem+json")),
+    security(("bearer" = []), ("api_key" = [])))]
+pub async fn delete_conversation(
+    State(state): State<AppState>,
+    TenantAuth(ctx): TenantAuth,
+    Path(id): Path<Uuid>,
+) -> Result<StatusCode, ApiError> {
+    content(&state)?
+        .delete_conversation(&ctx, ConversationId::from_uuid(id))
+        .await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// A new conversation holding the path from the root to `message_id`.
+#[utoipa::path(post, path = "/v1/conversations/{id}/fork", tag = "chat", params(("id" = Uuid, Path)),
+    request_body = ForkBody,
+    responses((status = 201, body = Object),
+              (status = 404, body = Problem, content_type = "application/problem+json")),
+    security(("bearer" = []), ("api_key" = [])))]
+pub async fn fork_conversation(
+    State(state): State<AppState>,
+    TenantAuth(ctx): TenantAuth,
+    Path(id): Path<Uuid>,
+    Json(body): Json<ForkBody>,
+) -> Result<Response, ApiError> {
+    let c = content(&state)?
+        .fork_conversation(
+            &ctx,
+            ConversationId::from_uuid(id),
+            MessageId::from_uuid(body.message_id),
+        )
+        .await?;
+    created_json(format!("/v1/conversations/{}", c.id), &c)
+}
+
+// ----- messages ----------------------------------------------------------------------
+
+/// `?through=` picks the branch shown as the active path.
+#[derive(Debug, Clone, Default, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+#[serde(deny_unknown_fields)]
+pub struct TreeQuery {
+    pub through: Option<Uuid>,
+}
+
+/// A message to send.
+#[derive(Debug, Clone, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SendMessageBody {
+    pub content: String,
+    /// The message it answers; default: the end of the current branch.
+    pub parent_id: Option<Uuid>,
+    #[serde(default)]
+    pub file_ids: Vec<Uuid>,
+}
+
+/// The new text of an edited user message.
+#[derive(Debug, Clone, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct EditMessageBody {
+    pub content: String,
+}
+
+/// The whole tree (`nodes`) and the `active_path` (root first).
+#[utoipa::path(get, path = "/v1/conversations/{id}/messages", tag = "chat",
+    params(("id" = Uuid, Path), TreeQuery),
+    responses((status = 200, body = Object),
+              (status = 404, body = Problem, content_type = "application/problem+json")),
+    security(("bearer" = []), ("api_key" = [])))]
+pub async fn message_tree(
+    State(state): State<AppState>,
+    TenantAuth(ctx): TenantAuth,
+    Path(id): Path<Uuid>,
+    Query(q): Query<TreeQuery>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    json(
+        &content(&state)?
+            .message_tree(
+                &ctx,
+                ConversationId::from_uuid(id),
+                q.through.map(MessageId::from_uuid),
+            )
+            .await?,
+    )
+}
+
+/// One SSE event for an answer event.
+fn sse_event(e: AnswerEvent) -> Event {
+    let (name, data) = match e {
+        AnswerEvent::Citations(c) => ("citations", serde_json::json!({ "citations": c })),
+        AnswerEvent::Delta(text) => ("delta", serde_json::json!({ "content": text })),
+        AnswerEvent::Usage(u) => ("usage", serde_json::json!(u)),
+        AnswerEvent::Done(m) => ("done", serde_json::json!({ "message": m })),
+        AnswerEvent::Error {
+            message,
+            code,
+            detail,
+        } => (
+            "error",
+            serde_json::json!({ "code": code, "detail": detail, "message": message }),
+        ),
+    };
+    Event::default().event(name).data(data.to_string())
+}
+
+/// The answer as `text/event-stream`; the user message (if any) leads as `message`.
+fn stream_answer(answer: Answer) -> Response {
+    let first = answer.user_message.map(|m| {
+        Event::default()
+            .event("message")
+            .data(serde_json::json!({ "message": m }).to_string())
+    });
+    let head = futures::stream::iter(first);
+    let events = head
+        .chain(answer.events.map(sse_event))
+        .map(Ok::<Event, Infallible>);
+    Sse::new(events)
+        .keep_alive(KeepAlive::default())
+        .into_response()
+}
+
+/// Send a message; the answer streams back as Server-Sent Events: `message` (the
+/// stored user message), `citations`, `delta`…, `usage`, then `done` (the stored
+/// answer) or `error` (with the stored error message).
+#[utoipa::path(post, path = "/v1/conversations/{id}/messages", tag = "chat",
+    params(("id" = Uuid, Path)), request_body = SendMessageBody,
+    responses((status = 200, description = "text/event-stream of answer events", content_type = "text/event-stream"),
+              (status = 404, body = Problem, content_type = "application/problem+json"),
+              (status = 409, body = Problem, content_type = "application/problem+json"),
+              (status = 429, body = Problem, content_type = "application/problem+json")),
+    security(("bearer" = []), ("api_key" = [])))]
+pub async fn send_message(
+    State(state): State<AppState>,
+    TenantAuth(ctx): TenantAuth,
+    Path(id): Path<Uuid>,
+    Json(body): Json<SendMessageBody>,
+) -> Result<Response, ApiError> {
+    let answer = content(&state)?
+        .answer(
+            &ctx,
+            ConversationId::from_uuid(id),
+            UserMessage {
+                content: body.content,
+                parent: body.parent_id.map(MessageId::from_uuid),
+                files: body
+                    .file_ids
+                    .into_iter()
+                    .map(trellis_content::FileId::from_uuid)
+                    .collect(),
+            },
+        )
+        .await?;
+    Ok(stream_answer(answer))
+}
+
+/// Edit a user message: a sibling with the new text, answered (streamed as above).
+#[utoipa::path(post, path = "/v1/conversations/{id}/messages/{mid}/edit", tag = "chat",
+    params(("id" = Uuid, Path), ("mid" = Uuid, Path)), request_body = EditMessageBody,
+    responses((status = 200, description = "text/event-stream of answer events", content_type = "text/event-stream"),
+              (status = 404, body = Problem, content_type = "application/problem+json"),
+              (status = 429, body = Problem, content_type = "application/problem+json")),
+    security(("bearer" = []), ("api_key" = [])))]
+pub async fn edit_message(
+    State(state): State<AppState>,
+    TenantAuth(ctx): TenantAuth,
+    Path((id, mid)): Path<(Uuid, Uuid)>,
+    Json(body): Json<EditMessageBody>,
+) -> Result<Response, ApiError> {
+    let answer = content(&state)?
+        .edit_and_answer(
+            &ctx,
+            ConversationId::from_uuid(id),
+            MessageId::from_uuid(mid),
+            body.content,
+        )
+        .await?;
+    Ok(stream_answer(answer))
+}
+
+/// Another answer to the question `mid` answered, as its sibling (streamed as above).
+#[utoipa::path(post, path = "/v1/conversations/{id}/messages/{mid}/regenerate", tag = "chat",
+    params(("id" = Uuid, Path), ("mid" = Uuid, Path)),
+    responses((status = 200, description = "text/event-stream of answer events", content_type = "text/event-stream"),
+              (status = 404, body = Problem, content_type = "application/problem+json"),
+              (status = 429, body = Problem, content_type = "application/problem+json")),
+    security(("bearer" = []), ("api_key" = [])))]
+pub async fn regenerate(
+    State(state): State<AppState>,
+    TenantAuth(ctx): TenantAuth,
+    Path((id, mid)): Path<(Uuid, Uuid)>,
+) -> Result<Response, ApiError> {
+    let answer = content(&state)?
+        .regenerate(
+            &ctx,
+            ConversationId::from_uuid(id),
+            MessageId::from_uuid(mid),
+        )
+        .await?;
+    Ok(stream_answer(answer))
+}
+
+// ----- memories ----------------------------------------------------------------------
+
+/// A memory to save.
+#[derive(Debug, Clone, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateMemoryBody {
+    pub key: String,
+    pub value: String,
+    pub category: Option<String>,
+    /// `manual` (default), `conversation` or `import`.
+    #[schema(value_type = Option<String>)]
+    pub source: Option<MemorySource>,
+    pub source_id: Option<String>,
+}
+
+/// A partial change of a memory.
+#[derive(Debug, Clone, Default, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct UpdateMemoryBody {
+    pub key: Option<String>,
+    pub value: Option<String>,
+    #[serde(default, deserialize_with = "double_option")]
+    #[schema(value_type = Option<String>)]
+    pub category: Option<Option<String>>,
+}
+
+#[utoipa::path(get, path = "/v1/memories", tag = "chat", params(PageQuery),
+    responses((status = 200, body = Object)), security(("bearer" = []), ("api_key" = [])))]
+pub async fn list_memories(
+    State(state): State<AppState>,
+    TenantAuth(ctx): TenantAuth,
+    Query(q): Query<PageQuery>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    page_json(
+        content(&state)?
+            .list_memories(&ctx, None, q.page()?)
+            .await?,
+    )
+}
+
+#[utoipa::path(post, path = "/v1/memories", tag = "chat", request_body = CreateMemoryBody,
+    responses((status = 201, body = Object),
+              (status = 409, body = Problem, content_type = "application/problem+json"),
+              (status = 422, body = Problem, content_type = "application/problem+json")),
+    security(("bearer" = []), ("api_key" = [])))]
+pub async fn create_memory(
+    State(state): State<AppState>,
+    TenantAuth(ctx): TenantAuth,
+    Json(body): Json<CreateMemoryBody>,
+) -> Result<Response, ApiError> {
+    let m = content(&state)?
+        .create_memory(
+            &ctx,
+            Remember {
+                key: body.key,
+                value: body.value,
+                category: body.category,
+                source: body.source.unwrap_or(MemorySource::Manual),
+                source_id: body.source_id,
+            },
+        )
+        .await?;
+    created_json(format!("/v1/memories/{}", m.id), &m)
+}
+
+#[utoipa::path(get, path = "/v1/memories/{id}", tag = "chat", params(("id" = Uuid, Path)),
+    responses((status = 200, body = Object),
+              (status = 404, body = Problem, content_type = "application/problem+json")),
+    security(("bearer" = []), ("api_key" = [])))]
+pub async fn get_memory(
+    State(state): State<AppState>,
+    TenantAuth(ctx): TenantAuth,
+    Path(id): Path<Uuid>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    json(
+        &content(&state)?
+            .get_memory(&ctx, MemoryId::from_uuid(id))
+            .await?,
+    )
+}
+
+#[utoipa::path(patch, path = "/v1/memories/{id}", tag = "chat", params(("id" = Uuid, Path)),
+    request_body = UpdateMemoryBody,
+    responses((status = 200, body = Object),
+              (status = 404, body = Problem, content_type = "application/problem+json")),
+    security(("bearer" = []), ("api_key" = [])))]
+pub async fn update_memory(
+    State(state): State<AppState>,
+    TenantAuth(ctx): TenantAuth,
+    Path(id): Path<Uuid>,
+    Json(body): Json<UpdateMemoryBody>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let patch = MemoryPatch {
+        key: body.key,
+        value: body.value,
+        category: body.category,
+    };
+    json(
+        &content(&state)?
+            .update_memory(&ctx, MemoryId::from_uuid(id), patch)
+            .await?,
+    )
+}
+
+#[utoipa::path(delete, path = "/v1/memories/{id}", tag = "chat", params(("id" = Uuid, Path)),
+    responses((status = 204),
+              (status = 404, body = Problem, content_type = "application/problem+json")),
+    security(("bearer" = []), ("api_key" = [])))]
+pub async fn delete_memory(
+    State(state): State<AppState>,
+    TenantAuth(ctx): TenantAuth,
+    Path(id): Path<Uuid>,
+) -> Result<StatusCode, ApiError> {
+    content(&state)?
+        .delete_memory(&ctx, MemoryId::from_uuid(id))
+        .await?;
+    Ok(StatusCode::NO_CONTENT)
+}

@@ -1,0 +1,320 @@
+//! Agents and chat over HTTP: an agent answers over Server-Sent Events from a fake
+//! OpenAI-compatible server the tenant's LLM configuration points at; answers are
+//! stored in the conversation's tree, regenerating makes a sibling, and neither other
+//! tenants nor other users see any of it.
+
+use serde_json::{Value, json};
+use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+use tokio::net::TcpListener;
+use trellis_tests::{TestApp, TestTenant, problem, spawn_app_with};
+
+/// The streamed answer the fake server sends for every request.
+const FAKE_STREAM: &str = concat!(
+    "data: {\"choices\":[{\"delta\":{\"content\":\"Hello\"}}]}\n\n",
+    "data: {\"choices\":[{\"delta\":{\"content\":\" world\"}}]}\n\n",
+    "data: {\"choices\":[{\"delta\":{},\"finish_reason\":\"stop\"}]}\n\n",
+    "data: {\"choices\":[],\"usage\":{\"prompt_tokens\":12,\"completion_tokens\":2,\"total_tokens\":14}}\n\n",
+    "data: [DONE]\n\n",
+);
+
+/// Reads one HTTP request (headers and a `Content-Length` body) off the socket.
+async fn read_request(socket: &mut tokio::net::TcpStream) {
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 4096];
+    loop {
+        let n = socket.read(&mut chunk).await.unwrap_or(0);
+        if n == 0 {
+            return;
+        }
+        buf.extend_from_slice(&chunk[..n]);
+        if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            let head = String::from_utf8_lossy(&buf[..end]).to_lowercase();
+            let length = head
+                .lines()
+                .find_map(|l| l.strip_prefix("content-length:"))
+                .and_then(|v| v.trim().parse::<usize>().ok())
+                .unwrap_or(0);
+            while buf.len() < end + 4 + length {
+                let n = socket.read(&mut chunk).await.unwrap_or(0);
+                if n == 0 {
+                    return;
+                }
+                buf.extend_from_slice(&chunk[..n]);
+            }
+            return;
+        }
+    }
+}
+
+/// A fake OpenAI-compatible server on 127.0.0.1; returns its `/v1` base URL.
+async fn fake_llm() -> String {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        loop {
+            let Ok((mut socket, _)) = listener.accept().await else {
+                return;
+            };
+            tokio::spawn(async move {
+                read_request(&mut socket).await;
+                let head = format!(
+                    "HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
+                    FAKE_STREAM.len()
+                );
+                let _ = socket.write_all(head.as_bytes()).await;
+                let _ = socket.write_all(FAKE_STREAM.as_bytes()).await;
+                let _ = socket.shutdown().await;
+            });
+        }
+    });
+    format!("http://{addr}/v1")
+}
+
+/// An app whose OpenAI-compatible base URL is a fresh fake server.
+async fn app() -> TestApp {
+    let url = fake_llm().await;
+    spawn_app_with(|c| c.llm_base_url = Some(url)).await
+}
+
+/// Points the tenant's LLM configuration at the fake server's model.
+async fn configure_llm(app: &TestApp, t: &TestTenant) {
+    let res = app
+        .put_json(
+            "/v1/tenant/llm",
+            Some(&t.admin_token),
+            &json!({"provider": "openai_compatible", "model": "fake-model",
+                    "temperature": 0.2, "max_tokens": 256, "api_key": "sk-test-0000"}),
+        )
+        .await;
+    assert_eq!(
+        res.status(),
+        200,
+        "{}",
+        res.text().await.unwrap_or_default()
+    );
+}
+
+async fn create_agent(app: &TestApp, token: &str) -> String {
+    let res = app
+        .post_json(
+            "/v1/agents",
+            Some(token),
+            &json!({"name": "Helper", "instructions": "Be brief.", "provider": "openai_compatible",
+                    "model": "fake-model", "published": true}),
+        )
+        .await;
+    let status = res.status();
+    let body: Value = res.json().await.unwrap();
+    assert_eq!(status, 201, "{body}");
+    assert_eq!(body["version"], 1);
+    body["id"].as_str().unwrap().to_owned()
+}
+
+async fn start_conversation(app: &TestApp, token: &str, agent: &str) -> String {
+    let res = app
+        .post_json(
+            "/v1/conversations",
+            Some(token),
+            &json!({"agent_id": agent, "title": "First chat"}),
+        )
+        .await;
+    let status = res.status();
+    let body: Value = res.json().await.unwrap();
+    assert_eq!(status, 201, "{body}");
+    body["id"].as_str().unwrap().to_owned()
+}
+
+/// `(event, data)` pairs of a complete `text/event-stream` body.
+fn sse_events(body: &str) -> Vec<(String, Value)> {
+    body.split("\n\n")
+        .filter_map(|block| {
+            let mut event = None;
+            let mut data = String::new();
+            for line in block.lines() {
+                if let Some(e) = line.strip_prefix("event:") {
+                    event = Some(e.trim().to_owned());
+                } else if let Some(d) = line.strip_prefix("data:") {
+                    data.push_str(d.strip_prefix(' ').unwrap_or(d));
+                }
+            }
+            Some((event?, serde_json::from_str(&data).ok()?))
+        })
+        .collect()
+}
+
+/// Posts and reads the whole SSE answer.
+async fn stream(app: &TestApp, token: &str, path: &str, body: &Value) -> Vec<(String, Value)> {
+    let res = app.post_json(path, Some(token), body).await;
+    assert_eq!(
+        res.status(),
+        200,
+        "{}",
+        res.text().await.unwrap_or_default()
+    );
+    let ct = res
+        .headers()
+        .get("content-type")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_owned();
+    assert!(ct.starts_with("text/event-stream"), "content type {ct}");
+    sse_events(&res.text().await.unwrap())
+}
+
+fn done_message(events: &[(String, Value)]) -> Value {
+    let (name, data) = events.last().expect("no events");
+    assert_eq!(name, "done", "events: {events:?}");
+    data["message"].clone()
+}
+
+#[tokio::test]
+async fn an_agent_answers_a_question_as_server_sent_events_and_the_answer_is_stored() {
+    let app = app().await;
+    let t = app.tenant().await;
+    configure_llm(&app, &t).await;
+    let agent = create_agent(&app, &t.admin_token).await;
+    let conv = start_conversation(&app, &t.admin_token, &agent).await;
+
+    let events = stream(
+        &app,
+        &t.admin_token,
+        &format!("/v1/conversations/{conv}/messages"),
+        &json!({"content": "Say hello"}),
+    )
+    .await;
+    let deltas: String = events
+        .iter()
+        .filter(|(e, _)| e == "delta")
+        .map(|(_, d)| d["content"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(deltas, "Hello world");
+    assert!(events.iter().any(|(e, _)| e == "usage"));
+    let answer = done_message(&events);
+    assert_eq!(answer["content"], "Hello world");
+    assert_eq!(answer["role"], "assistant");
+
+    let tree: Value = app
+        .get(
+            &format!("/v1/conversations/{conv}/messages"),
+            Some(&t.admin_token),
+        )
+        .await
+        .json()
+        .await
+        .unwrap();
+    let path = tree["active_path"].as_array().unwrap();
+    assert_eq!(path.len(), 2, "{tree}");
+    assert_eq!(path[1], answer["id"]);
+}
+
+#[tokio::test]
+async fn regenerating_an_answer_creates_a_sibling() {
+    let app = app().await;
+    let t = app.tenant().await;
+    configure_llm(&app, &t).await;
+    let agent = create_agent(&app, &t.admin_token).await;
+    let conv = start_conversation(&app, &t.admin_token, &agent).await;
+    let first = done_message(
+        &stream(
+            &app,
+            &t.admin_token,
+            &format!("/v1/conversations/{conv}/messages"),
+            &json!({"content": "Say hello"}),
+        )
+        .await,
+    );
+    let id = first["id"].as_str().unwrap();
+
+    let second = done_message(
+        &stream(
+            &app,
+            &t.admin_token,
+            &format!("/v1/conversations/{conv}/messages/{id}/regenerate"),
+            &json!({}),
+        )
+        .await,
+    );
+    assert_ne!(second["id"], first["id"]);
+    assert_eq!(second["parent_id"], first["parent_id"]);
+
+    let tree: Value = app
+        .get(
+            &format!("/v1/conversations/{conv}/messages"),
+            Some(&t.admin_token),
+        )
+        .await
+        .json()
+        .await
+        .unwrap();
+    let text = tree.to_string();
+    assert!(text.contains(first["id"].as_str().unwrap()), "{tree}");
+    assert!(text.contains(second["id"].as_str().unwrap()), "{tree}");
+}
+
+#[tokio::test]
+async fn another_tenant_gets_404_on_the_conversation_and_the_agent() {
+    let app = app().await;
+    let t = app.tenant().await;
+    let other = app.tenant().await;
+    configure_llm(&app, &t).await;
+    let agent = create_agent(&app, &t.admin_token).await;
+    let conv = start_conversation(&app, &t.admin_token, &agent).await;
+
+    let res = app
+        .get(&format!("/v1/agents/{agent}"), Some(&other.admin_token))
+        .await;
+    problem(res, 404).await;
+    let res = app
+        .get(
+            &format!("/v1/conversations/{conv}"),
+            Some(&other.admin_token),
+        )
+        .await;
+    problem(res, 404).await;
+    let res = app
+        .get(
+            &format!("/v1/conversations/{conv}/messages"),
+            Some(&other.admin_token),
+        )
+        .await;
+    problem(res, 404).await;
+}
+
+#[tokio::test]
+async fn a_user_cannot_see_another_users_conversation() {
+    let app = app().await;
+    let t = app.tenant().await;
+    configure_llm(&app, &t).await;
+    let agent = create_agent(&app, &t.admin_token).await;
+    let email = format!("client@{}.example.com", t.slug);
+    app.create_user(&t.admin_token, &email, "client").await;
+    let client = app.login(&t.slug, &email, "user-password-1").await;
+    let conv = start_conversation(&app, &client, &agent).await;
+
+    // The client's own conversation answers for them...
+    let answer = done_message(
+        &stream(
+            &app,
+            &client,
+            &format!("/v1/conversations/{conv}/messages"),
+            &json!({"content": "Say hello"}),
+        )
+        .await,
+    );
+    assert_eq!(answer["content"], "Hello world");
+    // ...while another user of the same tenant sees nothing of it.
+    let email2 = format!("other@{}.example.com", t.slug);
+    app.create_user(&t.admin_token, &email2, "client").await;
+    let other = app.login(&t.slug, &email2, "user-password-1").await;
+    let res = app
+        .get(&format!("/v1/conversations/{conv}"), Some(&other))
+        .await;
+    problem(res, 404).await;
+    let list: Value = app
+        .get("/v1/conversations", Some(&other))
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(list["items"].as_array().unwrap().len(), 0, "{list}");
+}
