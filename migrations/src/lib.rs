@@ -12,6 +12,7 @@ mod m20261122_000002_create_identity;
 mod m20261122_000003_create_rag;
 mod m20261122_000004_rag_model_change;
 mod m20261122_000005_create_content;
+mod m20261122_000006_vector_generations;
 
 pub use sea_orm_migration::MigratorTrait;
 
@@ -28,6 +29,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261122_000003_create_rag::Migration),
             Box::new(m20261122_000004_rag_model_change::Migration),
             Box::new(m20261122_000005_create_content::Migration),
+            Box::new(m20261122_000006_vector_generations::Migration),
         ]
     }
 }

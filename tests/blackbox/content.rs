@@ -4,6 +4,7 @@
 //! tenants nor other users see any of it.
 
 use serde_json::{Value, json};
+use std::sync::{Arc, Mutex};
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::net::TcpListener;
 use trellis_tests::{TestApp, TestTenant, problem, spawn_app_with};
@@ -17,14 +18,15 @@ const FAKE_STREAM: &str = concat!(
     "data: [DONE]\n\n",
 );
 
-/// Reads one HTTP request (headers and a `Content-Length` body) off the socket.
-async fn read_request(socket: &mut tokio::net::TcpStream) {
+/// Reads one HTTP request (headers and a `Content-Length` body) off the socket and
+/// returns its body.
+pub(crate) async fn read_request(socket: &mut tokio::net::TcpStream) -> String {
     let mut buf = Vec::new();
     let mut chunk = [0u8; 4096];
     loop {
         let n = socket.read(&mut chunk).await.unwrap_or(0);
         if n == 0 {
-            return;
+            return String::new();
         }
         buf.extend_from_slice(&chunk[..n]);
         if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
@@ -37,26 +39,39 @@ async fn read_request(socket: &mut tokio::net::TcpStream) {
             while buf.len() < end + 4 + length {
                 let n = socket.read(&mut chunk).await.unwrap_or(0);
                 if n == 0 {
-                    return;
+                    break;
                 }
                 buf.extend_from_slice(&chunk[..n]);
             }
-            return;
+            let body_end = buf.len().min(end + 4 + length);
+            return String::from_utf8_lossy(&buf[end + 4..body_end]).into_owned();
         }
     }
 }
 
+/// The request bodies a fake LLM server received, in order.
+pub(crate) type Requests = Arc<Mutex<Vec<String>>>;
+
 /// A fake OpenAI-compatible server on 127.0.0.1; returns its `/v1` base URL.
-async fn fake_llm() -> String {
+pub(crate) async fn fake_llm() -> String {
+    fake_llm_recording().await.0
+}
+
+/// Like [`fake_llm`], also returning the bodies of the requests it received.
+pub(crate) async fn fake_llm_recording() -> (String, Requests) {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
+    let requests: Requests = Arc::default();
+    let seen = requests.clone();
     tokio::spawn(async move {
         loop {
             let Ok((mut socket, _)) = listener.accept().await else {
                 return;
             };
+            let seen = seen.clone();
             tokio::spawn(async move {
-                read_request(&mut socket).await;
+                let body = read_request(&mut socket).await;
+                seen.lock().unwrap().push(body);
                 let head = format!(
                     "HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
                     FAKE_STREAM.len()
@@ -67,17 +82,17 @@ async fn fake_llm() -> String {
             });
         }
     });
-    format!("http://{addr}/v1")
+    (format!("http://{addr}/v1"), requests)
 }
 
 /// An app whose OpenAI-compatible base URL is a fresh fake server.
-async fn app() -> TestApp {
+pub(crate) async fn app() -> TestApp {
     let url = fake_llm().await;
     spawn_app_with(|c| c.llm_base_url = Some(url)).await
 }
 
 /// Points the tenant's LLM configuration at the fake server's model.
-async fn configure_llm(app: &TestApp, t: &TestTenant) {
+pub(crate) async fn configure_llm(app: &TestApp, t: &TestTenant) {
     let res = app
         .put_json(
             "/v1/tenant/llm",
@@ -94,7 +109,7 @@ async fn configure_llm(app: &TestApp, t: &TestTenant) {
     );
 }
 
-async fn create_agent(app: &TestApp, token: &str) -> String {
+pub(crate) async fn create_agent(app: &TestApp, token: &str) -> String {
     let res = app
         .post_json(
             "/v1/agents",
@@ -110,7 +125,7 @@ async fn create_agent(app: &TestApp, token: &str) -> String {
     body["id"].as_str().unwrap().to_owned()
 }
 
-async fn start_conversation(app: &TestApp, token: &str, agent: &str) -> String {
+pub(crate) async fn start_conversation(app: &TestApp, token: &str, agent: &str) -> String {
     let res = app
         .post_json(
             "/v1/conversations",
@@ -125,7 +140,7 @@ async fn start_conversation(app: &TestApp, token: &str, agent: &str) -> String {
 }
 
 /// `(event, data)` pairs of a complete `text/event-stream` body.
-fn sse_events(body: &str) -> Vec<(String, Value)> {
+pub(crate) fn sse_events(body: &str) -> Vec<(String, Value)> {
     body.split("\n\n")
         .filter_map(|block| {
             let mut event = None;
@@ -143,7 +158,12 @@ fn sse_events(body: &str) -> Vec<(String, Value)> {
 }
 
 /// Posts and reads the whole SSE answer.
-async fn stream(app: &TestApp, token: &str, path: &str, body: &Value) -> Vec<(String, Value)> {
+pub(crate) async fn stream(
+    app: &TestApp,
+    token: &str,
+    path: &str,
+    body: &Value,
+) -> Vec<(String, Value)> {
     let res = app.post_json(path, Some(token), body).await;
     assert_eq!(
         res.status(),
@@ -161,7 +181,7 @@ async fn stream(app: &TestApp, token: &str, path: &str, body: &Value) -> Vec<(St
     sse_events(&res.text().await.unwrap())
 }
 
-fn done_message(events: &[(String, Value)]) -> Value {
+pub(crate) fn done_message(events: &[(String, Value)]) -> Value {
     let (name, data) = events.last().expect("no events");
     assert_eq!(name, "done", "events: {events:?}");
     data["message"].clone()

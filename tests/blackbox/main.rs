@@ -5,10 +5,15 @@
 
 mod api_keys;
 mod auth;
+mod chat_history;
 mod content;
+mod files;
 mod isolation;
 mod model_change;
+mod openai;
 mod ops;
+mod quotas;
 mod rag;
 mod tenants;
+mod tools;
 mod users;

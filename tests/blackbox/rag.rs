@@ -7,7 +7,7 @@ use trellis_tests::{
     spawn_ingesting_app_with,
 };
 
-const HANDBOOK: &str = "# Employee Handbook\n\n## Refund policy\n\nCustomers may request a refund within fourteen days of purchase. \
+pub(crate) const HANDBOOK: &str = "# Employee Handbook\n\n## Refund policy\n\nCustomers may request a refund within fourteen days of purchase. \
 Refunds are paid to the original payment method.\n\n## Holidays\n\nEmployees receive twenty-five days of paid holiday per year.\n";
 
 fn fixture(name: &str) -> Vec<u8> {
@@ -18,7 +18,7 @@ fn fixture(name: &str) -> Vec<u8> {
     std::fs::read(&path).unwrap_or_else(|e| panic!("fixture {path}: {e}"))
 }
 
-async fn collection(app: &TestApp, t: &TestTenant, name: &str) -> String {
+pub(crate) async fn collection(app: &TestApp, t: &TestTenant, name: &str) -> String {
     let res = app
         .post_json(
             "/v1/rag/collections",
@@ -33,7 +33,7 @@ async fn collection(app: &TestApp, t: &TestTenant, name: &str) -> String {
         .to_owned()
 }
 
-async fn upload_processed(
+pub(crate) async fn upload_processed(
     app: &TestApp,
     t: &TestTenant,
     coll: &str,
@@ -52,7 +52,7 @@ async fn upload_processed(
         .await
 }
 
-async fn search(app: &TestApp, token: &str, body: Value) -> Vec<Value> {
+pub(crate) async fn search(app: &TestApp, token: &str, body: Value) -> Vec<Value> {
     let res = app.post_json("/v1/rag/search", Some(token), &body).await;
     assert_eq!(res.status(), 200);
     res.json::<Value>().await.unwrap()["results"]

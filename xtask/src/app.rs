@@ -121,13 +121,16 @@ pub(crate) fn dev_secrets(root: &Path) -> Result<Vec<(String, String)>> {
         .collect())
 }
 
-/// `cargo xtask test [args]`: database (unless DATABASE_URL is set), migrations, then
-/// `cargo nextest run --workspace --no-fail-fast` (or `cargo test --workspace` without
-/// nextest). Exits with the test runner's status.
+/// `cargo xtask test [args]`: the OpenAI SDK's Python environment, database (unless
+/// DATABASE_URL is set), migrations, then `cargo nextest run --workspace --no-fail-fast`
+/// (or `cargo test --workspace` without nextest). Exits with the test runner's status.
 pub fn test(root: &Path, args: &[String]) -> Result<ExitCode> {
     // trellis-embed's reference test needs the local model; CI starts from a fresh clone.
     let model = crate::model::ensure(root)?;
     say!("embedding model in {}", model.display());
+    // The black-box suite drives the official `openai` Python SDK against the app.
+    let sdk_python = crate::sdk::ensure(root)?;
+    say!("OpenAI SDK tests use {}", sdk_python.display());
     let env = db::ensure_up(root)?;
     run_app(root, &env, "migrate")?;
     let nextest = sys::succeeds(cargo(root).args(["nextest", "--version"]));
@@ -140,6 +143,7 @@ pub fn test(root: &Path, args: &[String]) -> Result<ExitCode> {
     }
     runner.args(args);
     env.apply(&mut runner);
+    runner.env(crate::sdk::PYTHON_VAR, &sdk_python);
     say!("running `{}`", sys::describe(&runner));
     let status = runner
         .status()

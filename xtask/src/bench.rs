@@ -27,15 +27,18 @@
 
 use std::fmt::Write as _;
 use std::fs;
-use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitCode, Stdio};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::process::{Command, ExitCode, Stdio};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context, Result, bail};
 use serde_json::{Value, json};
 
+use crate::bench_http::{
+    Server, build_release_app, free_loopback_addr, http_request, login, machine_busy_over,
+    machine_ticks, str_field, target_dir, thousands,
+};
 use crate::db::{self, ConnUrl};
 use crate::{app, sys};
 
@@ -122,7 +125,7 @@ pub fn api(root: &Path, args: &ApiArgs) -> Result<ExitCode> {
         Some(bin) => {
             fs::canonicalize(bin).with_context(|| format!("--server-bin {}", bin.display()))?
         }
-        None => build_release(root)?,
+        None => build_release_app(root, "bench")?,
     };
     let secrets = app::dev_secrets(root)?;
     let app_cmd = |subcommand: &str| {
@@ -145,7 +148,7 @@ pub fn api(root: &Path, args: &ApiArgs) -> Result<ExitCode> {
     let log_path = out_dir.join("server.log");
     let mut serve = app_cmd("serve");
     serve.env("TRELLIS_BIND", addr.to_string());
-    let mut server = Server::start(serve, addr, &log_path)?;
+    let mut server = Server::start("bench", serve, addr, &log_path)?;
     server.wait_ready(Duration::from_secs(60))?;
     let tenant = setup_tenant(addr, &seed, &password, args.users)?;
     check_endpoints(addr, &tenant.token)?;
@@ -250,243 +253,6 @@ fn ensure_wrk() -> Result<PathBuf> {
     }
 }
 
-/// `$CARGO_TARGET_DIR`, else `<root>/target`.
-fn target_dir(root: &Path) -> PathBuf {
-    match std::env::var_os("CARGO_TARGET_DIR") {
-        Some(dir) => root.join(dir),
-        None => root.join("target"),
-    }
-}
-
-/// `cargo build --release -p trellis-app --bin trellis`; returns the binary's path.
-fn build_release(root: &Path) -> Result<PathBuf> {
-    let mut build = app::cargo(root);
-    build
-        .args(["build", "--release", "-p", app::APP_PACKAGE, "--bin"])
-        .arg(app::APP_BIN)
-        .stdout(sys::to_stderr());
-    say!("bench: running `{}`", sys::describe(&build));
-    sys::run(&mut build)?;
-    let bin = target_dir(root).join("release").join(app::APP_BIN);
-    if !sys::is_executable(&bin) {
-        bail!("the release build did not produce {}", bin.display());
-    }
-    Ok(bin)
-}
-
-/// A free port on 127.0.0.1 (free when asked; the server binds it a moment later).
-fn free_loopback_addr() -> Result<SocketAddr> {
-    let listener = TcpListener::bind(("127.0.0.1", 0)).context("could not bind 127.0.0.1:0")?;
-    Ok(listener.local_addr()?)
-}
-
-// ----- the server ----------------------------------------------------------------------
-
-/// A running `trellis serve`, stopped (SIGTERM, then SIGKILL) when dropped.
-struct Server {
-    child: Child,
-    addr: SocketAddr,
-    log: PathBuf,
-}
-
-impl Server {
-    fn start(mut cmd: Command, addr: SocketAddr, log: &Path) -> Result<Self> {
-        let file =
-            fs::File::create(log).with_context(|| format!("could not create {}", log.display()))?;
-        let err = file.try_clone()?;
-        say!(
-            "bench: starting `trellis serve` on {addr} (log: {})",
-            log.display()
-        );
-        let child = cmd
-            .stdin(Stdio::null())
-            .stdout(file)
-            .stderr(err)
-            .spawn()
-            .with_context(|| format!("could not start `{}`", sys::describe(&cmd)))?;
-        Ok(Self {
-            child,
-            addr,
-            log: log.to_owned(),
-        })
-    }
-
-    fn pid(&self) -> u32 {
-        self.child.id()
-    }
-
-    /// Polls `/readyz` until it answers 200.
-    fn wait_ready(&mut self, timeout: Duration) -> Result<()> {
-        let start = Instant::now();
-        loop {
-            if let Some(status) = self.child.try_wait()? {
-                bail!(
-                    "`trellis serve` exited ({status}) before it was ready; last lines of {}:\n{}",
-                    self.log.display(),
-                    tail(&self.log, 20)
-                );
-            }
-            if http(self.addr, "GET", "/readyz", None, None).is_ok_and(|r| r.status == 200) {
-                return Ok(());
-            }
-            if start.elapsed() > timeout {
-                bail!(
-                    "`trellis serve` was not ready after {timeout:?}; see {}",
-                    self.log.display()
-                );
-            }
-            std::thread::sleep(Duration::from_millis(100));
-        }
-    }
-
-    /// Asks for a graceful shutdown, waits up to 10 s, then kills.
-    fn stop(&mut self) -> Result<()> {
-        if self.child.try_wait()?.is_some() {
-            return Ok(());
-        }
-        let pid = self.pid().to_string();
-        // std offers only SIGKILL; SIGTERM lets the server drain like in production.
-        let _ = Command::new("kill")
-            .args(["-TERM", &pid])
-            .stderr(Stdio::null())
-            .status();
-        let start = Instant::now();
-        while start.elapsed() < Duration::from_secs(10) {
-            if self.child.try_wait()?.is_some() {
-                return Ok(());
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        say!("bench: `trellis serve` ignored SIGTERM for 10 s; killing it");
-        self.child.kill()?;
-        self.child.wait()?;
-        Ok(())
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        if let Err(err) = self.stop() {
-            say!(
-                "bench: could not stop `trellis serve` (pid {}): {err:#}",
-                self.pid()
-            );
-        }
-    }
-}
-
-/// The last `n` lines of a file, for error messages.
-fn tail(path: &Path, n: usize) -> String {
-    let text = fs::read_to_string(path).unwrap_or_default();
-    let lines: Vec<&str> = text.lines().collect();
-    lines[lines.len().saturating_sub(n)..].join("\n")
-}
-
-// ----- a tiny HTTP client for the setup calls --------------------------------------------
-
-/// A response to one of the setup requests.
-#[derive(Debug)]
-struct Response {
-    status: u16,
-    body: String,
-}
-
-impl Response {
-    /// The JSON body if the status is one of `ok`, else an error naming `what`.
-    fn json(self, ok: &[u16], what: &str) -> Result<Value> {
-        if !ok.contains(&self.status) {
-            bail!("{what}: HTTP {} {}", self.status, self.body);
-        }
-        if self.body.is_empty() {
-            return Ok(Value::Null);
-        }
-        serde_json::from_str(&self.body)
-            .with_context(|| format!("{what}: the response is not JSON: {}", self.body))
-    }
-}
-
-/// One HTTP/1.1 request with `Connection: close` (the load itself is wrk's job).
-fn http(
-    addr: SocketAddr,
-    method: &str,
-    path: &str,
-    token: Option<&str>,
-    body: Option<&Value>,
-) -> Result<Response> {
-    let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(5))
-        .with_context(|| format!("could not connect to {addr}"))?;
-    stream.set_read_timeout(Some(Duration::from_secs(60)))?;
-    let payload = body.map(Value::to_string).unwrap_or_default();
-    let mut request = format!(
-        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nAccept: application/json\r\n"
-    );
-    if let Some(token) = token {
-        let _ = write!(request, "Authorization: Bearer {token}\r\n");
-    }
-    if body.is_some() {
-        let _ = write!(
-            request,
-            "Content-Type: application/json\r\nContent-Length: {}\r\n",
-            payload.len()
-        );
-    }
-    request.push_str("\r\n");
-    request.push_str(&payload);
-    stream.write_all(request.as_bytes())?;
-    let mut raw = Vec::new();
-    stream.read_to_end(&mut raw)?;
-    parse_response(&raw).with_context(|| format!("{method} {path}"))
-}
-
-fn parse_response(raw: &[u8]) -> Result<Response> {
-    let split = raw
-        .windows(4)
-        .position(|w| w == b"\r\n\r\n")
-        .context("malformed HTTP response: no end of headers")?;
-    let head = String::from_utf8_lossy(&raw[..split]);
-    let mut lines = head.lines();
-    let status = lines
-        .next()
-        .and_then(|line| line.split_whitespace().nth(1))
-        .and_then(|s| s.parse().ok())
-        .context("malformed HTTP response: no status")?;
-    let chunked = lines.any(|line| {
-        let line = line.to_ascii_lowercase();
-        line.starts_with("transfer-encoding:") && line.contains("chunked")
-    });
-    let body = &raw[split + 4..];
-    let body = if chunked {
-        dechunk(body)?
-    } else {
-        body.to_vec()
-    };
-    Ok(Response {
-        status,
-        body: String::from_utf8_lossy(&body).into_owned(),
-    })
-}
-
-/// Decodes a `Transfer-Encoding: chunked` body.
-fn dechunk(mut rest: &[u8]) -> Result<Vec<u8>> {
-    let mut out = Vec::new();
-    loop {
-        let eol = rest
-            .windows(2)
-            .position(|w| w == b"\r\n")
-            .context("malformed chunk header")?;
-        let size_text = String::from_utf8_lossy(&rest[..eol]);
-        let size_text = size_text.split(';').next().unwrap_or("").trim();
-        let size = usize::from_str_radix(size_text, 16).context("malformed chunk size")?;
-        rest = &rest[eol + 2..];
-        if size == 0 {
-            return Ok(out);
-        }
-        let chunk = rest.get(..size).context("truncated chunk")?;
-        out.extend_from_slice(chunk);
-        rest = rest.get(size + 2..).unwrap_or_default();
-    }
-}
-
 // ----- the bench tenant ------------------------------------------------------------------
 
 /// What `trellis seed` printed.
@@ -530,22 +296,6 @@ struct Tenant {
     kind: &'static str,
 }
 
-fn login(addr: SocketAddr, tenant: Option<&str>, email: &str, password: &str) -> Result<Value> {
-    let mut body = json!({ "email": email, "password": password });
-    if let Some(slug) = tenant {
-        body["tenant"] = json!(slug);
-    }
-    http(addr, "POST", "/v1/auth/login", None, Some(&body))?
-        .json(&[200], &format!("logging in as {email}"))
-}
-
-fn str_field(value: &Value, field: &str, what: &str) -> Result<String> {
-    value[field]
-        .as_str()
-        .map(str::to_owned)
-        .with_context(|| format!("{what}: no `{field}` in {value}"))
-}
-
 /// A new tenant `bench-<random>` created by the superadmin seeding just made, with
 /// `users` users in all; or, when the superadmin already existed (its password is
 /// unknown), the demo tenant, whose admin seeding gave our password, topped up to
@@ -562,7 +312,7 @@ fn setup_tenant(addr: SocketAddr, seed: &SeedReport, password: &str, users: u32)
                 "slug": slug,
                 "admin": { "email": admin_email, "name": "Bench Admin", "password": password },
             });
-            http(addr, "POST", "/v1/tenants", Some(&token), Some(&body))?
+            http_request(addr, "POST", "/v1/tenants", Some(&token), Some(&body))?
                 .json(&[201], "creating the bench tenant")?;
             say!("bench: created tenant {slug}");
             (slug, admin_email, "dedicated")
@@ -599,7 +349,7 @@ fn setup_tenant(addr: SocketAddr, seed: &SeedReport, password: &str, users: u32)
             "name": format!("Bench User {n}"),
             "role": "user",
         });
-        let response = http(addr, "POST", "/v1/users", Some(&token), Some(&body))?;
+        let response = http_request(addr, "POST", "/v1/users", Some(&token), Some(&body))?;
         match response.status {
             201 => created += 1,
             409 => {}
@@ -624,7 +374,8 @@ fn count_users(addr: SocketAddr, token: &str) -> Result<u64> {
     let mut count = 0u64;
     let mut path = "/v1/users?limit=100".to_owned();
     loop {
-        let page = http(addr, "GET", &path, Some(token), None)?.json(&[200], "listing users")?;
+        let page =
+            http_request(addr, "GET", &path, Some(token), None)?.json(&[200], "listing users")?;
         count += page["items"]
             .as_array()
             .map_or(0, |items| items.len() as u64);
@@ -637,8 +388,8 @@ fn count_users(addr: SocketAddr, token: &str) -> Result<u64> {
 
 /// One request to each endpoint: both must answer 200 before load makes sense.
 fn check_endpoints(addr: SocketAddr, token: &str) -> Result<()> {
-    http(addr, "GET", ME_PATH, Some(token), None)?.json(&[200], ME_PATH)?;
-    let page = http(addr, "GET", LIST_PATH, Some(token), None)?.json(&[200], LIST_PATH)?;
+    http_request(addr, "GET", ME_PATH, Some(token), None)?.json(&[200], ME_PATH)?;
+    let page = http_request(addr, "GET", LIST_PATH, Some(token), None)?.json(&[200], LIST_PATH)?;
     let items = page["items"].as_array().map_or(0, Vec::len);
     if items != LIST_LIMIT as usize {
         bail!("{LIST_PATH} returned {items} users, expected {LIST_LIMIT}: raise --users");
@@ -838,34 +589,6 @@ fn process_ticks(pid: u32) -> Result<u64> {
     Ok(field(14) + field(15))
 }
 
-/// `(busy, total)` CPU ticks of the whole machine since boot.
-fn machine_ticks() -> Result<(u64, u64)> {
-    let stat = fs::read_to_string("/proc/stat").context("could not read /proc/stat")?;
-    let line = stat.lines().next().unwrap_or_default();
-    let values: Vec<u64> = line
-        .split_whitespace()
-        .skip(1)
-        .filter_map(|v| v.parse().ok())
-        .collect();
-    // user nice system idle iowait irq softirq steal (guest time is inside user).
-    let total: u64 = values.iter().take(8).sum();
-    let idle = values.get(3).copied().unwrap_or(0) + values.get(4).copied().unwrap_or(0);
-    Ok((total - idle, total))
-}
-
-/// The share of all cores busy over `window`: what else is running on the machine.
-fn machine_busy_over(window: Duration) -> Result<f64> {
-    let before = machine_ticks()?;
-    std::thread::sleep(window);
-    let after = machine_ticks()?;
-    let total = after.1 - before.1;
-    Ok(if total == 0 {
-        0.0
-    } else {
-        (after.0 - before.0) as f64 * 100.0 / total as f64
-    })
-}
-
 // ----- the SQL and pgbench ---------------------------------------------------------------
 
 /// Reads the statements the app's connections are running from `pg_stat_activity`.
@@ -982,19 +705,6 @@ struct Report<'a> {
     background_busy_pct: f64,
     loadavg: String,
     scratch: bool,
-}
-
-/// `12345.6` as `12,346`.
-fn thousands(value: f64) -> String {
-    let digits = format!("{:.0}", value.max(0.0));
-    let mut out = String::new();
-    for (i, c) in digits.chars().enumerate() {
-        if i > 0 && (digits.len() - i) % 3 == 0 {
-            out.push(',');
-        }
-        out.push(c);
-    }
-    out
 }
 
 fn met(ok: bool) -> &'static str {
@@ -1247,17 +957,6 @@ tps = 15061.700000 (without initial connection time)
             "superadmin:   root@trellis.example.com (already existed; password unchanged)\n",
         );
         assert_eq!(old.new_superadmin, None);
-    }
-
-    #[test]
-    fn http_responses_are_parsed_plain_and_chunked() -> Result<()> {
-        let plain = parse_response(b"HTTP/1.1 201 Created\r\ncontent-length: 2\r\n\r\n{}")?;
-        assert_eq!((plain.status, plain.body.as_str()), (201, "{}"));
-        let chunked = parse_response(
-            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3\r\n{\"a\r\n4;x=y\r\n\":1}\r\n0\r\n\r\n",
-        )?;
-        assert_eq!((chunked.status, chunked.body.as_str()), (200, "{\"a\":1}"));
-        Ok(())
     }
 
     #[test]

@@ -14,9 +14,13 @@ macro_rules! say {
 
 mod app;
 mod bench;
+mod bench_chat;
+mod bench_http;
+mod bench_rag;
 mod db;
 mod envfile;
 mod model;
+mod sdk;
 mod sys;
 mod wheel;
 
@@ -67,6 +71,14 @@ enum BenchCommand {
     /// wrk against `GET /v1/auth/me` and `GET /v1/users?limit=20` of a release build,
     /// and pgbench running the list endpoint's SQL; writes `target/bench/api.json`.
     Api(bench::ApiArgs),
+    /// Issue 3's RAG benchmark: the in-process index and Postgres (baseline HNSW and the
+    /// adapter's search) on the same synthetic data, HTTP search load, local embedding
+    /// throughput; writes `target/bench/rag.json`.
+    Rag(bench_rag::RagArgs),
+    /// Issue 4's answering benchmark: time to first token Trellis adds over a local fake
+    /// model (with retrieval from a 10k-chunk collection) and streamed answers per
+    /// second; writes `target/bench/chat.json`.
+    Chat(bench_chat::ChatArgs),
 }
 
 #[derive(Subcommand)]
@@ -116,6 +128,8 @@ fn run(cli: Cli) -> Result<ExitCode> {
         Command::FetchModel => model::fetch(&root).map(|()| ExitCode::SUCCESS),
         Command::Bench { command } => match command {
             BenchCommand::Api(args) => bench::api(&root, &args),
+            BenchCommand::Rag(args) => bench_rag::rag(&root, &args),
+            BenchCommand::Chat(args) => bench_chat::chat(&root, &args),
         },
     }
 }

@@ -1,6 +1,7 @@
 //! Choosing adapters and wiring them into services: the only place in Trellis that
 //! knows which technology stands behind each port.
 
+use crate::attachments::{ExtractorSniffer, RagIntake, SharedBlobs};
 use crate::chat::{TenantCatalog, TenantChatModel};
 use crate::config::{BlobSetting, Config, PasswordCost, RagSettings};
 use crate::retriever::RagRetriever;
@@ -8,7 +9,10 @@ use anyhow::{Context, bail};
 use async_trait::async_trait;
 use std::sync::Arc;
 use trellis_blob::{BlobConfig, ObjectBlobStore, S3Config};
-use trellis_content::{ContentConfig, ContentPorts, ContentService};
+use trellis_content::{
+    ContentConfig, ContentPorts, ContentService, DEFAULT_MAX_FILE_BYTES, FilePorts, FileService,
+    QuotaAdministration,
+};
 use trellis_crypto::{AesGcmCipher, Argon2Hasher, JwtSigner};
 use trellis_embed::{EmbedConfig, OpenAiConfig, StaticRegistry};
 use trellis_extract::{Extractor, Limits as ExtractLimits};
@@ -19,7 +23,7 @@ use trellis_kernel::{PasswordHasher, SystemClock, secrets::random_token};
 use trellis_memory::{
     InMemoryLoginThrottle, MemoryContent, MemoryRag, MemoryStore, ThrottleLimits, TokioSpawner,
 };
-use trellis_postgres::PgStore;
+use trellis_postgres::{PgStore, PgVectorCache};
 use trellis_rag::service::{RagConfig, RagPorts, RagService};
 use trellis_rag::{BlobStore, EmbedderRegistry};
 use trellis_tenancy::{SecretCipher, TenancyService};
@@ -105,7 +109,13 @@ pub async fn bootstrap(config: &Config) -> anyhow::Result<App> {
                 let readiness: Arc<dyn Readiness> = Arc::new(PgReadiness(store.clone()));
                 let default_dir = BlobSetting::Dir(std::path::PathBuf::from(".trellis/blobs"));
                 let blobs = blob_store(config.rag.blobs.as_ref().unwrap_or(&default_dir))?;
-                let rag_ports = rag_store_ports(&store, blobs);
+                let mut rag_ports = rag_store_ports(&store, blobs);
+                if config.rag.vector_cache_max_vectors > 0 {
+                    rag_ports.vectors = Arc::new(PgVectorCache::new(
+                        store.clone(),
+                        config.rag.vector_cache_max_vectors,
+                    ));
+                }
                 let content_ports = content_store_ports(&store);
                 (
                     Storage::Postgres,
@@ -117,6 +127,9 @@ pub async fn bootstrap(config: &Config) -> anyhow::Result<App> {
                 )
             }
         };
+    let shared_blobs = rag_ports.blobs.clone();
+    let extractor: Arc<dyn trellis_rag::TextExtractor> =
+        Arc::new(Extractor::new(ExtractLimits::default()));
     let rag = Arc::new(RagService::new(
         RagPorts {
             collections: rag_ports.collections,
@@ -126,7 +139,7 @@ pub async fn bootstrap(config: &Config) -> anyhow::Result<App> {
             text: rag_ports.text,
             embedders,
             blobs: rag_ports.blobs,
-            extractor: Arc::new(Extractor::new(ExtractLimits::default())),
+            extractor: extractor.clone(),
             jobs: rag_ports.jobs,
             model_changes: rag_ports.model_changes,
             clock: clock.clone(),
@@ -158,6 +171,7 @@ pub async fn bootstrap(config: &Config) -> anyhow::Result<App> {
         },
         identity_config,
     ));
+    let quota_admin = Arc::new(QuotaAdministration::new(content_ports.quota_admin));
     let content = Arc::new(ContentService::new(
         ContentPorts {
             agents: content_ports.agents,
@@ -179,13 +193,24 @@ pub async fn bootstrap(config: &Config) -> anyhow::Result<App> {
         },
         ContentConfig::default(),
     ));
+    let files = Arc::new(FileService::new(
+        (*content).clone(),
+        FilePorts {
+            blobs: Arc::new(SharedBlobs(shared_blobs)),
+            sniffer: Arc::new(ExtractorSniffer(extractor)),
+            knowledge: Arc::new(RagIntake(rag.clone())),
+        },
+        DEFAULT_MAX_FILE_BYTES.min(config.rag.max_upload_bytes),
+    ));
     let mut state = AppState::new(tenancy.clone(), identity.clone())
         .with_config(HttpConfig {
             body_limit_bytes: config.body_limit_bytes,
             cors_allowed_origins: config.cors_allowed_origins.clone(),
         })
         .with_rag(rag.clone())
-        .with_content(content.clone());
+        .with_content(content.clone())
+        .with_quota_admin(quota_admin)
+        .with_files(files);
     if let Some(r) = readiness {
         state = state.with_readiness(r);
     }
@@ -218,6 +243,7 @@ struct ContentStorePorts {
     files: Arc<dyn trellis_content::FileRepo>,
     usage: Arc<dyn trellis_content::UsageMeter>,
     quotas: Arc<dyn trellis_content::QuotaSource>,
+    quota_admin: Arc<dyn trellis_content::QuotaAdmin>,
     catalog: Arc<dyn trellis_content::LlmCatalog>,
 }
 
@@ -231,6 +257,7 @@ where
         + trellis_content::FileRepo
         + trellis_content::UsageMeter
         + trellis_content::QuotaSource
+        + trellis_content::QuotaAdmin
         + trellis_content::LlmCatalog
         + Clone,
 {
@@ -243,6 +270,7 @@ where
         files: Arc::new(store.clone()),
         usage: Arc::new(store.clone()),
         quotas: Arc::new(store.clone()),
+        quota_admin: Arc::new(store.clone()),
         catalog: Arc::new(store.clone()),
     }
 }

@@ -77,6 +77,9 @@ pub struct RagSettings {
     /// How long a worker holds a job between renewals; a crashed worker's job is
     /// picked up by another this long after its last renewal.
     pub job_lease: std::time::Duration,
+    /// Vectors held in the in-process search replica over all tenants (Postgres only;
+    /// 0 searches Postgres directly). See `trellis_postgres::PgVectorCache`.
+    pub vector_cache_max_vectors: usize,
 }
 
 impl Default for RagSettings {
@@ -92,6 +95,7 @@ impl Default for RagSettings {
             max_upload_bytes: 25 * 1024 * 1024,
             workers: 2,
             job_lease: crate::workers::DEFAULT_LEASE,
+            vector_cache_max_vectors: trellis_postgres::DEFAULT_MAX_VECTORS,
         }
     }
 }
@@ -132,6 +136,10 @@ impl RagSettings {
                 d.job_lease.as_secs(),
             )?)
             .max(std::time::Duration::from_secs(3)),
+            vector_cache_max_vectors: parsed(
+                "TRELLIS_VECTOR_CACHE_MAX_VECTORS",
+                d.vector_cache_max_vectors,
+            )?,
         })
     }
 }

@@ -2,6 +2,7 @@
 //! does), wires them into the domain services and serves the HTTP API. The `trellis`
 //! binary is a thin CLI over this library; black-box tests boot it the same way.
 
+pub mod attachments;
 pub mod bootstrap;
 pub mod chat;
 pub mod config;

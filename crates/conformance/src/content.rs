@@ -6,14 +6,15 @@ use crate::Ports;
 use crate::fixtures::{tenant, user};
 use std::sync::Arc;
 use trellis_content::{
-    AgentConfig, AgentFilter, AgentId, AgentRepo, AgentTier, Citation, ContentError,
+    AgentConfig, AgentFilter, AgentId, AgentRepo, AgentTier, BudgetPeriod, Citation, ContentError,
     ConversationFilter, ConversationId, ConversationPatch, ConversationRepo, FileId, FileRepo,
     FinishReason, InputSchema, KnowledgeCollectionId, KnowledgeDocumentId, MemoryId, MemoryPatch,
     MemoryRepo, MemorySource, MessageId, MessageRepo, MessageRole, ModelParameters, NewAgent,
-    NewConversation, NewFile, NewMemory, NewMessage, NewTool, Recorded, TokenUsage, ToolId,
-    ToolKind, ToolPatch, ToolRepo, UsageEvent, UsageEventId, UsageMeter, UsageScope,
+    NewConversation, NewFile, NewMemory, NewMessage, NewTool, Quota, QuotaAdmin, QuotaSource,
+    Recorded, TokenBudget, TokenUsage, ToolId, ToolKind, ToolPatch, ToolRepo, UsageEvent,
+    UsageEventId, UsageMeter, UsageScope,
 };
-use trellis_kernel::{PageRequest, Role, TenantCtx, UserId};
+use trellis_kernel::{PageRequest, PlatformCtx, Role, TenantCtx, UserId};
 use trellis_tenancy::LlmProvider;
 
 /// The content ports under test.
@@ -26,6 +27,8 @@ pub struct ContentPorts {
     pub memories: Arc<dyn MemoryRepo>,
     pub files: Arc<dyn FileRepo>,
     pub usage: Arc<dyn UsageMeter>,
+    pub quotas: Arc<dyn QuotaSource>,
+    pub quota_admin: Arc<dyn QuotaAdmin>,
 }
 
 impl ContentPorts {
@@ -39,6 +42,8 @@ impl ContentPorts {
             + MemoryRepo
             + FileRepo
             + UsageMeter
+            + QuotaSource
+            + QuotaAdmin
             + Clone,
     {
         Self {
@@ -48,7 +53,9 @@ impl ContentPorts {
             messages: Arc::new(a.clone()),
             memories: Arc::new(a.clone()),
             files: Arc::new(a.clone()),
-            usage: Arc::new(a),
+            usage: Arc::new(a.clone()),
+            quotas: Arc::new(a.clone()),
+            quota_admin: Arc::new(a),
         }
     }
 }
@@ -934,6 +941,24 @@ pub async fn files_are_tenant_scoped(p: &Ports, c: &ContentPorts) {
         c.files.delete(&b, id).await,
         Err(ContentError::NotFound(_))
     ));
+    // Linking needs a real document where storage checks one; another tenant's or
+    // an unknown file is never found.
+    assert!(matches!(
+        c.files
+            .set_knowledge_document(&b, id, KnowledgeDocumentId::new())
+            .await,
+        Err(ContentError::NotFound(_))
+    ));
+    assert!(matches!(
+        c.files
+            .set_knowledge_document(&a, FileId::new(), KnowledgeDocumentId::new())
+            .await,
+        Err(ContentError::NotFound(_))
+    ));
+    assert_eq!(
+        c.files.get(&a, id).await.unwrap().knowledge_document_id,
+        None
+    );
     c.files.delete(&a, id).await.unwrap();
     assert!(matches!(
         c.files.get(&a, id).await,
@@ -1027,4 +1052,51 @@ pub async fn usage_with_the_same_idempotency_key_counts_once(p: &Ports, c: &Cont
             .unwrap(),
         2100
     );
+}
+
+pub async fn only_the_platform_sets_a_tenants_budgets_and_the_tenant_reads_them(
+    p: &Ports,
+    c: &ContentPorts,
+) {
+    let (ta, a, _) = tenant(p).await;
+    let (tb, b, _) = tenant(p).await;
+    let platform = PlatformCtx::system();
+    assert_eq!(
+        c.quota_admin.quota_of(&platform, ta.id).await.unwrap(),
+        Quota::default(),
+        "never set means unlimited"
+    );
+    let quota = Quota {
+        tenant: Some(TokenBudget {
+            limit_tokens: 1_000_000,
+            period: BudgetPeriod::Month,
+        }),
+        per_user: Some(TokenBudget {
+            limit_tokens: 20_000,
+            period: BudgetPeriod::Day,
+        }),
+    };
+    c.quota_admin
+        .replace_quota(&platform, ta.id, quota)
+        .await
+        .unwrap();
+    assert_eq!(
+        c.quota_admin.quota_of(&platform, ta.id).await.unwrap(),
+        quota
+    );
+    assert_eq!(c.quotas.quota(&a).await.unwrap(), quota);
+    assert_eq!(c.quotas.quota(&b).await.unwrap(), Quota::default());
+    assert_eq!(
+        c.quota_admin.quota_of(&platform, tb.id).await.unwrap(),
+        Quota::default()
+    );
+    let lifted = Quota {
+        per_user: None,
+        ..quota
+    };
+    c.quota_admin
+        .replace_quota(&platform, ta.id, lifted)
+        .await
+        .unwrap();
+    assert_eq!(c.quotas.quota(&a).await.unwrap(), lifted);
 }

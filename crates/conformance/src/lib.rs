@@ -142,6 +142,7 @@ macro_rules! content_conformance_tests {
             memories_are_unique_per_user_by_key_and_searchable,
             files_are_tenant_scoped,
             usage_with_the_same_idempotency_key_counts_once,
+            only_the_platform_sets_a_tenants_budgets_and_the_tenant_reads_them,
         );
     };
     (@each $make:expr, $content:expr; $($case:ident),+ $(,)?) => {

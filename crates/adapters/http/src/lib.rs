@@ -47,6 +47,15 @@ pub fn router(state: AppState) -> Router {
                 .saturating_add(64 * 1024)
         })
         .max(body_limit);
+    let file_limit = state
+        .files
+        .as_ref()
+        .map_or(body_limit, |f| {
+            usize::try_from(f.max_file_bytes())
+                .unwrap_or(usize::MAX)
+                .saturating_add(64 * 1024)
+        })
+        .max(body_limit);
     let cors = middleware::cors(&state.config.cors_allowed_origins);
     let metrics = state.metrics.clone();
 
@@ -59,6 +68,9 @@ pub fn router(state: AppState) -> Router {
         .merge(routes::api_keys::router())
         .merge(routes::rag::router())
         .merge(routes::content::router())
+        .merge(routes::tools::router())
+        .merge(routes::files::router())
+        .merge(routes::quotas::router())
         .merge(routes::ops::router())
         .merge(SwaggerUi::new("/docs").url("/openapi.json", openapi::openapi()))
         // One limit for everything but uploads, enforced by the layer (which checks
@@ -71,6 +83,13 @@ pub fn router(state: AppState) -> Router {
                 .layer(DefaultBodyLimit::disable())
                 .layer(RequestBodyLimitLayer::new(upload_limit)),
         )
+        .merge(
+            routes::files::upload_router()
+                .layer(DefaultBodyLimit::disable())
+                .layer(RequestBodyLimitLayer::new(file_limit)),
+        )
+        // Brings its own body limit, inside the layer that adds OpenAI-style errors.
+        .merge(routes::openai::router(body_limit))
         .fallback(not_found);
     let routes = match cors {
         Some(cors) => routes.layer(cors),
@@ -81,7 +100,12 @@ pub fn router(state: AppState) -> Router {
         .layer(
             TraceLayer::new_for_http()
                 .make_span_with(make_span)
-                .on_response(DefaultOnResponse::new().level(Level::INFO)),
+                // One line per response at INFO was the largest avoidable cost per
+                // request (formatting plus a write to stdout, ~10% of the server's CPU
+                // at load; docs/benchmarks.md). `/metrics` already counts and times
+                // every request, and 5xx are still logged at ERROR by `on_failure`;
+                // `TRELLIS_LOG=info,tower_http=debug` brings the lines back.
+                .on_response(DefaultOnResponse::new().level(Level::DEBUG)),
         )
         .layer(axum::middleware::from_fn_with_state(
             metrics,

@@ -3,7 +3,10 @@
 //! `/openapi.json` and browsable at `/docs`.
 
 use crate::problem::{FieldError, Problem};
-use crate::routes::{api_keys, auth, content, guests, ops, platform, rag, tenancy, users};
+use crate::routes::{
+    api_keys, auth, content, files, guests, openai, ops, platform, quotas, rag, tenancy, tools,
+    users,
+};
 use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
@@ -109,6 +112,23 @@ impl Modify for SecuritySchemes {
         content::get_memory,
         content::update_memory,
         content::delete_memory,
+        tools::list_tool_kinds,
+        tools::list_tools,
+        tools::create_tool,
+        tools::get_tool,
+        tools::update_tool,
+        tools::delete_tool,
+        quotas::get_quota,
+        quotas::put_quota,
+        quotas::usage,
+        files::upload,
+        files::list_files,
+        files::get_file,
+        files::download,
+        files::delete_file,
+        files::send_to_collection,
+        openai::list_models,
+        openai::chat_completions,
         ops::healthz,
         ops::readyz,
         ops::metrics,
@@ -118,6 +138,7 @@ impl Modify for SecuritySchemes {
     tags(
         (name = "auth", description = "Sessions and the signed-in user"),
         (name = "chat", description = "Agents, conversations with streamed answers, and memories"),
+        (name = "openai", description = "OpenAI-compatible chat completions with the tenant's agents as models"),
         (name = "rag", description = "Knowledge collections, documents and cited search"),
         (name = "platform", description = "Tenants, for platform superadmins"),
         (name = "tenant", description = "The caller's own tenant"),
@@ -152,6 +173,8 @@ mod tests {
             "/v1/users",
             "/v1/guests/{id}",
             "/v1/api-keys",
+            "/v1/chat/completions",
+            "/v1/models",
             "/healthz",
         ] {
             assert!(paths.contains_key(p), "{p} missing");

@@ -6,7 +6,7 @@ use crate::metrics::Metrics;
 use async_trait::async_trait;
 use axum::extract::FromRef;
 use std::sync::Arc;
-use trellis_content::ContentService;
+use trellis_content::{ContentService, FileService, QuotaAdministration};
 use trellis_identity::IdentityService;
 use trellis_rag::service::RagService;
 use trellis_tenancy::TenancyService;
@@ -63,6 +63,10 @@ pub struct AppState {
     pub rag: Option<Arc<RagService>>,
     /// Agents and chat; `None` answers their routes with 503.
     pub content: Option<Arc<ContentService>>,
+    /// Setting tenants' token budgets; `None` answers its routes with 503.
+    pub quota_admin: Option<Arc<QuotaAdministration>>,
+    /// Files attached to conversations; `None` answers their routes with 503.
+    pub files: Option<Arc<FileService>>,
 }
 
 impl AppState {
@@ -77,6 +81,8 @@ impl AppState {
             readiness: Arc::new(AlwaysReady),
             rag: None,
             content: None,
+            quota_admin: None,
+            files: None,
         }
     }
 
@@ -95,6 +101,18 @@ impl AppState {
     #[must_use]
     pub fn with_content(mut self, content: Arc<ContentService>) -> Self {
         self.content = Some(content);
+        self
+    }
+
+    #[must_use]
+    pub fn with_quota_admin(mut self, admin: Arc<QuotaAdministration>) -> Self {
+        self.quota_admin = Some(admin);
+        self
+    }
+
+    #[must_use]
+    pub fn with_files(mut self, files: Arc<FileService>) -> Self {
+        self.files = Some(files);
         self
     }
 

@@ -13,12 +13,13 @@ use trellis_content::{
     Agent, AgentConfig, AgentFilter, AgentId, AgentRepo, AgentVersion, ChatChunk, ChatModel,
     ChatRequest, ChatStream, Completion, ContentError, Conversation, ConversationFilter,
     ConversationId, ConversationPatch, ConversationRepo, FileAttachment, FileId, FileRepo,
-    FinishReason, LlmCatalog, LlmModel, Memory, MemoryId, MemoryPatch, MemoryRepo, Message,
-    MessageHit, MessageId, MessageRepo, MicroUsd, NewAgent, NewConversation, NewFile, NewMemory,
-    NewMessage, NewTool, Quota, QuotaSource, Recorded, Result, ScoredMemory, TaskSpawner,
-    TokenUsage, ToolConfig, ToolId, ToolPatch, ToolRepo, UsageEvent, UsageMeter, UsageScope,
+    FinishReason, KnowledgeDocumentId, LlmCatalog, LlmModel, Memory, MemoryId, MemoryPatch,
+    MemoryRepo, Message, MessageHit, MessageId, MessageRepo, MicroUsd, NewAgent, NewConversation,
+    NewFile, NewMemory, NewMessage, NewTool, Quota, QuotaAdmin, QuotaSource, Recorded, Result,
+    ScoredMemory, TaskSpawner, TokenUsage, ToolConfig, ToolId, ToolPatch, ToolRepo, UsageEvent,
+    UsageMeter, UsageScope,
 };
-use trellis_kernel::{Page, PageRequest, TenantCtx, TenantId, Timestamp, UserId};
+use trellis_kernel::{Page, PageRequest, PlatformCtx, TenantCtx, TenantId, Timestamp, UserId};
 use trellis_tenancy::LlmProvider;
 
 use crate::store::{now, page_of};
@@ -815,6 +816,21 @@ impl FileRepo for MemoryContent {
             .collect())
     }
 
+    async fn set_knowledge_document(
+        &self,
+        ctx: &TenantCtx,
+        id: FileId,
+        document: KnowledgeDocumentId,
+    ) -> Result<FileAttachment> {
+        let mut db = self.write();
+        let f = db
+            .files
+            .get_mut(&(ctx.tenant_id(), id))
+            .ok_or(ContentError::NotFound("file"))?;
+        f.knowledge_document_id = Some(document);
+        Ok(f.clone())
+    }
+
     async fn delete(&self, ctx: &TenantCtx, id: FileId) -> Result<()> {
         self.write()
             .files
@@ -871,6 +887,23 @@ impl QuotaSource for MemoryContent {
             .get(&ctx.tenant_id())
             .copied()
             .unwrap_or_default())
+    }
+}
+
+#[async_trait]
+impl QuotaAdmin for MemoryContent {
+    async fn quota_of(&self, _ctx: &PlatformCtx, tenant: TenantId) -> Result<Quota> {
+        Ok(self.read().quotas.get(&tenant).copied().unwrap_or_default())
+    }
+
+    async fn replace_quota(
+        &self,
+        _ctx: &PlatformCtx,
+        tenant: TenantId,
+        quota: Quota,
+    ) -> Result<()> {
+        self.write().quotas.insert(tenant, quota);
+        Ok(())
     }
 }
 

@@ -17,4 +17,5 @@ mod repo;
 mod store;
 
 pub use migrate::migrate;
+pub use repo::{DEFAULT_MAX_VECTORS, PgVectorCache};
 pub use store::PgStore;

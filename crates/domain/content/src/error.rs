@@ -33,6 +33,12 @@ pub enum ContentError {
         used_tokens: u64,
         resets_at: Timestamp,
     },
+    /// An uploaded file is larger than allowed.
+    #[error("the file is larger than {limit_bytes} bytes")]
+    TooLarge { limit_bytes: u64 },
+    /// An uploaded file's content is not of a type we accept.
+    #[error("unsupported file type: {0}")]
+    Unsupported(String),
     /// The model is not in the catalogue, or not allowed for this tenant.
     #[error("model `{0}` is not available")]
     ModelUnavailable(String),
@@ -55,6 +61,8 @@ impl ContentError {
             ContentError::Invalid(_) | ContentError::Page(_) => "invalid",
             ContentError::Forbidden => "forbidden",
             ContentError::QuotaExceeded { .. } => "quota_exceeded",
+            ContentError::TooLarge { .. } => "too_large",
+            ContentError::Unsupported(_) => "unsupported",
             ContentError::ModelUnavailable(_) => "model_unavailable",
             ContentError::Provider(_) => "provider_error",
             ContentError::Unexpected(_) => "unexpected",

@@ -14,6 +14,9 @@ pub use error::{ContentError, Result};
 pub use model::*;
 pub use ports::*;
 pub use service::{
-    Answer, AnswerEvent, AnswerStream, ContentConfig, ContentPorts, ContentService,
-    ConversationQuery, CreateTool, Remember, StartConversation, UserMessage, Whose,
+    Answer, AnswerEvent, AnswerStream, Completed, CompletionEvent, CompletionId, CompletionReply,
+    CompletionRequest, CompletionStream, ContentConfig, ContentPorts, ContentService,
+    ConversationQuery, CreateTool, DEFAULT_MAX_FILE_BYTES, FilePorts, FileService,
+    MAX_BUDGET_TOKENS, QuotaAdministration, Remember, StartConversation, UploadFile, UsageReport,
+    UserMessage, Whose, completion_role,
 };

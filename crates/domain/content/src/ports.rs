@@ -7,13 +7,14 @@
 use crate::{
     Agent, AgentConfig, AgentFilter, AgentId, AgentVersion, ChatRequest, ChatStream, Completion,
     Conversation, ConversationFilter, ConversationId, ConversationPatch, FileAttachment, FileId,
-    KnowledgeCollectionId, LlmModel, Memory, MemoryId, MemoryPatch, Message, MessageHit, MessageId,
-    NewAgent, NewConversation, NewFile, NewMemory, NewMessage, NewTool, Passage, Quota, Recorded,
-    Result, ScoredMemory, ToolConfig, ToolId, ToolPatch, UsageEvent, UsageScope,
+    KnowledgeCollectionId, KnowledgeDocumentId, LlmModel, Memory, MemoryId, MemoryPatch, Message,
+    MessageHit, MessageId, NewAgent, NewConversation, NewFile, NewMemory, NewMessage, NewTool,
+    Passage, Quota, Recorded, Result, ScoredMemory, ToolConfig, ToolId, ToolPatch, UsageEvent,
+    UsageScope,
 };
 use async_trait::async_trait;
 use futures::future::BoxFuture;
-use trellis_kernel::{Page, PageRequest, TenantCtx, Timestamp, UserId};
+use trellis_kernel::{Page, PageRequest, PlatformCtx, TenantCtx, TenantId, Timestamp, UserId};
 use trellis_tenancy::LlmProvider;
 
 /// Agents and their versions.
@@ -189,9 +190,61 @@ pub trait FileRepo: Send + Sync + 'static {
         ctx: &TenantCtx,
         conversation: ConversationId,
     ) -> Result<Vec<FileAttachment>>;
+    /// Records the knowledge document the file became when it was sent to a
+    /// collection.
+    ///
+    /// # Errors
+    /// `NotFound` when no such file (or, where storage can tell, no such document)
+    /// exists in this tenant.
+    async fn set_knowledge_document(
+        &self,
+        ctx: &TenantCtx,
+        id: FileId,
+        document: KnowledgeDocumentId,
+    ) -> Result<FileAttachment>;
     /// # Errors
     /// `NotFound` when no such file exists in this tenant.
     async fn delete(&self, ctx: &TenantCtx, id: FileId) -> Result<()>;
+}
+
+/// Where attached files' bytes are kept (an adapter wraps the same blob storage RAG
+/// documents use). Keys are chosen by the domain and start with the tenant id.
+#[cfg_attr(any(test, feature = "testing"), mockall::automock)]
+#[async_trait]
+pub trait FileBlobs: Send + Sync + 'static {
+    async fn put(&self, key: &str, bytes: Vec<u8>) -> Result<()>;
+    /// # Errors
+    /// `NotFound` or `Unexpected` when the bytes are gone.
+    async fn get(&self, key: &str) -> Result<Vec<u8>>;
+    /// Idempotent: deleting missing bytes succeeds.
+    async fn delete(&self, key: &str) -> Result<()>;
+}
+
+/// Tells a file's type from its bytes (never from what the client claimed).
+#[cfg_attr(any(test, feature = "testing"), mockall::automock)]
+pub trait FileSniffer: Send + Sync + 'static {
+    /// The MIME type, or `None` for a type we do not accept.
+    fn sniff(&self, bytes: &[u8], filename: &str) -> Option<String>;
+}
+
+/// Hands a file to a knowledge collection as a document upload (an adapter wraps the
+/// RAG service; the document is then ingested like any upload).
+#[cfg_attr(any(test, feature = "testing"), mockall::automock)]
+#[async_trait]
+pub trait KnowledgeIntake: Send + Sync + 'static {
+    /// The document the bytes became (an existing one when the collection already
+    /// holds the same bytes).
+    ///
+    /// # Errors
+    /// `NotFound` for a collection not in this tenant; `Forbidden` without the
+    /// permission to add knowledge; `TooLarge`; `Unsupported`.
+    async fn add_document(
+        &self,
+        ctx: &TenantCtx,
+        collection: KnowledgeCollectionId,
+        filename: &str,
+        bytes: Vec<u8>,
+    ) -> Result<KnowledgeDocumentId>;
 }
 
 /// Token metering.
@@ -215,6 +268,17 @@ pub trait UsageMeter: Send + Sync + 'static {
 #[async_trait]
 pub trait QuotaSource: Send + Sync + 'static {
     async fn quota(&self, ctx: &TenantCtx) -> Result<Quota>;
+}
+
+/// Setting tenants' token budgets: platform work. A tenant reads its own budgets
+/// through [`QuotaSource`] but can never change them.
+#[cfg_attr(any(test, feature = "testing"), mockall::automock)]
+#[async_trait]
+pub trait QuotaAdmin: Send + Sync + 'static {
+    /// The tenant's budgets; unlimited when none were ever set.
+    async fn quota_of(&self, ctx: &PlatformCtx, tenant: TenantId) -> Result<Quota>;
+    /// Replaces the tenant's budgets (`None` budgets become unlimited).
+    async fn replace_quota(&self, ctx: &PlatformCtx, tenant: TenantId, quota: Quota) -> Result<()>;
 }
 
 /// The model catalogue, as this tenant may use it (adapters drop providers the

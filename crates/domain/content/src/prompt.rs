@@ -106,15 +106,28 @@ fn citations(passages: &[Passage]) -> Vec<Citation> {
 /// Builds the prompt (see the module docs for what is dropped when it is too long).
 #[must_use]
 pub fn build(parts: &PromptParts<'_>) -> Prompt {
-    // Failed answers are not something the model said; empty turns carry nothing.
-    let mut turns: VecDeque<ChatMessage> = parts
+    // Failed answers are not something the model said.
+    let turns = parts
         .history
         .iter()
-        .filter(|m| !m.is_error() && !m.content.trim().is_empty())
+        .filter(|m| !m.is_error())
         .map(|m| ChatMessage {
             role: chat_role(m.role),
             content: m.content.clone(),
         })
+        .collect();
+    build_from_turns(parts, turns)
+}
+
+/// Like [`build`], with the conversation given as prompt messages instead of stored
+/// ones (the stateless OpenAI-compatible API has none); `parts.history` is not read.
+/// `turns` run oldest first and end with the question.
+#[must_use]
+pub fn build_from_turns(parts: &PromptParts<'_>, turns: Vec<ChatMessage>) -> Prompt {
+    // Empty turns carry nothing.
+    let mut turns: VecDeque<ChatMessage> = turns
+        .into_iter()
+        .filter(|t| !t.content.trim().is_empty())
         .collect();
     let budget = parts.context_window.saturating_sub(parts.reserve_tokens);
     let mut passages: Vec<Passage> = parts.passages.to_vec();

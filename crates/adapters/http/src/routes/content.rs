@@ -72,7 +72,7 @@ pub fn router() -> Router<AppState> {
         )
 }
 
-fn content(state: &AppState) -> Result<Arc<ContentService>, ApiError> {
+pub(crate) fn content(state: &AppState) -> Result<Arc<ContentService>, ApiError> {
     state.content.clone().ok_or_else(|| {
         ApiError::new(
             ProblemType::NotReady,
@@ -97,6 +97,12 @@ impl From<ContentError> for ApiError {
                     resets_at.to_rfc3339(),
                 )
             }
+            e @ ContentError::TooLarge { .. } => {
+                Self::new(ProblemType::PayloadTooLarge, e.to_string())
+            }
+            e @ ContentError::Unsupported(_) => {
+                Self::new(ProblemType::UnsupportedMediaType, e.to_string())
+            }
             ContentError::ModelUnavailable(model) => Self::validation(vec![FieldError::new(
                 "model",
                 format!("`{model}` is not available"),
@@ -108,19 +114,22 @@ impl From<ContentError> for ApiError {
 }
 
 /// A domain value as a JSON response.
-fn json<T: Serialize>(value: &T) -> Result<Json<serde_json::Value>, ApiError> {
+pub(crate) fn json<T: Serialize>(value: &T) -> Result<Json<serde_json::Value>, ApiError> {
     serde_json::to_value(value)
         .map(Json)
         .map_err(|e| ApiError::internal(e.into()))
 }
 
-fn created_json<T: Serialize>(location: String, value: &T) -> Result<Response, ApiError> {
+pub(crate) fn created_json<T: Serialize>(
+    location: String,
+    value: &T,
+) -> Result<Response, ApiError> {
     let v = serde_json::to_value(value).map_err(|e| ApiError::internal(e.into()))?;
     Ok(created(location, v))
 }
 
 /// A `{items, next_cursor}` page of domain values.
-fn page_json<T: Serialize>(
+pub(crate) fn page_json<T: Serialize>(
     page: trellis_kernel::Page<T>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
     let items = serde_json::to_value(&page.items).map_err(|e| ApiError::internal(e.into()))?;

@@ -4,11 +4,15 @@
 pub mod api_keys;
 pub mod auth;
 pub mod content;
+pub mod files;
 pub mod guests;
+pub mod openai;
 pub mod ops;
 pub mod platform;
+pub mod quotas;
 pub mod rag;
 pub mod tenancy;
+pub mod tools;
 pub mod users;
 
 use crate::extract::Json;

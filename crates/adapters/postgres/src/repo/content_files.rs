@@ -2,18 +2,20 @@
 //! names its conversation through a tenant-scoped foreign key, so a conversation of
 //! another tenant, or none, is `NotFound`; deleting the conversation detaches the file.
 
-use super::content_common::db;
+use super::content_common::{db, violates};
 use crate::content_mapper;
 use crate::entity::file::{ActiveModel, Column, Entity};
 use crate::store::PgStore;
 use anyhow::Context as _;
 use async_trait::async_trait;
+use sea_orm::sea_query::Expr;
 use sea_orm::{
     ActiveModelTrait as _, ColumnTrait as _, EntityTrait as _, QueryFilter as _, QueryOrder as _,
     Set,
 };
 use trellis_content::{
-    ContentError, ConversationId, FileAttachment, FileId, FileRepo, NewFile, Result,
+    ContentError, ConversationId, FileAttachment, FileId, FileRepo, KnowledgeDocumentId, NewFile,
+    Result,
 };
 use trellis_kernel::TenantCtx;
 
@@ -80,6 +82,42 @@ impl FileRepo for PgStore {
                 rows.into_iter()
                     .map(|r| Ok(content_mapper::file(r)?))
                     .collect()
+            })
+        })
+        .await
+    }
+
+    async fn set_knowledge_document(
+        &self,
+        ctx: &TenantCtx,
+        id: FileId,
+        document: KnowledgeDocumentId,
+    ) -> Result<FileAttachment> {
+        let tenant = ctx.tenant_id();
+        self.in_tenant(ctx, move |txn| {
+            Box::pin(async move {
+                let done = Entity::update_many()
+                    .col_expr(Column::KnowledgeDocumentId, Expr::value(document.as_uuid()))
+                    .filter(Column::TenantId.eq(tenant.as_uuid()))
+                    .filter(Column::Id.eq(id.as_uuid()))
+                    .exec(txn)
+                    .await
+                    .map_err(|e| {
+                        if violates(&e, "files_knowledge_document_fkey") {
+                            ContentError::NotFound("document")
+                        } else {
+                            db("link file to document")(e)
+                        }
+                    })?;
+                if done.rows_affected == 0 {
+                    return Err(ContentError::NotFound("file"));
+                }
+                let row = Entity::find_by_id((tenant.as_uuid(), id.as_uuid()))
+                    .one(txn)
+                    .await
+                    .map_err(db("load file"))?
+                    .ok_or(ContentError::NotFound("file"))?;
+                Ok(content_mapper::file(row)?)
             })
         })
         .await

@@ -15,7 +15,9 @@ use sea_orm::{
     ColumnTrait as _, ConnectionTrait as _, DbBackend, EntityTrait as _, NotSet, QueryFilter as _,
     Set, Statement, Value,
 };
-use trellis_content::{Quota, QuotaSource, Recorded, Result, UsageEvent, UsageMeter, UsageScope};
+use trellis_content::{
+    Quota, QuotaAdmin, QuotaSource, Recorded, Result, UsageEvent, UsageMeter, UsageScope,
+};
 use trellis_kernel::{PlatformCtx, TenantCtx, TenantId, Timestamp};
 
 #[async_trait]
@@ -117,6 +119,26 @@ impl QuotaSource for PgStore {
             })
         })
         .await
+    }
+}
+
+#[async_trait]
+impl QuotaAdmin for PgStore {
+    async fn quota_of(&self, ctx: &PlatformCtx, tenant: TenantId) -> Result<Quota> {
+        self.in_platform_and_tenant(ctx, tenant, move |txn| {
+            Box::pin(async move {
+                let row = tenant_quota::Entity::find_by_id(tenant.as_uuid())
+                    .one(txn)
+                    .await
+                    .map_err(db("load quota"))?;
+                Ok(content_mapper::quota(row)?)
+            })
+        })
+        .await
+    }
+
+    async fn replace_quota(&self, ctx: &PlatformCtx, tenant: TenantId, quota: Quota) -> Result<()> {
+        PgStore::set_quota(self, ctx, tenant, quota).await
     }
 }
 

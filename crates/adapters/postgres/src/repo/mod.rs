@@ -21,6 +21,7 @@ mod rag_documents;
 mod rag_jobs;
 mod rag_model_change;
 mod rag_search;
+mod rag_vector_cache;
 mod refresh_tokens;
 mod tenants;
 mod users;
@@ -33,3 +34,5 @@ fn to_json<T: serde::Serialize + ?Sized>(
     use anyhow::Context as _;
     serde_json::to_value(value).with_context(|| format!("failed to serialise {what}"))
 }
+
+pub use rag_vector_cache::{DEFAULT_MAX_VECTORS, PgVectorCache};

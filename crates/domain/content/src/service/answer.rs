@@ -24,18 +24,17 @@
 //! A process killed mid-answer stores nothing for that answer (its user message
 //! stays, and can be regenerated).
 
+use super::relay::{self, Ending, Produced, send};
 use super::{ContentService, acting_user, require};
 use crate::model::text;
 use crate::prompt::{self, PromptParts};
 use crate::tree;
 use crate::{
-    ChatChunk, ChatModel, ChatRequest, ChatStream, Citation, ContentError, Conversation,
-    ConversationId, FileId, FinishReason, KnowledgeCollectionId, Memory, Message, MessageId,
-    MessageRepo, MessageRole, ModelParameters, NewMessage, ProviderError, ProviderErrorKind,
-    Result, TokenUsage, UsageEvent, UsageEventId, UsageMeter,
+    ChatModel, ChatRequest, Citation, ContentError, Conversation, ConversationId, FileId,
+    FinishReason, KnowledgeCollectionId, Memory, Message, MessageId, MessageRepo, MessageRole,
+    ModelParameters, NewMessage, Result, TokenUsage, UsageEvent, UsageEventId, UsageMeter,
 };
 use futures::channel::{mpsc, oneshot};
-use futures::future::{Either, select};
 use futures::{Stream, StreamExt};
 use std::pin::Pin;
 use std::sync::Arc;
@@ -399,16 +398,6 @@ impl ContentService {
     }
 }
 
-/// How the model's part of an answer ended.
-enum Ending {
-    /// The stream ended (with or without a finish reason).
-    Finished,
-    /// The provider failed.
-    Failed(ProviderError),
-    /// The client went away.
-    Disconnected,
-}
-
 /// Everything the answering task needs, owned, so it outlives the request.
 struct AnswerJob {
     ctx: TenantCtx,
@@ -426,42 +415,6 @@ struct AnswerJob {
     messages: Arc<dyn MessageRepo>,
     usage: Arc<dyn UsageMeter>,
     clock: Arc<dyn Clock>,
-}
-
-/// What the model produced so far.
-#[derive(Default)]
-struct Produced {
-    text: String,
-    usage: Option<TokenUsage>,
-    finish: Option<FinishReason>,
-    /// The provider accepted the request (so tokens may have been consumed).
-    called: bool,
-}
-
-/// Sends an event; `false` when the client has gone.
-async fn send(tx: &mut mpsc::Sender<AnswerEvent>, event: AnswerEvent) -> bool {
-    if futures::future::poll_fn(|cx| tx.poll_ready(cx))
-        .await
-        .is_err()
-    {
-        return false;
-    }
-    tx.start_send(event).is_ok()
-}
-
-/// A provider failure from a port error; anything but a provider error is logged
-/// and shown generically (it may carry internals).
-fn provider_error(e: ContentError) -> ProviderError {
-    match e {
-        ContentError::Provider(p) => p,
-        other => {
-            tracing::warn!(error = %format!("{other:#}"), "the chat model failed to start");
-            ProviderError::new(
-                ProviderErrorKind::Unavailable,
-                "the model could not be reached",
-            )
-        }
-    }
 }
 
 impl AnswerJob {
@@ -484,47 +437,8 @@ impl AnswerJob {
         {
             return Ending::Disconnected;
         }
-        let open = self.open();
-        let mut stream = match select(open, alive.cancellation()).await {
-            Either::Left((Ok(s), _)) => s,
-            Either::Left((Err(e), _)) => return Ending::Failed(provider_error(e)),
-            Either::Right(_) => return Ending::Disconnected,
-        };
-        produced.called = true;
-        loop {
-            match select(stream.next(), alive.cancellation()).await {
-                Either::Right(_) => return Ending::Disconnected,
-                Either::Left((None, _)) => return Ending::Finished,
-                Either::Left((Some(chunk), _)) => match chunk {
-                    ChatChunk::Delta(t) if t.is_empty() => {}
-                    ChatChunk::Delta(t) => {
-                        produced.text.push_str(&t);
-                        if !send(tx, AnswerEvent::Delta(t)).await {
-                            return Ending::Disconnected;
-                        }
-                    }
-                    ChatChunk::Usage(u) => produced.usage = Some(u),
-                    ChatChunk::Finish(r) => produced.finish = Some(r),
-                    ChatChunk::Error(e) => return Ending::Failed(e),
-                },
-            }
-        }
-    }
-
-    /// The model's answer as a stream; a model that cannot stream is asked for a
-    /// whole completion, relayed as one delta.
-    fn open(&self) -> Pin<Box<dyn Future<Output = Result<ChatStream>> + Send + '_>> {
-        if self.streaming {
-            return self.chat.stream(&self.ctx, self.request.clone());
-        }
-        Box::pin(async move {
-            let c = self.chat.complete(&self.ctx, self.request.clone()).await?;
-            let mut chunks = vec![ChatChunk::Delta(c.content)];
-            chunks.extend(c.usage.map(ChatChunk::Usage));
-            chunks.push(ChatChunk::Finish(c.finish_reason));
-            let s: ChatStream = Box::pin(futures::stream::iter(chunks));
-            Ok(s)
-        })
+        let opening = relay::open(&*self.chat, &self.ctx, &self.request, self.streaming);
+        relay::relay(opening, tx, alive, produced, AnswerEvent::Delta).await
     }
 
     /// Stores the one assistant message, records usage, and tells the client.
@@ -535,25 +449,7 @@ impl AnswerJob {
             Ending::Disconnected => (true, None, p.finish),
         };
         // Tokens were consumed once the provider accepted the request, reported or not.
-        let usage = p.called.then(|| {
-            p.usage.map_or_else(
-                || {
-                    let completion = if p.text.is_empty() {
-                        0
-                    } else {
-                        prompt::estimate_tokens(&p.text)
-                    };
-                    (
-                        TokenUsage {
-                            prompt_tokens: self.prompt_tokens,
-                            completion_tokens: completion,
-                        },
-                        true,
-                    )
-                },
-                |u| (u, false),
-            )
-        });
+        let usage = p.consumed(self.prompt_tokens);
         let new = NewMessage {
             id: self.assistant_id,
             conversation_id: self.conversation,

@@ -9,10 +9,20 @@
 //! Only the owner posts in a conversation. Trusted system code may do everything.
 
 mod answer;
+mod relay;
+mod completions;
+mod files;
 #[cfg(test)]
 mod tests;
+mod usage;
 
 pub use answer::{Answer, AnswerEvent, AnswerStream, UserMessage};
+pub use completions::{
+    Completed, CompletionEvent, CompletionId, CompletionReply, CompletionRequest, CompletionStream,
+    MAX_COMPLETION_MESSAGES, completion_role,
+};
+pub use files::{DEFAULT_MAX_FILE_BYTES, FilePorts, FileService, UploadFile};
+pub use usage::{MAX_BUDGET_TOKENS, QuotaAdministration, UsageReport};
 
 use crate::model::text;
 use crate::quota::{self, BudgetStatus, BudgetUse, QuotaDecision, QuotaScope};
@@ -169,7 +179,7 @@ fn require_any(ctx: &TenantCtx, ps: &[Permission]) -> Result<()> {
     }
 }
 
-fn is_system(ctx: &TenantCtx) -> bool {
+pub(crate) fn is_system(ctx: &TenantCtx) -> bool {
     matches!(ctx.actor(), Actor::System)
 }
 
