@@ -259,8 +259,26 @@ fn json_request(addr: SocketAddr, path: &str, token: Option<&str>, body: &Value)
 // ----- generated knowledge ------------------------------------------------------------------
 
 /// A small deterministic generator (xorshift), so every run indexes the same text.
-struct Words(u64);
+///
+/// Words follow Zipf's law (frequency ∝ 1/rank) over a few thousand words, as natural
+/// text does: function words are in nearly every chunk, a topic word in a few percent
+/// of them. A uniform draw from a small vocabulary would put every word in most chunks,
+/// which no help centre looks like and which makes full-text ranking read the whole
+/// collection for every question.
+struct Words {
+    state: u64,
+    /// Cumulative Zipf weights over [`vocabulary`] ranks.
+    cdf: Arc<[f64]>,
+    vocabulary: Arc<[String]>,
+}
 
+/// The most frequent words of English, ranked first.
+const FUNCTION_WORDS: [&str; 24] = [
+    "the", "to", "and", "a", "of", "you", "your", "is", "in", "for", "it", "on", "can", "with",
+    "this", "we", "be", "if", "or", "that", "are", "from", "at", "by",
+];
+
+/// Help-centre words, ranked after the function words.
 const VOCABULARY: [&str; 48] = [
     "refund",
     "invoice",
@@ -312,18 +330,72 @@ const VOCABULARY: [&str; 48] = [
     "days",
 ];
 
+/// Syllables the synthetic long-tail words are made of.
+const SYLLABLES: [&str; 16] = [
+    "ka", "lo", "mi", "ter", "san", "vo", "ri", "den", "pa", "ul", "gor", "ne", "sti", "bra", "el",
+    "tu",
+];
+
+/// Distinct words in the generated text.
+const VOCABULARY_SIZE: usize = 4_000;
+
 impl Words {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
+    fn new(seed: u64) -> Self {
+        let mut vocabulary: Vec<String> = FUNCTION_WORDS.iter().map(|w| (*w).to_owned()).collect();
+        vocabulary.extend(VOCABULARY.iter().map(|w| (*w).to_owned()));
+        let mut n = 0usize;
+        while vocabulary.len() < VOCABULARY_SIZE {
+            // Three syllables in base 16: 4,096 distinct words, none a real one.
+            let word: String = [n / 256, (n / 16) % 16, n % 16]
+                .iter()
+                .map(|&i| SYLLABLES[i])
+                .collect();
+            vocabulary.push(word);
+            n += 1;
+        }
+        let mut total = 0.0;
+        #[allow(clippy::cast_precision_loss)]
+        let cdf: Vec<f64> = (1..=vocabulary.len())
+            .map(|rank| {
+                total += 1.0 / rank as f64;
+                total
+            })
+            .collect();
+        Self {
+            state: seed,
+            cdf: cdf.into(),
+            vocabulary: vocabulary.into(),
+        }
     }
 
-    fn word(&mut self) -> &'static str {
-        #[allow(clippy::cast_possible_truncation)]
-        let i = (self.next() % VOCABULARY.len() as u64) as usize;
-        VOCABULARY[i]
+    fn next(&mut self) -> u64 {
+        self.state ^= self.state << 13;
+        self.state ^= self.state >> 7;
+        self.state ^= self.state << 17;
+        self.state
+    }
+
+    /// A word drawn by Zipf's law among ranks `from..`.
+    fn word_from(&mut self, from: usize) -> &str {
+        let total = self.cdf.last().copied().unwrap_or(1.0);
+        let below = if from == 0 { 0.0 } else { self.cdf[from - 1] };
+        #[allow(clippy::cast_precision_loss)]
+        let u = (self.next() >> 11) as f64 / (1u64 << 53) as f64;
+        let target = below + u * (total - below);
+        let i = self
+            .cdf
+            .partition_point(|&c| c < target)
+            .min(self.cdf.len() - 1);
+        &self.vocabulary[i]
+    }
+
+    fn word(&mut self) -> &str {
+        self.word_from(0)
+    }
+
+    /// A word a question would ask about: anything but a function word.
+    fn topic(&mut self) -> String {
+        self.word_from(FUNCTION_WORDS.len()).to_owned()
     }
 
     /// A Markdown document of [`PARAGRAPHS_PER_DOCUMENT`] paragraphs of ~45 words under
@@ -332,11 +404,13 @@ impl Words {
         let mut out = format!("# Help centre, part {n}\n\n");
         for p in 0..PARAGRAPHS_PER_DOCUMENT {
             if p % 20 == 0 {
-                let _ = write!(out, "## {} {}\n\n", self.word(), self.word());
+                let heading = format!("{} {}", self.topic(), self.topic());
+                let _ = write!(out, "## {heading}\n\n");
             }
             for w in 0..45 {
                 out.push_str(if w == 0 { "" } else { " " });
-                out.push_str(self.word());
+                let word = self.word().to_owned();
+                out.push_str(&word);
             }
             out.push_str(".\n\n");
         }
@@ -365,6 +439,19 @@ fn upload(addr: SocketAddr, token: &str, collection: &str, name: &str, text: &st
     request.extend_from_slice(&body);
     crate::bench_http::send_raw(addr, &request)?.json(&[201, 202], &format!("uploading {name}"))?;
     Ok(())
+}
+
+/// Refreshes the planner's statistics after the bulk load, as autovacuum would within a
+/// minute or so: measuring before that would time plans made for an empty table.
+fn analyze(env: &db::DbEnv) -> Result<()> {
+    let Some(bin) = &env.pg_bin else {
+        say!("{LABEL}: no psql known (TRELLIS_PG_BIN); leaving statistics to autovacuum");
+        return Ok(());
+    };
+    let mut psql = Command::new(bin.join("psql"));
+    psql.args(["-X", "-q", "-v", "ON_ERROR_STOP=1"]);
+    db::ConnUrl::parse(&env.migration_database_url)?.apply(&mut psql);
+    sys::run_with_stdin(&mut psql, "ANALYZE;").context("ANALYZE after loading the collection")
 }
 
 /// Waits until every document of `collection` is processed; their chunk count.
@@ -478,7 +565,7 @@ fn set_up(
         Some(&token),
         Some(
             &json!({"provider": "openai_compatible", "model": "fake-model",
-                     "max_tokens": 256, "api_key": "sk-bench-000000"}),
+                     "temperature": 0.2, "max_tokens": 256, "api_key": "sk-bench-000000"}),
         ),
     )?
     .json(&[200], "configuring the tenant's LLM")?;
@@ -495,7 +582,7 @@ fn set_up(
     .json(&[201], "creating the collection")?;
     let collection = str_field(&collection, "id", "the new collection")?;
 
-    let mut words = Words(0x9E37_79B9_7F4A_7C15);
+    let mut words = Words::new(0x9E37_79B9_7F4A_7C15);
     let mut chunks = 0;
     let mut uploaded = 0;
     while chunks < args.chunks as u64 {
@@ -517,6 +604,7 @@ fn set_up(
         chunks = wait_processed(addr, &token, &collection)?;
     }
     say!("{LABEL}: the collection holds {chunks} chunks in {uploaded} documents");
+    analyze(env)?;
     let agent = http_request(
         addr,
         "POST",
@@ -552,10 +640,10 @@ fn new_conversation(addr: SocketAddr, token: &str, agent: &str) -> Result<String
 fn question(words: &mut Words) -> String {
     format!(
         "How does the {} {} work for a {} {}?",
-        words.word(),
-        words.word(),
-        words.word(),
-        words.word()
+        words.topic(),
+        words.topic(),
+        words.topic(),
+        words.topic()
     )
 }
 
@@ -611,7 +699,7 @@ pub fn chat(root: &Path, args: &ChatArgs) -> Result<ExitCode> {
     let fake = FakeModel::start()?;
     let setup = set_up(root, args, &trellis, &bench_env, &fake, &out_dir)?;
     let addr = setup.server.addr;
-    let mut words = Words(0xD1B5_4A32_D192_ED03);
+    let mut words = Words::new(0xD1B5_4A32_D192_ED03);
 
     // One answer checked in full: streamed, grounded and stored.
     let conv = new_conversation(addr, &setup.token, &setup.agent)?;
@@ -698,7 +786,7 @@ pub fn chat(root: &Path, args: &ChatArgs) -> Result<ExitCode> {
                 Arc::clone(&failures),
             );
             std::thread::spawn(move || {
-                let mut words = Words(0xA076_1D64_78BD_642F ^ (c as u64 + 1));
+                let mut words = Words::new(0xA076_1D64_78BD_642F ^ (c as u64 + 1));
                 let mut i = 0;
                 while Instant::now() < deadline {
                     let conv = &pool[i % pool.len()];

@@ -781,19 +781,26 @@ impl RagService {
             SearchMode::Hybrid => k * self.config.hybrid_candidates_per_result.max(1),
             _ => k,
         };
-        let vector = if query.mode == SearchMode::Text {
-            Vec::new()
-        } else {
-            self.vector_candidates(ctx, query, &collections, candidates)
-                .await?
+        // The two halves of a hybrid search are independent: run them side by side so
+        // the caller waits for the slower one, not for both in turn.
+        let vector = async {
+            if query.mode == SearchMode::Text {
+                Ok(Vec::new())
+            } else {
+                self.vector_candidates(ctx, query, &collections, candidates)
+                    .await
+            }
         };
-        let text = if query.mode == SearchMode::Vector {
-            Vec::new()
-        } else {
-            self.text
-                .search(ctx, query.text.trim(), &query.filter, candidates)
-                .await?
+        let text = async {
+            if query.mode == SearchMode::Vector {
+                Ok(Vec::new())
+            } else {
+                self.text
+                    .search(ctx, query.text.trim(), &query.filter, candidates)
+                    .await
+            }
         };
+        let (vector, text) = futures::future::try_join(vector, text).await?;
         let mut ranked: Vec<(ChunkId, f32, Option<f32>, Option<f32>)> = match query.mode {
             SearchMode::Vector => vector
                 .iter()

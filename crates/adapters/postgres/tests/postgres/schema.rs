@@ -219,3 +219,26 @@ async fn every_timestamp_has_a_time_zone() {
         .collect();
     fail_if_any(&problems);
 }
+
+#[tokio::test]
+async fn full_text_indexes_keep_no_pending_list_that_searches_would_scan() {
+    let db = raw(&owner_url()).await;
+    let rows = query(
+        &db,
+        "SELECT i.relname AS index
+           FROM pg_class i
+           JOIN pg_am am ON am.oid = i.relam
+           JOIN pg_namespace n ON n.oid = i.relnamespace
+          WHERE n.nspname = 'public' AND i.relkind = 'i' AND am.amname = 'gin'
+            AND NOT coalesce('fastupdate=off' = ANY(i.reloptions), false)",
+    )
+    .await;
+    let problems: Vec<String> = rows
+        .iter()
+        .map(|r| {
+            let index: String = r.try_get("", "index").unwrap();
+            format!("{index}: GIN index with fastupdate on (searches scan its pending list)")
+        })
+        .collect();
+    fail_if_any(&problems);
+}

@@ -9,9 +9,9 @@
 //! Only the owner posts in a conversation. Trusted system code may do everything.
 
 mod answer;
-mod relay;
 mod completions;
 mod files;
+mod relay;
 #[cfg(test)]
 mod tests;
 mod usage;
