@@ -4,7 +4,8 @@
 //! other tenants and other users get 404; bad files are 4xx problems.
 
 use crate::content::{
-    configure_llm, create_agent, done_message, fake_llm, start_conversation, stream,
+    configure_llm, create_agent, done_message, fake_llm, fake_llm_recording, start_conversation,
+    stream,
 };
 use crate::rag::{HANDBOOK, collection, search};
 use serde_json::{Value, json};
@@ -136,6 +137,60 @@ async fn a_markdown_file_attached_to_a_conversation_is_sent_to_a_collection_and_
         .await
         .unwrap();
     assert_eq!(again["knowledge_document_id"], document.as_str());
+}
+
+#[tokio::test]
+async fn the_model_reads_a_file_attached_to_the_question_and_to_later_turns() {
+    let (url, requests) = fake_llm_recording().await;
+    let app = spawn_app_with(|c| c.llm_base_url = Some(url)).await;
+    let t = app.tenant().await;
+    configure_llm(&app, &t).await;
+    let agent = create_agent(&app, &t.admin_token).await;
+    let conv = start_conversation(&app, &t.admin_token, &agent).await;
+    let lease = "# Lease\n\nThe tenancy ends on 31 May 2027 unless renewed in writing.\n";
+    let res = attach(
+        &app,
+        &t.admin_token,
+        &conv,
+        "lease.md",
+        lease.as_bytes().to_vec(),
+    )
+    .await;
+    assert_eq!(res.status(), 201);
+    let id = res.json::<Value>().await.unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+
+    let events = stream(
+        &app,
+        &t.admin_token,
+        &format!("/v1/conversations/{conv}/messages"),
+        &json!({"content": "When does the tenancy end?", "file_ids": [id]}),
+    )
+    .await;
+    let answer = done_message(&events);
+    // A follow-up without the file still has it in context.
+    let events = stream(
+        &app,
+        &t.admin_token,
+        &format!("/v1/conversations/{conv}/messages"),
+        &json!({"content": "And how is it renewed?", "parent_id": answer["id"]}),
+    )
+    .await;
+    done_message(&events);
+
+    let sent = requests.lock().unwrap().clone();
+    assert_eq!(sent.len(), 2);
+    for body in &sent {
+        let body: Value = serde_json::from_str(body).unwrap();
+        let system = body["messages"][0]["content"].as_str().unwrap_or_default();
+        assert!(
+            system.contains("<file name=\"lease.md\">")
+                && system.contains("The tenancy ends on 31 May 2027 unless renewed in writing."),
+            "the file's text was not in the prompt: {body}"
+        );
+    }
 }
 
 #[tokio::test]

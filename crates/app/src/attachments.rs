@@ -1,13 +1,14 @@
 //! The content domain's file ports over RAG's pieces: attachment bytes go to the same
-//! blob storage as knowledge documents, types are sniffed by the same extractor, and
+//! blob storage as knowledge documents, types are sniffed and text is read for prompts
+//! by the same extractor, and
 //! sending a file to a collection is an ordinary RAG upload (so the ingestion
 //! workers pick it up like any other).
 
 use async_trait::async_trait;
 use std::sync::Arc;
 use trellis_content::{
-    ContentError, FileBlobs, FileSniffer, KnowledgeCollectionId, KnowledgeDocumentId,
-    KnowledgeIntake,
+    AttachmentReader, ContentError, FileAttachment, FileBlobs, FileSniffer, KnowledgeCollectionId,
+    KnowledgeDocumentId, KnowledgeIntake,
 };
 use trellis_kernel::TenantCtx;
 use trellis_rag::index::CollectionId;
@@ -40,6 +41,43 @@ pub struct ExtractorSniffer(pub Arc<dyn TextExtractor>);
 impl FileSniffer for ExtractorSniffer {
     fn sniff(&self, bytes: &[u8], filename: &str) -> Option<String> {
         self.0.sniff(bytes, filename)
+    }
+}
+
+/// An attachment's text for a prompt: its bytes from blob storage, extracted like a
+/// knowledge document (PDF text layer, HTML without scripts, …) on a blocking thread,
+/// since a large PDF takes a while.
+pub struct ExtractedAttachments {
+    pub blobs: Arc<dyn BlobStore>,
+    pub extractor: Arc<dyn TextExtractor>,
+}
+
+#[async_trait]
+impl AttachmentReader for ExtractedAttachments {
+    async fn text(
+        &self,
+        _ctx: &TenantCtx,
+        file: &FileAttachment,
+        max_chars: usize,
+    ) -> trellis_content::Result<Option<String>> {
+        let bytes = self.blobs.get(&file.storage_key).await?;
+        let extractor = self.extractor.clone();
+        let filename = file.filename.clone();
+        let extracted = tokio::task::spawn_blocking(move || extractor.extract(&bytes, &filename))
+            .await
+            .map_err(|e| ContentError::Unexpected(anyhow::Error::new(e)))?;
+        match extracted {
+            Ok(e) if !e.text.trim().is_empty() => {
+                Ok(Some(e.text.chars().take(max_chars).collect()))
+            }
+            Ok(_) => Ok(None),
+            Err(e) => {
+                // The file was accepted when uploaded, so this is unusual (a type the
+                // sniffer knows but cannot read, a corrupt PDF): answer without it.
+                tracing::warn!(file = %file.id, error = %e, "an attached file has no readable text");
+                Ok(None)
+            }
+        }
     }
 }
 

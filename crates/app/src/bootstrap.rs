@@ -1,7 +1,7 @@
 //! Choosing adapters and wiring them into services: the only place in Trellis that
 //! knows which technology stands behind each port.
 
-use crate::attachments::{ExtractorSniffer, RagIntake, SharedBlobs};
+use crate::attachments::{ExtractedAttachments, ExtractorSniffer, RagIntake, SharedBlobs};
 use crate::chat::{TenantCatalog, TenantChatModel};
 use crate::config::{BlobSetting, Config, PasswordCost, RagSettings};
 use crate::retriever::RagRetriever;
@@ -180,6 +180,10 @@ pub async fn bootstrap(config: &Config) -> anyhow::Result<App> {
             messages: content_ports.messages,
             memories: content_ports.memories,
             files: content_ports.files,
+            attachments: Arc::new(ExtractedAttachments {
+                blobs: shared_blobs.clone(),
+                extractor: extractor.clone(),
+            }),
             usage: content_ports.usage,
             quotas: content_ports.quotas,
             catalog: Arc::new(TenantCatalog::new(content_ports.catalog, tenancy.clone())),

@@ -1005,12 +1005,26 @@ mod tests {
     use super::*;
     use futures::StreamExt;
     use trellis_content::{
-        AnswerEvent, ContentConfig, ContentPorts, ContentService, KnowledgeCollectionId, Passage,
-        Retriever, StartConversation, UserMessage,
+        AnswerEvent, AttachmentReader, ContentConfig, ContentPorts, ContentService, FileAttachment,
+        KnowledgeCollectionId, Passage, Retriever, StartConversation, UserMessage,
     };
     use trellis_kernel::{Actor, Role, SystemClock};
 
     struct NoKnowledge;
+
+    struct NoAttachments;
+
+    #[async_trait]
+    impl AttachmentReader for NoAttachments {
+        async fn text(
+            &self,
+            _ctx: &TenantCtx,
+            _file: &FileAttachment,
+            _max_chars: usize,
+        ) -> Result<Option<String>> {
+            Ok(None)
+        }
+    }
 
     #[async_trait]
     impl Retriever for NoKnowledge {
@@ -1035,6 +1049,7 @@ mod tests {
                 messages: s.clone(),
                 memories: s.clone(),
                 files: s.clone(),
+                attachments: Arc::new(NoAttachments),
                 usage: s.clone(),
                 quotas: s.clone(),
                 catalog: s,

@@ -227,6 +227,24 @@ pub trait FileSniffer: Send + Sync + 'static {
     fn sniff(&self, bytes: &[u8], filename: &str) -> Option<String>;
 }
 
+/// Reads an attached file's text for a prompt (an adapter fetches the bytes and runs
+/// the knowledge base's extractor, off the async threads).
+#[cfg_attr(any(test, feature = "testing"), mockall::automock)]
+#[async_trait]
+pub trait AttachmentReader: Send + Sync + 'static {
+    /// At most `max_chars` characters of the file's text; `None` when it has no text
+    /// to give (an unreadable, corrupt or empty file).
+    ///
+    /// # Errors
+    /// When the stored bytes cannot be read.
+    async fn text(
+        &self,
+        ctx: &TenantCtx,
+        file: &FileAttachment,
+        max_chars: usize,
+    ) -> Result<Option<String>>;
+}
+
 /// Hands a file to a knowledge collection as a document upload (an adapter wraps the
 /// RAG service; the document is then ingested like any upload).
 #[cfg_attr(any(test, feature = "testing"), mockall::automock)]

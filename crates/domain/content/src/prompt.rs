@@ -13,6 +13,8 @@ pub struct PromptParts<'a> {
     pub instructions: &'a str,
     pub output_format: Option<&'a str>,
     pub memories: &'a [Memory],
+    /// Text of the files attached on the conversation's path, newest first.
+    pub attachments: &'a [AttachedText],
     /// Best first.
     pub passages: &'a [Passage],
     /// The active path, root first, ending with the question.
@@ -20,6 +22,13 @@ pub struct PromptParts<'a> {
     pub context_window: u32,
     /// Tokens kept free for the answer.
     pub reserve_tokens: u32,
+}
+
+/// An attached file's text as it goes into a prompt.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AttachedText {
+    pub filename: String,
+    pub text: String,
 }
 
 /// A built prompt and the citations its numbered sources stand for.
@@ -48,7 +57,11 @@ fn chat_role(role: MessageRole) -> ChatRole {
     }
 }
 
-fn system_text(parts: &PromptParts<'_>, passages: &[Passage]) -> String {
+fn system_text(
+    parts: &PromptParts<'_>,
+    attachments: &[AttachedText],
+    passages: &[Passage],
+) -> String {
     let mut sections: Vec<String> = Vec::new();
     if !parts.instructions.trim().is_empty() {
         sections.push(parts.instructions.trim().to_owned());
@@ -66,6 +79,17 @@ fn system_text(parts: &PromptParts<'_>, passages: &[Passage]) -> String {
             "What you know about the user:\n{}",
             lines.join("\n")
         ));
+    }
+    if !attachments.is_empty() {
+        let mut s = String::from("The user attached these files:");
+        for a in attachments {
+            s.push_str(&format!(
+                "\n\n<file name=\"{}\">\n{}\n</file>",
+                a.filename,
+                a.text.trim()
+            ));
+        }
+        sections.push(s);
     }
     if !passages.is_empty() {
         let mut s = String::from(
@@ -131,7 +155,8 @@ pub fn build_from_turns(parts: &PromptParts<'_>, turns: Vec<ChatMessage>) -> Pro
         .collect();
     let budget = parts.context_window.saturating_sub(parts.reserve_tokens);
     let mut passages: Vec<Passage> = parts.passages.to_vec();
-    let mut system = system_text(parts, &passages);
+    let mut attachments: Vec<AttachedText> = parts.attachments.to_vec();
+    let mut system = system_text(parts, &attachments, &passages);
     let system_tokens = |s: &str| if s.is_empty() { 0 } else { estimate_tokens(s) };
     let mut history_tokens: u32 = turns.iter().map(|t| estimate_tokens(&t.content)).sum();
     let total = |system: &str, history: u32| system_tokens(system).saturating_add(history);
@@ -149,7 +174,12 @@ pub fn build_from_turns(parts: &PromptParts<'_>, turns: Vec<ChatMessage>) -> Pro
     }
     while total(&system, history_tokens) > budget && !passages.is_empty() {
         passages.pop();
-        system = system_text(parts, &passages);
+        system = system_text(parts, &attachments, &passages);
+    }
+    // Then the oldest attachments: the question is usually about the newest.
+    while total(&system, history_tokens) > budget && !attachments.is_empty() {
+        attachments.pop();
+        system = system_text(parts, &attachments, &passages);
     }
 
     let estimated_tokens = total(&system, history_tokens);
@@ -229,6 +259,7 @@ mod tests {
             instructions: "You are the Acme helper.",
             output_format: Some("A short paragraph."),
             memories: &[],
+            attachments: &[],
             passages,
             history,
             context_window: 100_000,
@@ -264,6 +295,48 @@ mod tests {
         let idx: Vec<u32> = p.citations.iter().map(|c| c.index).collect();
         assert_eq!(idx, [1, 2]);
         assert_eq!(p.citations[0].document_id, passages[0].document_id);
+    }
+
+    #[test]
+    fn attached_files_reach_the_model_and_the_oldest_go_first_when_the_window_is_full() {
+        let q = msg(
+            MessageRole::User,
+            "What does the contract say about notice?",
+        );
+        let history = [&q];
+        let attachments = [
+            AttachedText {
+                filename: "contract.md".into(),
+                text: "Either party may end this with 30 days' notice.".into(),
+            },
+            AttachedText {
+                filename: "old-notes.txt".into(),
+                text: "x".repeat(4000),
+            },
+        ];
+        let p = build(&PromptParts {
+            attachments: &attachments,
+            ..parts(&history, &[])
+        });
+        let system = &p.messages[0].content;
+        assert!(
+            system.contains(
+                "<file name=\"contract.md\">\nEither party may end this with 30 days' notice.\n</file>"
+            ),
+            "{system}"
+        );
+        assert!(system.contains("<file name=\"old-notes.txt\">"), "{system}");
+
+        let tight = build(&PromptParts {
+            attachments: &attachments,
+            context_window: 600,
+            reserve_tokens: 100,
+            ..parts(&history, &[])
+        });
+        let system = &tight.messages[0].content;
+        assert!(system.contains("30 days' notice"), "{system}");
+        assert!(!system.contains("old-notes.txt"), "{system}");
+        assert!(tight.estimated_tokens <= 500, "{}", tight.estimated_tokens);
     }
 
     #[test]

@@ -27,7 +27,7 @@
 use super::relay::{self, Ending, Produced, send};
 use super::{ContentService, acting_user, require};
 use crate::model::text;
-use crate::prompt::{self, PromptParts};
+use crate::prompt::{self, AttachedText, PromptParts};
 use crate::tree;
 use crate::{
     ChatModel, ChatRequest, Citation, ContentError, Conversation, ConversationId, FileId,
@@ -41,6 +41,9 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use trellis_kernel::{Clock, InvalidValue, Permission, TenantCtx, UserId};
 use trellis_tenancy::LlmProvider;
+
+/// At most this many attached files are read into one prompt.
+const MAX_PROMPT_FILES: usize = 8;
 
 /// At most this many files per message.
 pub const MAX_MESSAGE_FILES: usize = 10;
@@ -292,6 +295,46 @@ impl ContentService {
         })
     }
 
+    /// The text of the files attached on the path (the new message's first, then
+    /// newest to oldest), at most [`MAX_PROMPT_FILES`] of them. A file deleted since it
+    /// was attached is left out; one without text (an unreadable type) too.
+    async fn attached_texts(
+        &self,
+        ctx: &TenantCtx,
+        history: &[Message],
+        new_user: Option<&NewMessage>,
+    ) -> Result<Vec<AttachedText>> {
+        let mut ids: Vec<FileId> = Vec::new();
+        let newest_first = new_user
+            .map(|m| m.files.as_slice())
+            .into_iter()
+            .chain(history.iter().rev().map(|m| m.files.as_slice()));
+        for id in newest_first.flatten() {
+            if ids.len() == MAX_PROMPT_FILES {
+                break;
+            }
+            if !ids.contains(id) {
+                ids.push(*id);
+            }
+        }
+        let mut out = Vec::with_capacity(ids.len());
+        for id in ids {
+            let file = match self.files.get(ctx, id).await {
+                Ok(f) => f,
+                Err(ContentError::NotFound(_)) => continue,
+                Err(e) => return Err(e),
+            };
+            let limit = self.config.attachment_chars;
+            if let Some(text) = self.attachments.text(ctx, &file, limit).await? {
+                out.push(AttachedText {
+                    filename: file.filename,
+                    text,
+                });
+            }
+        }
+        Ok(out)
+    }
+
     /// The common tail of answer, edit and regenerate. `history` is the path from the
     /// root to the message the answer hangs under (or to its parent, when `new_user`
     /// is that message and is yet to be stored).
@@ -332,6 +375,10 @@ impl ContentService {
                 .collect()
         };
 
+        let attachments = self
+            .attached_texts(ctx, &history, new_user.as_ref())
+            .await?;
+
         // Only now, with nothing left to refuse, is the user's message stored.
         let user_message = match new_user {
             Some(new) => {
@@ -355,6 +402,7 @@ impl ContentService {
             instructions: &setup.instructions,
             output_format: setup.output_format.as_deref(),
             memories: &memories,
+            attachments: &attachments,
             passages: &passages,
             history: &path,
             context_window: setup.context_window,

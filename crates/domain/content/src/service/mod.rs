@@ -28,12 +28,12 @@ use crate::model::text;
 use crate::quota::{self, BudgetStatus, BudgetUse, QuotaDecision, QuotaScope};
 use crate::tree::{self, MessageTree};
 use crate::{
-    Agent, AgentConfig, AgentFilter, AgentId, AgentPatch, AgentRepo, AgentVersion, ChatModel,
-    ContentError, Conversation, ConversationFilter, ConversationId, ConversationPatch,
-    ConversationRepo, FileRepo, InputSchema, LlmCatalog, LlmModel, Memory, MemoryId, MemoryPatch,
-    MemoryRepo, MemorySource, MessageHit, MessageId, MessageRepo, ModelParameters, NewAgent,
-    NewConversation, NewMemory, NewTool, QuotaSource, Result, Retriever, TaskSpawner, ToolConfig,
-    ToolId, ToolKind, ToolPatch, ToolRepo, UsageMeter, UsageScope,
+    Agent, AgentConfig, AgentFilter, AgentId, AgentPatch, AgentRepo, AgentVersion,
+    AttachmentReader, ChatModel, ContentError, Conversation, ConversationFilter, ConversationId,
+    ConversationPatch, ConversationRepo, FileRepo, InputSchema, LlmCatalog, LlmModel, Memory,
+    MemoryId, MemoryPatch, MemoryRepo, MemorySource, MessageHit, MessageId, MessageRepo,
+    ModelParameters, NewAgent, NewConversation, NewMemory, NewTool, QuotaSource, Result, Retriever,
+    TaskSpawner, ToolConfig, ToolId, ToolKind, ToolPatch, ToolRepo, UsageMeter, UsageScope,
 };
 use std::sync::Arc;
 use trellis_kernel::{
@@ -54,6 +54,8 @@ pub struct ContentConfig {
     pub default_answer_tokens: u32,
     /// Answer events buffered for a slow client before the model is paused.
     pub event_buffer: usize,
+    /// Characters of one attached file's text put into a prompt (the rest is cut).
+    pub attachment_chars: usize,
 }
 
 impl Default for ContentConfig {
@@ -64,6 +66,7 @@ impl Default for ContentConfig {
             max_message_chars: 32_000,
             default_answer_tokens: 1024,
             event_buffer: 64,
+            attachment_chars: 24_000,
         }
     }
 }
@@ -76,6 +79,8 @@ pub struct ContentPorts {
     pub messages: Arc<dyn MessageRepo>,
     pub memories: Arc<dyn MemoryRepo>,
     pub files: Arc<dyn FileRepo>,
+    /// The text of attached files, for prompts.
+    pub attachments: Arc<dyn AttachmentReader>,
     pub usage: Arc<dyn UsageMeter>,
     pub quotas: Arc<dyn QuotaSource>,
     pub catalog: Arc<dyn LlmCatalog>,
@@ -94,6 +99,7 @@ pub struct ContentService {
     messages: Arc<dyn MessageRepo>,
     memories: Arc<dyn MemoryRepo>,
     files: Arc<dyn FileRepo>,
+    attachments: Arc<dyn AttachmentReader>,
     usage: Arc<dyn UsageMeter>,
     quotas: Arc<dyn QuotaSource>,
     catalog: Arc<dyn LlmCatalog>,
@@ -210,6 +216,7 @@ impl ContentService {
             messages: ports.messages,
             memories: ports.memories,
             files: ports.files,
+            attachments: ports.attachments,
             usage: ports.usage,
             quotas: ports.quotas,
             catalog: ports.catalog,

@@ -4,11 +4,11 @@
 use super::*;
 use crate::{
     AgentTier, ChatChunk, ChatRequest, ChatRole, Completion, FileAttachment, FileId, FinishReason,
-    KnowledgeCollectionId, KnowledgeDocumentId, Message, MessageRole, MockAgentRepo, MockChatModel,
-    MockConversationRepo, MockFileRepo, MockLlmCatalog, MockMemoryRepo, MockMessageRepo,
-    MockQuotaSource, MockRetriever, MockToolRepo, MockUsageMeter, NewMessage, Passage,
-    ProviderError, ProviderErrorKind, Quota, Recorded, ScoredMemory, TokenBudget, TokenUsage,
-    UsageEvent,
+    KnowledgeCollectionId, KnowledgeDocumentId, Message, MessageRole, MockAgentRepo,
+    MockAttachmentReader, MockChatModel, MockConversationRepo, MockFileRepo, MockLlmCatalog,
+    MockMemoryRepo, MockMessageRepo, MockQuotaSource, MockRetriever, MockToolRepo, MockUsageMeter,
+    NewMessage, Passage, ProviderError, ProviderErrorKind, Quota, Recorded, ScoredMemory,
+    TokenBudget, TokenUsage, UsageEvent,
 };
 use crate::{BudgetPeriod, ChatStream, MicroUsd};
 use futures::StreamExt;
@@ -171,6 +171,7 @@ struct Mocks {
     messages: MockMessageRepo,
     memories: MockMemoryRepo,
     files: MockFileRepo,
+    attachments: MockAttachmentReader,
     usage: MockUsageMeter,
     quotas: MockQuotaSource,
     catalog: MockLlmCatalog,
@@ -187,6 +188,7 @@ impl Mocks {
             messages: MockMessageRepo::new(),
             memories: MockMemoryRepo::new(),
             files: MockFileRepo::new(),
+            attachments: MockAttachmentReader::new(),
             usage: MockUsageMeter::new(),
             quotas: MockQuotaSource::new(),
             catalog: MockLlmCatalog::new(),
@@ -204,6 +206,7 @@ impl Mocks {
                 messages: Arc::new(self.messages),
                 memories: Arc::new(self.memories),
                 files: Arc::new(self.files),
+                attachments: Arc::new(self.attachments),
                 usage: Arc::new(self.usage),
                 quotas: Arc::new(self.quotas),
                 catalog: Arc::new(self.catalog),
@@ -844,6 +847,68 @@ async fn another_users_file_cannot_be_attached() {
         .await
         .unwrap_err();
     assert!(matches!(err, ContentError::NotFound("file")));
+}
+
+#[tokio::test]
+async fn an_attached_files_text_is_in_the_prompt_the_model_gets() {
+    let (t, u) = (TenantId::new(), UserId::new());
+    let conv = conversation(t, u, None);
+    let mut m = Mocks::new();
+    m.permissive();
+    let conv_id = conv.id;
+    m.files.expect_get().returning(move |_, id| {
+        Ok(FileAttachment {
+            id,
+            owner_id: u,
+            conversation_id: Some(conv_id),
+            filename: "lease.md".into(),
+            mime_type: "text/markdown".into(),
+            size_bytes: 22,
+            checksum: "x".into(),
+            storage_key: "k".into(),
+            knowledge_document_id: None,
+            created_at: noon(),
+        })
+    });
+    m.attachments
+        .expect_text()
+        .withf(|_, f, max| {
+            f.filename == "lease.md" && *max == ContentConfig::default().attachment_chars
+        })
+        .times(1)
+        .returning(|_, _, _| Ok(Some("The lease ends in May.".into())));
+    m.conversation_with(&conv, vec![]);
+    m.record_usage();
+    let request = m.model_streams(happy_chunks());
+
+    let answer = m
+        .service()
+        .answer(
+            &ctx_as(t, u, Role::User),
+            conv.id,
+            UserMessage {
+                content: "When does the lease end?".into(),
+                parent: None,
+                files: vec![FileId::new()],
+            },
+        )
+        .await
+        .unwrap();
+    all_events(answer).await;
+    let req = request.lock().unwrap().clone().unwrap();
+    let system = &req.messages[0];
+    assert_eq!(system.role, ChatRole::System);
+    assert!(
+        system
+            .content
+            .contains("<file name=\"lease.md\">\nThe lease ends in May.\n</file>"),
+        "{}",
+        system.content
+    );
+    assert_eq!(
+        req.messages.last().unwrap().content,
+        "When does the lease end?"
+    );
 }
 
 // ----- conversations ----------------------------------------------------------------
