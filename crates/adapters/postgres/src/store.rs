@@ -118,10 +118,16 @@ impl PgStore {
         E: DomainError,
         F: for<'t> FnOnce(&'t DatabaseTransaction) -> BoxFuture<'t, Result<T, E>> + Send,
     {
-        let txn = self
-            .db
-            .begin()
+        // `BEGIN` runs on its own task. sqlx counts a transaction as open only once the
+        // server has answered; a request dropped in between (the client hung up) would
+        // return the connection to the pool inside that transaction, and the next unit
+        // of work on it would commit with its own. On a task the `BEGIN` always
+        // completes, and a dropped request's transaction is then rolled back on drop.
+        let db = self.db.clone();
+        let txn = tokio::spawn(async move { db.begin().await })
             .await
+            .map_err(|e| DbErr::Custom(format!("the task beginning a transaction failed: {e}")))
+            .and_then(|begun| begun)
             .map_err(E::db("begin a transaction"))?;
         set_scope(&txn, scope)
             .await

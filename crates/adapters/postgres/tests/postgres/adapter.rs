@@ -265,3 +265,57 @@ async fn a_rolled_back_unit_of_work_leaves_no_tenant_setting_behind() {
     let p: String = row.try_get("", "p").unwrap();
     assert_eq!((t.as_str(), p.as_str()), ("", ""));
 }
+
+/// The app's pooled connections that sit inside an open transaction.
+async fn idle_in_transaction(observer: &sea_orm::DatabaseConnection, application: &str) -> i64 {
+    let rows = super::support::query(
+        observer,
+        &format!(
+            "SELECT count(*) AS n FROM pg_stat_activity
+              WHERE application_name = '{application}' AND state = 'idle in transaction'"
+        ),
+    )
+    .await;
+    rows[0].try_get("", "n").unwrap()
+}
+
+#[tokio::test]
+async fn a_request_dropped_while_its_transaction_begins_leaves_no_open_transaction_behind() {
+    let setup = store().await;
+    let (_, ctx, admin) = tenant(&setup).await;
+    let application = format!("trellis_drop_{}", uuid::Uuid::now_v7().simple());
+    let url = super::support::app_url();
+    let sep = if url.contains('?') { '&' } else { '?' };
+    let store = PgStore::connect(&format!("{url}{sep}application_name={application}"), 1)
+        .await
+        .unwrap();
+    // Open the pool's one connection, so the next unit of work starts at once.
+    UserRepo::get(&store, &ctx, admin).await.unwrap();
+    // The app role sees its own sessions' state in pg_stat_activity.
+    let observer = raw(&url).await;
+    for polls in 1..=20 {
+        // Dropped after `polls` polls, as when a client hangs up mid-request: after one
+        // poll the unit of work has sent BEGIN and waits for the answer.
+        {
+            let mut call = UserRepo::get(&store, &ctx, admin);
+            for _ in 0..polls {
+                let polled = std::future::poll_fn(|cx| {
+                    std::task::Poll::Ready(call.as_mut().poll(cx).is_ready())
+                })
+                .await;
+                if polled {
+                    break;
+                }
+                tokio::task::yield_now().await;
+            }
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        let n = idle_in_transaction(&observer, &application).await;
+        assert_eq!(
+            n, 0,
+            "dropped after {polls} polls: a pooled connection was left inside the request's transaction"
+        );
+        // And the connection still serves the next request.
+        UserRepo::get(&store, &ctx, admin).await.unwrap();
+    }
+}
