@@ -70,8 +70,10 @@ pub async fn spawn_app_with(adjust: impl FnOnce(&mut Config)) -> TestApp {
         password_cost: PasswordCost::InsecureFastForTests,
         ..Config::default()
     };
+    // In the checkout's git-ignored `.trellis`, not a shared temp directory: a
+    // directory another user made first would not be writable.
     config.rag.blobs = Some(trellis_app::BlobSetting::Dir(
-        std::env::temp_dir().join("trellis-blackbox-blobs"),
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../.trellis/test-blobs"),
     ));
     adjust(&mut config);
     let app = bootstrap(&config).await.expect("app failed to start");
