@@ -258,6 +258,38 @@ pub async fn documents_are_found_by_checksum_and_status_changes_stick(p: &Ports,
     );
 }
 
+pub async fn document_names_are_read_in_one_call_and_only_the_tenants(p: &Ports, r: &RagPorts) {
+    let (_, a, _) = tenant(p).await;
+    let (_, b, _) = tenant(p).await;
+    let c = collection(r, &a, "Docs").await;
+    let d1 = document(r, &a, c.id, "first").await;
+    let d2 = document(r, &a, c.id, "second").await;
+    let gone = document(r, &a, c.id, "gone").await;
+    r.documents.delete(&a, gone.id).await.unwrap();
+    let names = r
+        .documents
+        .original_names(&a, &[d1.id, d2.id, gone.id, DocumentId::new()])
+        .await
+        .unwrap();
+    assert_eq!(names.len(), 2, "{names:?}");
+    assert_eq!(names[&d1.id], "first.md");
+    assert_eq!(names[&d2.id], "second.md");
+    assert!(
+        r.documents
+            .original_names(&b, &[d1.id, d2.id])
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert!(
+        r.documents
+            .original_names(&a, &[])
+            .await
+            .unwrap()
+            .is_empty()
+    );
+}
+
 pub async fn replacing_a_documents_chunks_never_duplicates_them(p: &Ports, r: &RagPorts) {
     let (_, a, _) = tenant(p).await;
     let c = collection(r, &a, "Docs").await;

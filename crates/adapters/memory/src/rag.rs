@@ -311,6 +311,22 @@ impl DocumentRepo for MemoryRag {
             .ok_or(RagError::NotFound("document"))
     }
 
+    async fn original_names(
+        &self,
+        ctx: &TenantCtx,
+        ids: &[DocumentId],
+    ) -> Result<HashMap<DocumentId, String>> {
+        let db = self.read();
+        Ok(ids
+            .iter()
+            .filter_map(|id| {
+                db.documents
+                    .get(&(ctx.tenant_id(), *id))
+                    .map(|d| (d.id, d.original_name.clone()))
+            })
+            .collect())
+    }
+
     async fn find_by_checksum(
         &self,
         ctx: &TenantCtx,

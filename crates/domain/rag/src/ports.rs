@@ -9,6 +9,7 @@ use crate::{
     StatusChange,
 };
 use async_trait::async_trait;
+use std::collections::HashMap;
 use trellis_kernel::{Page, PageRequest, TenantCtx, TenantId, Timestamp};
 
 /// Knowledge collections.
@@ -54,6 +55,13 @@ pub trait DocumentRepo: Send + Sync + 'static {
     /// # Errors
     /// `NotFound` when no such document exists in this tenant.
     async fn get(&self, ctx: &TenantCtx, id: DocumentId) -> Result<Document>;
+    /// The original names of these documents, for citations, in one read; an id that
+    /// is not this tenant's (or was deleted) is simply absent.
+    async fn original_names(
+        &self,
+        ctx: &TenantCtx,
+        ids: &[DocumentId],
+    ) -> Result<HashMap<DocumentId, String>>;
     /// The document with these bytes already in the collection, if any.
     async fn find_by_checksum(
         &self,

@@ -898,21 +898,19 @@ impl RagService {
             .into_iter()
             .map(|c| (c.id, c))
             .collect();
-        let mut names: HashMap<DocumentId, String> = HashMap::new();
+        let mut documents: Vec<DocumentId> = chunks.values().map(|c| c.document_id).collect();
+        documents.sort_unstable();
+        documents.dedup();
+        let names = self.documents.original_names(ctx, &documents).await?;
         let mut hits = Vec::with_capacity(ranked.len());
         for (id, score, vector_score, text_score) in ranked {
-            // A chunk deleted between index and lookup is simply not a result.
+            // A chunk (or document) deleted between index and lookup is simply not a
+            // result.
             let Some(chunk) = chunks.get(&id) else {
                 continue;
             };
             if !names.contains_key(&chunk.document_id) {
-                match self.documents.get(ctx, chunk.document_id).await {
-                    Ok(d) => {
-                        names.insert(d.id, d.original_name);
-                    }
-                    Err(RagError::NotFound(_)) => continue,
-                    Err(e) => return Err(e),
-                }
+                continue;
             }
             hits.push(SearchHit {
                 chunk_id: id,
