@@ -3,86 +3,13 @@
 //! OpenAI-compatible provider; errors are problem documents with an OpenAI-style
 //! `error` member; and the official `openai` Python SDK works against it unchanged.
 
+use crate::content::{Requests, fake_llm_recording};
 use serde_json::{Value, json};
-use std::sync::{Arc, Mutex};
-use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
-use tokio::net::TcpListener;
 use trellis_tests::{TestApp, TestTenant, problem, spawn_app_with};
 
-/// The streamed answer the fake provider sends for every request.
-const FAKE_STREAM: &str = concat!(
-    "data: {\"choices\":[{\"delta\":{\"content\":\"Hello\"}}]}\n\n",
-    "data: {\"choices\":[{\"delta\":{\"content\":\" world\"}}]}\n\n",
-    "data: {\"choices\":[{\"delta\":{},\"finish_reason\":\"stop\"}]}\n\n",
-    "data: {\"choices\":[],\"usage\":{\"prompt_tokens\":12,\"completion_tokens\":2,\"total_tokens\":14}}\n\n",
-    "data: [DONE]\n\n",
-);
-
-/// Request bodies the fake provider received, in order.
-type Seen = Arc<Mutex<Vec<Value>>>;
-
-/// Reads one HTTP request off the socket and returns its JSON body.
-async fn read_body(socket: &mut tokio::net::TcpStream) -> Option<Value> {
-    let mut buf = Vec::new();
-    let mut chunk = [0u8; 4096];
-    loop {
-        let n = socket.read(&mut chunk).await.ok()?;
-        if n == 0 {
-            return None;
-        }
-        buf.extend_from_slice(&chunk[..n]);
-        if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
-            let head = String::from_utf8_lossy(&buf[..end]).to_lowercase();
-            let length = head
-                .lines()
-                .find_map(|l| l.strip_prefix("content-length:"))
-                .and_then(|v| v.trim().parse::<usize>().ok())
-                .unwrap_or(0);
-            while buf.len() < end + 4 + length {
-                let n = socket.read(&mut chunk).await.ok()?;
-                if n == 0 {
-                    return None;
-                }
-                buf.extend_from_slice(&chunk[..n]);
-            }
-            return serde_json::from_slice(&buf[end + 4..end + 4 + length]).ok();
-        }
-    }
-}
-
-/// A fake OpenAI-compatible provider on 127.0.0.1; returns its `/v1` base URL and
-/// the bodies it is sent.
-async fn fake_llm() -> (String, Seen) {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let seen: Seen = Arc::default();
-    let log = seen.clone();
-    tokio::spawn(async move {
-        loop {
-            let Ok((mut socket, _)) = listener.accept().await else {
-                return;
-            };
-            let log = log.clone();
-            tokio::spawn(async move {
-                if let Some(body) = read_body(&mut socket).await {
-                    log.lock().unwrap().push(body);
-                }
-                let head = format!(
-                    "HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
-                    FAKE_STREAM.len()
-                );
-                let _ = socket.write_all(head.as_bytes()).await;
-                let _ = socket.write_all(FAKE_STREAM.as_bytes()).await;
-                let _ = socket.shutdown().await;
-            });
-        }
-    });
-    (format!("http://{addr}/v1"), seen)
-}
-
 /// An app whose OpenAI-compatible provider is a fresh fake.
-async fn app() -> (TestApp, Seen) {
-    let (url, seen) = fake_llm().await;
+async fn app() -> (TestApp, Requests) {
+    let (url, seen) = fake_llm_recording().await;
     (spawn_app_with(|c| c.llm_base_url = Some(url)).await, seen)
 }
 
@@ -189,7 +116,7 @@ async fn an_api_key_gets_a_whole_completion_from_the_agent_named_as_the_model() 
 
     // The provider was asked with the agent's model, instructions first, and the
     // request's temperature over the agent's.
-    let sent = seen.lock().unwrap().last().cloned().unwrap();
+    let sent: Value = serde_json::from_str(seen.lock().unwrap().last().unwrap()).unwrap();
     assert_eq!(sent["model"], "fake-model");
     let temperature = sent["temperature"].as_f64().unwrap();
     assert!((temperature - 0.9).abs() < 1e-6, "{sent}");

@@ -268,8 +268,8 @@ fn json_request(addr: SocketAddr, path: &str, token: Option<&str>, body: &Value)
 struct Words {
     state: u64,
     /// Cumulative Zipf weights over [`vocabulary`] ranks.
-    cdf: Arc<[f64]>,
-    vocabulary: Arc<[String]>,
+    cdf: Vec<f64>,
+    vocabulary: Vec<String>,
 }
 
 /// The most frequent words of English, ranked first.
@@ -363,8 +363,8 @@ impl Words {
             .collect();
         Self {
             state: seed,
-            cdf: cdf.into(),
-            vocabulary: vocabulary.into(),
+            cdf,
+            vocabulary,
         }
     }
 

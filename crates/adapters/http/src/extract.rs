@@ -52,6 +52,41 @@ fn json_rejection(r: &JsonRejection) -> ApiError {
     body_problem(r.status(), r.body_text())
 }
 
+/// `multipart/form-data`: a request that is not one is a 415 problem. Read its parts
+/// with errors mapped by [`multipart_problem`].
+pub struct Multipart(pub axum::extract::Multipart);
+
+impl<S: Send + Sync> FromRequest<S> for Multipart {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+        axum::extract::Multipart::from_request(req, state)
+            .await
+            .map(Multipart)
+            .map_err(|e| {
+                ApiError::new(
+                    ProblemType::UnsupportedMediaType,
+                    format!("expected multipart/form-data: {e}"),
+                )
+            })
+    }
+}
+
+/// A part that cannot be read: 413 past the body limit, 400 `malformed-body` otherwise.
+pub fn multipart_problem(e: axum::extract::multipart::MultipartError) -> ApiError {
+    if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+        ApiError::new(
+            ProblemType::PayloadTooLarge,
+            "the upload is larger than allowed",
+        )
+    } else {
+        ApiError::new(
+            ProblemType::MalformedBody,
+            format!("malformed multipart body: {e}"),
+        )
+    }
+}
+
 impl<T: Serialize> IntoResponse for Json<T> {
     fn into_response(self) -> Response {
         axum::Json(self.0).into_response()

@@ -5,11 +5,11 @@
 
 use super::created;
 use crate::auth::TenantAuth;
-use crate::extract::{Json, Path};
+use crate::extract::{Json, Multipart, Path, multipart_problem};
 use crate::problem::{ApiError, FieldError, Problem, ProblemType};
 use crate::state::AppState;
 use axum::Router;
-use axum::extract::{Multipart, State};
+use axum::extract::State;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -108,30 +108,11 @@ pub async fn upload(
     State(state): State<AppState>,
     TenantAuth(ctx): TenantAuth,
     Path(id): Path<Uuid>,
-    multipart: Result<Multipart, axum::extract::multipart::MultipartRejection>,
+    Multipart(mut multipart): Multipart,
 ) -> Result<Response, ApiError> {
     let service = files(&state)?;
-    let mut multipart = multipart.map_err(|e| {
-        ApiError::new(
-            ProblemType::UnsupportedMediaType,
-            format!("expected multipart/form-data: {e}"),
-        )
-    })?;
-    let malformed = |e: axum::extract::multipart::MultipartError| {
-        if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
-            ApiError::new(
-                ProblemType::PayloadTooLarge,
-                "the upload is larger than allowed",
-            )
-        } else {
-            ApiError::new(
-                ProblemType::MalformedBody,
-                format!("malformed multipart body: {e}"),
-            )
-        }
-    };
     let mut file = None;
-    while let Some(field) = multipart.next_field().await.map_err(malformed)? {
+    while let Some(field) = multipart.next_field().await.map_err(multipart_problem)? {
         if field.name() != Some("file") || file.is_some() {
             return Err(ApiError::new(
                 ProblemType::MalformedBody,
@@ -139,7 +120,7 @@ pub async fn upload(
             ));
         }
         let filename = field.file_name().unwrap_or("upload").to_owned();
-        let bytes = field.bytes().await.map_err(malformed)?;
+        let bytes = field.bytes().await.map_err(multipart_problem)?;
         file = Some(UploadFile {
             filename,
             bytes: bytes.to_vec(),

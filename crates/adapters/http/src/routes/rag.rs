@@ -3,12 +3,12 @@
 
 use super::{PageQuery, created, list_response};
 use crate::auth::TenantAuth;
-use crate::extract::{Json, Path, Query};
+use crate::extract::{Json, Multipart, Path, Query, multipart_problem};
 use crate::problem::{ApiError, Problem, ProblemType};
 use crate::state::AppState;
 use crate::validate::{Fields, double_option};
 use axum::Router;
-use axum::extract::{Multipart, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -533,39 +533,20 @@ pub async fn upload(
     State(state): State<AppState>,
     TenantAuth(ctx): TenantAuth,
     Path(id): Path<Uuid>,
-    multipart: Result<Multipart, axum::extract::multipart::MultipartRejection>,
+    Multipart(mut multipart): Multipart,
 ) -> Result<Response, ApiError> {
     let service = rag(&state)?;
-    let mut multipart = multipart.map_err(|e| {
-        ApiError::new(
-            ProblemType::UnsupportedMediaType,
-            format!("expected multipart/form-data: {e}"),
-        )
-    })?;
     let mut file: Option<(String, Vec<u8>)> = None;
     let mut metadata = BTreeMap::new();
-    let malformed = |e: axum::extract::multipart::MultipartError| {
-        if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
-            ApiError::new(
-                ProblemType::PayloadTooLarge,
-                "the upload is larger than allowed",
-            )
-        } else {
-            ApiError::new(
-                ProblemType::MalformedBody,
-                format!("malformed multipart body: {e}"),
-            )
-        }
-    };
-    while let Some(field) = multipart.next_field().await.map_err(malformed)? {
+    while let Some(field) = multipart.next_field().await.map_err(multipart_problem)? {
         match field.name() {
             Some("file") => {
                 let name = field.file_name().unwrap_or("upload").to_owned();
-                let bytes = field.bytes().await.map_err(malformed)?;
+                let bytes = field.bytes().await.map_err(multipart_problem)?;
                 file = Some((name, bytes.to_vec()));
             }
             Some("metadata") => {
-                let text = field.text().await.map_err(malformed)?;
+                let text = field.text().await.map_err(multipart_problem)?;
                 metadata = serde_json::from_str(&text).map_err(|_| {
                     ApiError::validation(vec![crate::problem::FieldError::new(
                         "metadata",

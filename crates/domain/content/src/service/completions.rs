@@ -449,33 +449,17 @@ impl CompletionJob {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::service::tests::{FixedClock, TokioSpawner, catalog_entry, happy_chunks, noon};
     use crate::{
         AgentConfig, AgentId, AgentTier, BudgetPeriod, ChatChunk, ChatStream, ContentConfig,
         ContentPorts, KnowledgeCollectionId, KnowledgeDocumentId, LlmModel, MicroUsd,
         MockAgentRepo, MockChatModel, MockConversationRepo, MockFileRepo, MockLlmCatalog,
         MockMemoryRepo, MockMessageRepo, MockQuotaSource, MockRetriever, MockToolRepo,
-        MockUsageMeter, Passage, ProviderErrorKind, Quota, Recorded, TaskSpawner, TokenBudget,
+        MockUsageMeter, Passage, ProviderErrorKind, Quota, Recorded, TokenBudget,
     };
-    use futures::future::BoxFuture;
     use std::sync::Mutex;
     use std::time::Duration;
     use trellis_kernel::{Actor, Role, TenantId};
-
-    struct TokioSpawner;
-    impl TaskSpawner for TokioSpawner {
-        fn spawn(&self, task: BoxFuture<'static, ()>) {
-            tokio::spawn(task);
-        }
-    }
-
-    struct FixedClock;
-    impl Clock for FixedClock {
-        fn now(&self) -> Timestamp {
-            chrono::DateTime::parse_from_rfc3339("2026-03-14T12:00:00Z")
-                .unwrap()
-                .with_timezone(&chrono::Utc)
-        }
-    }
 
     fn ctx(role: Role) -> TenantCtx {
         TenantCtx::authenticated(TenantId::new(), Actor::User(UserId::new()), role, None)
@@ -535,18 +519,6 @@ mod tests {
         }
     }
 
-    fn happy_chunks() -> Vec<ChatChunk> {
-        vec![
-            ChatChunk::Delta("Within ".into()),
-            ChatChunk::Delta("14 days [1].".into()),
-            ChatChunk::Usage(TokenUsage {
-                prompt_tokens: 120,
-                completion_tokens: 8,
-            }),
-            ChatChunk::Finish(FinishReason::Stop),
-        ]
-    }
-
     /// The ports a completion uses, as mocks; the rest must never be called.
     struct Mocks {
         agents: MockAgentRepo,
@@ -572,16 +544,9 @@ mod tests {
             m.agents
                 .expect_find_by_name()
                 .returning(move |_, name| Ok((name == agent.config.name).then(|| agent.clone())));
-            m.catalog.expect_get().returning(|_, provider, name| {
-                Ok(LlmModel {
-                    provider,
-                    name: name.into(),
-                    context_window: 100_000,
-                    supports_streaming: true,
-                    input_price_per_1k: MicroUsd(1),
-                    output_price_per_1k: MicroUsd(2),
-                })
-            });
+            m.catalog
+                .expect_get()
+                .returning(|_, provider, name| Ok(catalog_entry(provider, name, true)));
             m.quotas.expect_quota().returning(|_| Ok(Quota::default()));
             m.retriever
                 .expect_retrieve()
@@ -625,7 +590,7 @@ mod tests {
                     chat: Arc::new(self.chat),
                     retriever: Arc::new(self.retriever),
                     spawner: Arc::new(TokioSpawner),
-                    clock: Arc::new(FixedClock),
+                    clock: Arc::new(FixedClock(noon())),
                 },
                 ContentConfig::default(),
             )

@@ -17,21 +17,21 @@ use std::sync::Mutex;
 use std::time::Duration;
 use trellis_kernel::{TenantId, Timestamp};
 
-struct TokioSpawner;
+pub(super) struct TokioSpawner;
 impl TaskSpawner for TokioSpawner {
     fn spawn(&self, task: BoxFuture<'static, ()>) {
         tokio::spawn(task);
     }
 }
 
-struct FixedClock(Timestamp);
+pub(super) struct FixedClock(pub(super) Timestamp);
 impl Clock for FixedClock {
     fn now(&self) -> Timestamp {
         self.0
     }
 }
 
-fn noon() -> Timestamp {
+pub(super) fn noon() -> Timestamp {
     chrono::DateTime::parse_from_rfc3339("2026-03-14T12:00:00Z")
         .unwrap()
         .with_timezone(&chrono::Utc)
@@ -41,7 +41,7 @@ fn ctx_as(tenant: TenantId, user: UserId, role: Role) -> TenantCtx {
     TenantCtx::authenticated(tenant, Actor::User(user), role, None)
 }
 
-fn catalog_entry(provider: LlmProvider, name: &str, streaming: bool) -> LlmModel {
+pub(super) fn catalog_entry(provider: LlmProvider, name: &str, streaming: bool) -> LlmModel {
     LlmModel {
         provider,
         name: name.into(),
@@ -283,7 +283,7 @@ async fn all_events(a: Answer) -> Vec<AnswerEvent> {
         .expect("the answer ended")
 }
 
-fn happy_chunks() -> Vec<ChatChunk> {
+pub(super) fn happy_chunks() -> Vec<ChatChunk> {
     vec![
         ChatChunk::Delta("Within ".into()),
         ChatChunk::Delta("14 days [1].".into()),
