@@ -122,10 +122,11 @@ async fn a_small_tenant_gets_its_exact_top_k_where_plain_hnsw_comes_up_short() {
     );
 }
 
-/// Queries near stored vectors of the big tenant (a stored vector plus noise).
-async fn big_tenant_queries(big: &BigTenant, rng: &mut Rng) -> Vec<Embedding> {
+/// Queries near stored vectors of the big tenant (a stored vector plus noise), one per
+/// position.
+async fn big_tenant_queries(big: &BigTenant, rng: &mut Rng, positions: &[i32]) -> Vec<Embedding> {
     let mut out = Vec::new();
-    for position in [3, 500, 7_777, 20_500] {
+    for &position in positions {
         let v = big_tenant_vector(big, position).await;
         out.push(unit(v.iter().map(|x| x + rng.next() * 0.5).collect()));
     }
@@ -137,7 +138,12 @@ async fn a_tenant_above_the_exact_scan_threshold_gets_k_results_through_hnsw() {
     let store = store().await;
     let big = big_tenant(&store).await;
     let mut rng = Rng::new(11);
-    let queries = big_tenant_queries(&big, &mut rng).await;
+    // Twenty questions spread over the clusters: HNSW on clustered data occasionally
+    // walks into a neighbouring cluster and misses a whole top k (measured at about
+    // one query in a few hundred with this ef_search, more on a graph built under the
+    // load of the full suite), so the bar is recall over many queries, not each one.
+    let positions: Vec<i32> = (0..20).map(|i| 3 + i * 1_049).collect();
+    let queries = big_tenant_queries(&big, &mut rng, &positions).await;
     let scans_before = hnsw_scans().await;
 
     let (mut found, mut wanted) = (0, 0);
@@ -177,7 +183,9 @@ async fn filters_on_a_big_tenant_still_yield_k_matching_results() {
         metadata: meta(&[("group", "1")]),
     };
     let (mut found, mut wanted) = (0, 0);
-    for q in big_tenant_queries(&big, &mut rng).await {
+    // Many questions for the same reason as above.
+    let positions: Vec<i32> = (0..12).map(|i| 500 + i * 1_699).collect();
+    for q in big_tenant_queries(&big, &mut rng, &positions).await {
         let hits = vector_search(&store, &big.ctx, &q, &filter, 10).await;
         assert_eq!(hits.len(), 10);
         assert_best_first(&hits);
