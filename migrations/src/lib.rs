@@ -14,6 +14,7 @@ mod m20261122_000004_rag_model_change;
 mod m20261122_000005_create_content;
 mod m20261122_000006_vector_generations;
 mod m20261202_000007_gin_without_pending_list;
+mod m20261202_000008_rank_chunk_text;
 
 pub use sea_orm_migration::MigratorTrait;
 
@@ -32,6 +33,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261122_000005_create_content::Migration),
             Box::new(m20261122_000006_vector_generations::Migration),
             Box::new(m20261202_000007_gin_without_pending_list::Migration),
+            Box::new(m20261202_000008_rank_chunk_text::Migration),
         ]
     }
 }

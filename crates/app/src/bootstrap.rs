@@ -111,10 +111,14 @@ pub async fn bootstrap(config: &Config) -> anyhow::Result<App> {
                 let blobs = blob_store(config.rag.blobs.as_ref().unwrap_or(&default_dir))?;
                 let mut rag_ports = rag_store_ports(&store, blobs);
                 if config.rag.vector_cache_max_vectors > 0 {
-                    rag_ports.vectors = Arc::new(PgVectorCache::new(
+                    // One replica answers both: vector search, and which chunks a
+                    // full-text query can match.
+                    let replica = Arc::new(PgVectorCache::new(
                         store.clone(),
                         config.rag.vector_cache_max_vectors,
                     ));
+                    rag_ports.vectors = replica.clone();
+                    rag_ports.text = replica;
                 }
                 let content_ports = content_store_ports(&store);
                 (

@@ -19,6 +19,7 @@ mod postgres {
     pub mod rag_repos;
     pub mod rag_search;
     pub mod rag_support;
+    pub mod rag_text_replica;
     pub mod rag_vector_cache;
     pub mod rls;
     pub mod roles;

@@ -21,6 +21,7 @@ mod rag_documents;
 mod rag_jobs;
 mod rag_model_change;
 mod rag_search;
+mod rag_text_candidates;
 mod rag_vector_cache;
 mod refresh_tokens;
 mod tenants;

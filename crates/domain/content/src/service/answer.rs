@@ -346,8 +346,6 @@ impl ContentService {
         new_user: Option<NewMessage>,
     ) -> Result<Answer> {
         let me = acting_user(ctx)?;
-        self.enforce_quota(ctx, me).await?;
-        let setup = self.setup(ctx, conv).await?;
         let question: String = new_user
             .as_ref()
             .map(|m| m.content.as_str())
@@ -357,27 +355,39 @@ impl ContentService {
             // Retrieval and full-text search take bounded queries.
             .take(2000)
             .collect();
-        let passages = if setup.collections.is_empty() || question.trim().is_empty() {
-            Vec::new()
-        } else {
-            self.retriever
-                .retrieve(ctx, &setup.collections, &question, self.config.retrieval_k)
-                .await?
+        // Everything below only reads, so it runs side by side: an answer's first token
+        // waits for the slowest of these, not for their sum.
+        let setup_and_passages = async {
+            let setup = self.setup(ctx, conv).await?;
+            let passages = if setup.collections.is_empty() || question.trim().is_empty() {
+                Vec::new()
+            } else {
+                self.retriever
+                    .retrieve(ctx, &setup.collections, &question, self.config.retrieval_k)
+                    .await?
+            };
+            Ok::<_, ContentError>((setup, passages))
         };
-        let memories: Vec<Memory> = if self.config.memory_k == 0 || question.trim().is_empty() {
-            Vec::new()
-        } else {
-            self.memories
-                .search(ctx, me, &question, self.config.memory_k)
-                .await?
-                .into_iter()
-                .map(|s| s.memory)
-                .collect()
+        let memories = async {
+            if self.config.memory_k == 0 || question.trim().is_empty() {
+                return Ok(Vec::new());
+            }
+            Ok::<_, ContentError>(
+                self.memories
+                    .search(ctx, me, &question, self.config.memory_k)
+                    .await?
+                    .into_iter()
+                    .map(|s| s.memory)
+                    .collect::<Vec<Memory>>(),
+            )
         };
-
-        let attachments = self
-            .attached_texts(ctx, &history, new_user.as_ref())
-            .await?;
+        let ((), (setup, passages), memories, attachments) = futures::future::try_join4(
+            self.enforce_quota(ctx, me),
+            setup_and_passages,
+            memories,
+            self.attached_texts(ctx, &history, new_user.as_ref()),
+        )
+        .await?;
 
         // Only now, with nothing left to refuse, is the user's message stored.
         let user_message = match new_user {
