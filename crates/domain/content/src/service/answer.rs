@@ -356,7 +356,8 @@ impl ContentService {
             .take(2000)
             .collect();
         // Everything below only reads, so it runs side by side: an answer's first token
-        // waits for the slowest of these, not for their sum.
+        // waits for the slowest of these, not for their sum. The first failure (a spent
+        // quota, typically the quickest read) drops the others, embedding call included.
         let setup_and_passages = async {
             let setup = self.setup(ctx, conv).await?;
             let passages = if setup.collections.is_empty() || question.trim().is_empty() {
