@@ -29,11 +29,7 @@ async fn tenant_llm(
 ) -> Result<Option<(trellis_tenancy::LlmConfig, Option<String>)>> {
     let system = TenantCtx::system(ctx.tenant_id());
     let unexpected = |e: trellis_tenancy::TenancyError| ContentError::Unexpected(e.into());
-    let Some(config) = tenancy.llm(&system).await.map_err(unexpected)? else {
-        return Ok(None);
-    };
-    let key = tenancy.llm_api_key(&system).await.map_err(unexpected)?;
-    Ok(Some((config, key)))
+    tenancy.llm_with_api_key(&system).await.map_err(unexpected)
 }
 
 /// Routes each request to a client built from the tenant's configuration.

@@ -271,22 +271,29 @@ impl TenancyService {
         self.repo.put_llm(ctx, llm).await
     }
 
-    /// The tenant's decrypted LLM API key, for server-side calls to the provider only.
+    /// The tenant's LLM configuration with its decrypted API key, for server-side calls
+    /// to the provider only; one read, since every answer needs both.
     ///
     /// # Errors
     /// `Forbidden` without `tenant_read`; `Unexpected` when the key cannot be opened.
-    pub async fn llm_api_key(&self, ctx: &TenantCtx) -> Result<Option<String>> {
+    pub async fn llm_with_api_key(
+        &self,
+        ctx: &TenantCtx,
+    ) -> Result<Option<(LlmConfig, Option<String>)>> {
         require(ctx, Permission::TenantRead)?;
         let Some(cfg) = self.repo.llm(ctx).await? else {
             return Ok(None);
         };
-        cfg.api_key
+        let key = cfg
+            .api_key
+            .as_ref()
             .map(|sealed| {
                 self.cipher
-                    .open(&sealed, ctx.tenant_id().as_uuid().as_bytes())
+                    .open(sealed, ctx.tenant_id().as_uuid().as_bytes())
             })
             .transpose()
-            .map_err(TenancyError::Unexpected)
+            .map_err(TenancyError::Unexpected)?;
+        Ok(Some((cfg, key)))
     }
 }
 
@@ -368,6 +375,39 @@ mod tests {
         assert_eq!(saved.api_key_hint.as_deref(), Some("sk-…3456"));
         let sealed = saved.api_key.unwrap();
         assert_eq!(sealed.ciphertext, tid.as_uuid().as_bytes().to_vec());
+    }
+
+    #[tokio::test]
+    async fn the_llm_configuration_and_its_opened_key_come_from_one_read() {
+        let tid = TenantId::new();
+        let mut repo = MockTenantRepo::new();
+        repo.expect_llm().times(1).returning(|_| {
+            Ok(Some(LlmConfig {
+                provider: LlmProvider::Openai,
+                model: "gpt-4o-mini".into(),
+                temperature: 0.2,
+                max_tokens: 512,
+                api_key: Some(SealedSecret {
+                    key_id: "k1".into(),
+                    ciphertext: b"sealed".to_vec(),
+                }),
+                api_key_hint: Some("sk-…3456".into()),
+                updated_at: chrono::Utc::now(),
+            }))
+        });
+        let mut cipher = MockSecretCipher::new();
+        cipher
+            .expect_open()
+            .times(1)
+            .returning(|_, _| Ok("sk-opened".into()));
+        let svc = service(repo, cipher);
+        let (config, key) = svc
+            .llm_with_api_key(&TenantCtx::system(tid))
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(config.model, "gpt-4o-mini");
+        assert_eq!(key.as_deref(), Some("sk-opened"));
     }
 
     #[tokio::test]

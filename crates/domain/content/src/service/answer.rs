@@ -109,12 +109,11 @@ impl Stream for AnswerStream {
     }
 }
 
-/// The model, parameters and grounding an answer in a conversation uses.
+/// The model, parameters and grounding an answer in a conversation uses (what the
+/// catalogue says of the model is looked up while retrieval runs).
 struct Setup {
     provider: LlmProvider,
     model: String,
-    context_window: u32,
-    streaming: bool,
     parameters: ModelParameters,
     instructions: String,
     output_format: Option<String>,
@@ -138,10 +137,9 @@ impl ContentService {
     ) -> Result<Answer> {
         require(ctx, Permission::ChatUse)?;
         let me = acting_user(ctx)?;
-        let conv = self.postable_conversation(ctx, conversation).await?;
         let content = self.message_text(&message.content)?;
+        let (conv, messages) = self.conversation_and_messages(ctx, conversation).await?;
         self.check_files(ctx, me, conv.id, &message.files).await?;
-        let messages = self.messages.for_conversation(ctx, conv.id).await?;
         let parent = match message.parent {
             Some(p) if messages.iter().any(|m| m.id == p) => Some(p),
             Some(_) => return Err(ContentError::NotFound("message")),
@@ -169,9 +167,8 @@ impl ContentService {
     ) -> Result<Answer> {
         require(ctx, Permission::ChatUse)?;
         let me = acting_user(ctx)?;
-        let conv = self.postable_conversation(ctx, conversation).await?;
         let content = self.message_text(&content)?;
-        let messages = self.messages.for_conversation(ctx, conv.id).await?;
+        let (conv, messages) = self.conversation_and_messages(ctx, conversation).await?;
         let original = messages
             .iter()
             .find(|m| m.id == message)
@@ -195,14 +192,28 @@ impl ContentService {
         answer: MessageId,
     ) -> Result<Answer> {
         require(ctx, Permission::ChatUse)?;
-        let conv = self.postable_conversation(ctx, conversation).await?;
-        let messages = self.messages.for_conversation(ctx, conv.id).await?;
+        let (conv, messages) = self.conversation_and_messages(ctx, conversation).await?;
         let question = tree::regeneration_parent(&messages, answer)?;
         let history = tree::path_to(&messages, question.id)?
             .into_iter()
             .cloned()
             .collect();
         self.respond(ctx, &conv, history, None).await
+    }
+
+    /// One's own conversation, not archived, with its messages. Both are read at once:
+    /// the messages of a conversation the caller may not post in are read for nothing
+    /// (and never returned), which costs less than waiting for one read before the other.
+    async fn conversation_and_messages(
+        &self,
+        ctx: &TenantCtx,
+        id: ConversationId,
+    ) -> Result<(Conversation, Vec<Message>)> {
+        futures::future::try_join(
+            self.postable_conversation(ctx, id),
+            self.messages.for_conversation(ctx, id),
+        )
+        .await
     }
 
     /// One's own conversation, not archived.
@@ -252,6 +263,7 @@ impl ContentService {
         Ok(())
     }
 
+    /// The conversation's (or its agent's) model and grounding.
     async fn setup(&self, ctx: &TenantCtx, conv: &Conversation) -> Result<Setup> {
         let (provider, model, parameters, instructions, output_format, collections) =
             match conv.agent_id {
@@ -282,12 +294,9 @@ impl ContentService {
                     Vec::new(),
                 ),
             };
-        let entry = self.catalog.get(ctx, provider, &model).await?;
         Ok(Setup {
             provider,
             model,
-            context_window: entry.context_window,
-            streaming: entry.supports_streaming,
             parameters,
             instructions,
             output_format,
@@ -360,14 +369,20 @@ impl ContentService {
         // quota, typically the quickest read) drops the others, embedding call included.
         let setup_and_passages = async {
             let setup = self.setup(ctx, conv).await?;
-            let passages = if setup.collections.is_empty() || question.trim().is_empty() {
-                Vec::new()
-            } else {
+            let passages = async {
+                if setup.collections.is_empty() || question.trim().is_empty() {
+                    return Ok(Vec::new());
+                }
                 self.retriever
                     .retrieve(ctx, &setup.collections, &question, self.config.retrieval_k)
-                    .await?
+                    .await
             };
-            Ok::<_, ContentError>((setup, passages))
+            let (entry, passages) = futures::future::try_join(
+                self.catalog.get(ctx, setup.provider, &setup.model),
+                passages,
+            )
+            .await?;
+            Ok::<_, ContentError>((setup, entry, passages))
         };
         let memories = async {
             if self.config.memory_k == 0 || question.trim().is_empty() {
@@ -382,7 +397,7 @@ impl ContentService {
                     .collect::<Vec<Memory>>(),
             )
         };
-        let ((), (setup, passages), memories, attachments) = futures::future::try_join4(
+        let ((), (setup, entry, passages), memories, attachments) = futures::future::try_join4(
             self.enforce_quota(ctx, me),
             setup_and_passages,
             memories,
@@ -408,7 +423,7 @@ impl ContentService {
             .parameters
             .max_tokens()
             .unwrap_or(self.config.default_answer_tokens)
-            .min(setup.context_window / 2);
+            .min(entry.context_window / 2);
         let built = prompt::build(&PromptParts {
             instructions: &setup.instructions,
             output_format: setup.output_format.as_deref(),
@@ -416,7 +431,7 @@ impl ContentService {
             attachments: &attachments,
             passages: &passages,
             history: &path,
-            context_window: setup.context_window,
+            context_window: entry.context_window,
             reserve_tokens: reserve,
         });
 
@@ -431,7 +446,7 @@ impl ContentService {
             assistant_id,
             provider: setup.provider,
             model: setup.model.clone(),
-            streaming: setup.streaming,
+            streaming: entry.supports_streaming,
             prompt_tokens: built.estimated_tokens,
             request: ChatRequest {
                 provider: setup.provider,

@@ -832,6 +832,10 @@ async fn another_users_file_cannot_be_attached() {
             created_at: noon(),
         })
     });
+    // Read alongside the conversation.
+    m.messages
+        .expect_for_conversation()
+        .returning(|_, _| Ok(Vec::new()));
     m.messages.expect_insert().never();
     let err = m
         .service()
