@@ -523,26 +523,6 @@ fn check_message(
     Ok(())
 }
 
-fn to_message(n: NewMessage, at: Timestamp) -> Message {
-    Message {
-        id: n.id,
-        conversation_id: n.conversation_id,
-        parent_id: n.parent_id,
-        role: n.role,
-        content: n.content,
-        author_id: n.author_id,
-        provider: n.provider,
-        model: n.model,
-        finish_reason: n.finish_reason,
-        usage: n.usage,
-        error: n.error,
-        unfinished: n.unfinished,
-        files: n.files,
-        citations: n.citations,
-        created_at: at,
-    }
-}
-
 #[async_trait]
 impl MessageRepo for MemoryContent {
     async fn insert(&self, ctx: &TenantCtx, new: NewMessage) -> Result<Message> {
@@ -559,7 +539,7 @@ impl MessageRepo for MemoryContent {
         let at = now();
         for n in new {
             check_message(&db, tid, &n, &batch)?;
-            batch.push(to_message(n, at));
+            batch.push(n.stored_at(at));
         }
         for m in &batch {
             db.messages.insert((tid, m.id), m.clone());

@@ -197,6 +197,28 @@ impl NewMessage {
         }
     }
 
+    /// The message as it reads once stored at `at`.
+    #[must_use]
+    pub fn stored_at(self, at: Timestamp) -> Message {
+        Message {
+            id: self.id,
+            conversation_id: self.conversation_id,
+            parent_id: self.parent_id,
+            role: self.role,
+            content: self.content,
+            author_id: self.author_id,
+            provider: self.provider,
+            model: self.model,
+            finish_reason: self.finish_reason,
+            usage: self.usage,
+            error: self.error,
+            unfinished: self.unfinished,
+            files: self.files,
+            citations: self.citations,
+            created_at: at,
+        }
+    }
+
     /// The same message again, under a new id in another place of a tree (forks).
     #[must_use]
     pub fn copy_of(

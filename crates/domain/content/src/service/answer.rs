@@ -8,7 +8,11 @@
 //! the user's message is stored, so a refused request leaves nothing behind. Then a
 //! task started through the [`TaskSpawner`](crate::TaskSpawner) port drives the model
 //! and sends events through a bounded channel to the [`AnswerStream`] the caller
-//! holds. That task, not the client's connection, owns the answer:
+//! holds. The task opens the model while the user's message is being stored (a
+//! model's first token takes far longer than an insert, so the answer no longer waits
+//! for both in turn) but relays nothing until that message is stored; if storing it
+//! fails, the task drops the model's request and stores nothing. From then on the
+//! task, not the client's connection, owns the answer:
 //!
 //! - the stream ends → the message is stored whole, usage is recorded, `Done` is sent;
 //! - the provider fails (before or during the stream) → an error message is stored
@@ -35,6 +39,7 @@ use crate::{
     ModelParameters, NewMessage, Result, TokenUsage, UsageEvent, UsageEventId, UsageMeter,
 };
 use futures::channel::{mpsc, oneshot};
+use futures::future::{Either, select};
 use futures::{Stream, StreamExt};
 use std::pin::Pin;
 use std::sync::Arc;
@@ -405,19 +410,22 @@ impl ContentService {
         )
         .await?;
 
-        // Only now, with nothing left to refuse, is the user's message stored.
-        let user_message = match new_user {
+        // With nothing left to refuse, the user's message is stored; the model is
+        // opened at the same time (below), so the answer waits for the slower of the two.
+        let (new_user, parent) = match new_user {
             Some(new) => {
-                let stored = self.messages.insert(ctx, new).await?;
-                history.push(stored.clone());
-                Some(stored)
+                let id = new.id;
+                history.push(new.clone().stored_at(self.clock.now()));
+                (Some(new), id)
             }
-            None => None,
+            None => (
+                None,
+                history
+                    .last()
+                    .map(|m| m.id)
+                    .ok_or(ContentError::NotFound("message"))?,
+            ),
         };
-        let parent = history
-            .last()
-            .map(|m| m.id)
-            .ok_or(ContentError::NotFound("message"))?;
         let path: Vec<&Message> = history.iter().collect();
         let reserve = setup
             .parameters
@@ -460,7 +468,23 @@ impl ContentService {
             usage: self.usage.clone(),
             clock: self.clock.clone(),
         };
-        self.spawner.spawn(Box::pin(job.run(tx, alive_tx)));
+        let (stored_tx, stored_rx) = oneshot::channel();
+        self.spawner.spawn(Box::pin(job.run(
+            tx,
+            alive_tx,
+            new_user.is_some().then_some(stored_rx),
+        )));
+        // A failure here drops `stored_tx`: the job stops before it relays or stores
+        // anything, and the model's request (if already sent) is dropped with it.
+        let user_message = match new_user {
+            Some(new) => {
+                let stored = self.messages.insert(ctx, new).await?;
+                // The job may have ended already (it never waits without a reason).
+                let _ = stored_tx.send(());
+                Some(stored)
+            }
+            None => None,
+        };
         Ok(Answer {
             user_message,
             assistant_message_id: assistant_id,
@@ -492,27 +516,53 @@ struct AnswerJob {
 }
 
 impl AnswerJob {
-    async fn run(self, mut tx: mpsc::Sender<AnswerEvent>, mut alive: oneshot::Sender<()>) {
+    /// `stored`: resolves once the question this answers is stored (`None`: it was
+    /// stored before). Until then the model is opened but nothing is relayed; if it
+    /// is cancelled the question was not stored, and neither is anything else.
+    async fn run(
+        self,
+        mut tx: mpsc::Sender<AnswerEvent>,
+        mut alive: oneshot::Sender<()>,
+        stored: Option<oneshot::Receiver<()>>,
+    ) {
         let mut produced = Produced::default();
-        let ending = self.drive(&mut tx, &mut alive, &mut produced).await;
+        let Some(ending) = self.drive(&mut tx, &mut alive, &mut produced, stored).await else {
+            tracing::debug!(
+                message = %self.assistant_id,
+                "the question was not stored; its answer is dropped"
+            );
+            return;
+        };
         self.finish(ending, produced, &mut tx).await;
     }
 
     /// Opens the model's stream (or completion) and relays it until it ends, fails
-    /// or the client leaves.
+    /// or the client leaves; `None` when the question was never stored.
     async fn drive(
         &self,
         tx: &mut mpsc::Sender<AnswerEvent>,
         alive: &mut oneshot::Sender<()>,
         produced: &mut Produced,
-    ) -> Ending {
+        stored: Option<oneshot::Receiver<()>>,
+    ) -> Option<Ending> {
+        let mut opening = relay::open(&*self.chat, &self.ctx, &self.request, self.streaming);
+        if let Some(stored) = stored {
+            match select(stored, &mut opening).await {
+                Either::Left((Ok(()), _)) => {}
+                Either::Left((Err(oneshot::Canceled), _)) => return None,
+                // Opened first (a fast model): keep its outcome for the relay.
+                Either::Right((opened, stored)) => {
+                    stored.await.ok()?;
+                    opening = Box::pin(futures::future::ready(opened));
+                }
+            }
+        }
         if !self.citations.is_empty()
             && !send(tx, AnswerEvent::Citations(self.citations.clone())).await
         {
-            return Ending::Disconnected;
+            return Some(Ending::Disconnected);
         }
-        let opening = relay::open(&*self.chat, &self.ctx, &self.request, self.streaming);
-        relay::relay(opening, tx, alive, produced, AnswerEvent::Delta).await
+        Some(relay::relay(opening, tx, alive, produced, AnswerEvent::Delta).await)
     }
 
     /// Stores the one assistant message, records usage, and tells the client.

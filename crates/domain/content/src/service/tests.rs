@@ -70,23 +70,7 @@ fn conversation(tenant: TenantId, owner: UserId, agent: Option<AgentId>) -> Conv
 }
 
 fn stored(n: NewMessage) -> Message {
-    Message {
-        id: n.id,
-        conversation_id: n.conversation_id,
-        parent_id: n.parent_id,
-        role: n.role,
-        content: n.content,
-        author_id: n.author_id,
-        provider: n.provider,
-        model: n.model,
-        finish_reason: n.finish_reason,
-        usage: n.usage,
-        error: n.error,
-        unfinished: n.unfinished,
-        files: n.files,
-        citations: n.citations,
-        created_at: chrono::Utc::now(),
-    }
+    n.stored_at(chrono::Utc::now())
 }
 
 /// A message `seconds` into the conversation.
@@ -362,6 +346,58 @@ async fn a_user_over_their_quota_is_refused_with_the_reset_time_and_the_model_is
         .code(),
         "quota_exceeded"
     );
+}
+
+#[tokio::test]
+async fn a_question_that_cannot_be_stored_is_refused_and_leaves_no_answer_or_usage_behind() {
+    let (t, u) = (TenantId::new(), UserId::new());
+    let conv = conversation(t, u, None);
+    let mut m = Mocks::new();
+    m.permissive();
+    let c = conv.clone();
+    m.conversations
+        .expect_get()
+        .returning(move |_, _| Ok(c.clone()));
+    m.messages
+        .expect_for_conversation()
+        .returning(|_, _| Ok(vec![]));
+    let inserted = Arc::new(Mutex::new(Vec::new()));
+    let log = inserted.clone();
+    m.messages.expect_insert().returning(move |_, n| {
+        log.lock().unwrap().push(n.role);
+        Err(ContentError::Unexpected(anyhow::anyhow!(
+            "the database went away"
+        )))
+    });
+    let usage = m.record_usage();
+    // The model may be opened while the question is stored; the stream it hands over
+    // is dropped when the answering task is done with it.
+    let in_use = Arc::new(());
+    let held = in_use.clone();
+    m.chat.expect_stream().returning(move |_, _| {
+        let guard = held.clone();
+        Ok(Box::pin(futures::stream::iter(happy_chunks()).map(
+            move |c| {
+                let _ = &guard;
+                c
+            },
+        )))
+    });
+    let err = m
+        .service()
+        .answer(&ctx_as(t, u, Role::User), conv.id, ask("hello"))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, ContentError::Unexpected(_)), "{err:?}");
+    for _ in 0..200 {
+        if Arc::strong_count(&in_use) == 1 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    assert_eq!(*inserted.lock().unwrap(), vec![MessageRole::User]);
+    assert!(usage.lock().unwrap().is_empty());
 }
 
 #[tokio::test]
