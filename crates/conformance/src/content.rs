@@ -526,6 +526,52 @@ pub async fn conversations_are_tenant_scoped_and_filter_by_owner_archived_agent_
     assert_eq!(list(ConversationFilter::default()).await.len(), 3);
 }
 
+pub async fn a_conversations_agent_is_read_through_the_conversation_in_its_tenant_only(
+    p: &Ports,
+    c: &ContentPorts,
+) {
+    let (_, a, admin) = tenant(p).await;
+    let (_, b, _) = tenant(p).await;
+    let agent = c
+        .agents
+        .insert(&a, new_agent(agent_config("Support"), None))
+        .await
+        .unwrap();
+    let with_agent = c
+        .conversations
+        .insert(&a, new_conversation(admin, "Refunds", Some(agent.id)))
+        .await
+        .unwrap();
+    let without = c
+        .conversations
+        .insert(&a, new_conversation(admin, "Plain", None))
+        .await
+        .unwrap();
+    let found = c
+        .agents
+        .for_conversation(&a, with_agent.id)
+        .await
+        .unwrap()
+        .expect("the conversation's agent");
+    assert_eq!(found, c.agents.get(&a, agent.id).await.unwrap());
+    assert_eq!(
+        c.agents.for_conversation(&a, without.id).await.unwrap(),
+        None
+    );
+    assert_eq!(
+        c.agents
+            .for_conversation(&a, ConversationId::new())
+            .await
+            .unwrap(),
+        None
+    );
+    assert_eq!(
+        c.agents.for_conversation(&b, with_agent.id).await.unwrap(),
+        None,
+        "another tenant reads nothing through the conversation"
+    );
+}
+
 pub async fn messages_form_a_tree_that_reads_back_whole(p: &Ports, c: &ContentPorts) {
     let (_, a, admin) = tenant(p).await;
     let (_, b, _) = tenant(p).await;

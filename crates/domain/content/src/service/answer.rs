@@ -34,7 +34,7 @@ use crate::model::text;
 use crate::prompt::{self, AttachedText, PromptParts};
 use crate::tree;
 use crate::{
-    ChatModel, ChatRequest, Citation, ContentError, Conversation, ConversationId, FileId,
+    Agent, ChatModel, ChatRequest, Citation, ContentError, Conversation, ConversationId, FileId,
     FinishReason, KnowledgeCollectionId, Memory, Message, MessageId, MessageRepo, MessageRole,
     ModelParameters, NewMessage, Result, TokenUsage, UsageEvent, UsageEventId, UsageMeter,
 };
@@ -125,6 +125,13 @@ struct Setup {
     collections: Vec<KnowledgeCollectionId>,
 }
 
+/// What answering reads about a conversation before anything else.
+struct Thread {
+    conversation: Conversation,
+    messages: Vec<Message>,
+    agent: Option<Agent>,
+}
+
 impl ContentService {
     /// Sends a message in one's own conversation and starts the answer.
     ///
@@ -143,7 +150,11 @@ impl ContentService {
         require(ctx, Permission::ChatUse)?;
         let me = acting_user(ctx)?;
         let content = self.message_text(&message.content)?;
-        let (conv, messages) = self.conversation_and_messages(ctx, conversation).await?;
+        let Thread {
+            conversation: conv,
+            messages,
+            agent,
+        } = self.conversation_and_messages(ctx, conversation).await?;
         self.check_files(ctx, me, conv.id, &message.files).await?;
         let parent = match message.parent {
             Some(p) if messages.iter().any(|m| m.id == p) => Some(p),
@@ -155,7 +166,7 @@ impl ContentService {
             None => Vec::new(),
         };
         let new = NewMessage::from_user(conv.id, parent, me, content, message.files);
-        self.respond(ctx, &conv, history, Some(new)).await
+        self.respond(ctx, &conv, agent, history, Some(new)).await
     }
 
     /// Edits a user message: a new sibling with the new text, then its answer. The
@@ -173,7 +184,11 @@ impl ContentService {
         require(ctx, Permission::ChatUse)?;
         let me = acting_user(ctx)?;
         let content = self.message_text(&content)?;
-        let (conv, messages) = self.conversation_and_messages(ctx, conversation).await?;
+        let Thread {
+            conversation: conv,
+            messages,
+            agent,
+        } = self.conversation_and_messages(ctx, conversation).await?;
         let original = messages
             .iter()
             .find(|m| m.id == message)
@@ -183,7 +198,7 @@ impl ContentService {
             Some(p) => tree::path_to(&messages, p)?.into_iter().cloned().collect(),
             None => Vec::new(),
         };
-        self.respond(ctx, &conv, history, Some(new)).await
+        self.respond(ctx, &conv, agent, history, Some(new)).await
     }
 
     /// Writes another answer to the question `answer` answered, as its sibling.
@@ -197,28 +212,39 @@ impl ContentService {
         answer: MessageId,
     ) -> Result<Answer> {
         require(ctx, Permission::ChatUse)?;
-        let (conv, messages) = self.conversation_and_messages(ctx, conversation).await?;
+        let Thread {
+            conversation: conv,
+            messages,
+            agent,
+        } = self.conversation_and_messages(ctx, conversation).await?;
         let question = tree::regeneration_parent(&messages, answer)?;
         let history = tree::path_to(&messages, question.id)?
             .into_iter()
             .cloned()
             .collect();
-        self.respond(ctx, &conv, history, None).await
+        self.respond(ctx, &conv, agent, history, None).await
     }
 
-    /// One's own conversation, not archived, with its messages. Both are read at once:
-    /// the messages of a conversation the caller may not post in are read for nothing
-    /// (and never returned), which costs less than waiting for one read before the other.
+    /// One's own conversation, not archived, with its messages and its agent. All
+    /// three are read at once: the messages and agent of a conversation the caller may
+    /// not post in are read for nothing (and never returned), which costs less than
+    /// waiting for one read before the others.
     async fn conversation_and_messages(
         &self,
         ctx: &TenantCtx,
         id: ConversationId,
-    ) -> Result<(Conversation, Vec<Message>)> {
-        futures::future::try_join(
+    ) -> Result<Thread> {
+        let (conversation, messages, agent) = futures::future::try_join3(
             self.postable_conversation(ctx, id),
             self.messages.for_conversation(ctx, id),
+            self.agents.for_conversation(ctx, id),
         )
-        .await
+        .await?;
+        Ok(Thread {
+            conversation,
+            messages,
+            agent,
+        })
     }
 
     /// One's own conversation, not archived.
@@ -268,12 +294,24 @@ impl ContentService {
         Ok(())
     }
 
-    /// The conversation's (or its agent's) model and grounding.
-    async fn setup(&self, ctx: &TenantCtx, conv: &Conversation) -> Result<Setup> {
+    /// The conversation's (or its agent's) model and grounding. `agent`: the agent as
+    /// read alongside the conversation.
+    async fn setup(
+        &self,
+        ctx: &TenantCtx,
+        conv: &Conversation,
+        agent: Option<Agent>,
+    ) -> Result<Setup> {
         let (provider, model, parameters, instructions, output_format, collections) =
             match conv.agent_id {
                 Some(id) => {
-                    let agent = match self.agents.get(ctx, id).await {
+                    let read = match agent {
+                        Some(a) if a.id == id => Ok(a),
+                        // Deleted, or the conversation moved to another agent between
+                        // the two reads: ask for the one the conversation names.
+                        _ => self.agents.get(ctx, id).await,
+                    };
+                    let agent = match read {
                         Ok(a) if a.usable_by(ctx) => a,
                         Ok(_) | Err(ContentError::NotFound(_)) => {
                             return Err(ContentError::NotFound("agent"));
@@ -356,6 +394,7 @@ impl ContentService {
         &self,
         ctx: &TenantCtx,
         conv: &Conversation,
+        agent: Option<Agent>,
         mut history: Vec<Message>,
         new_user: Option<NewMessage>,
     ) -> Result<Answer> {
@@ -373,7 +412,7 @@ impl ContentService {
         // waits for the slowest of these, not for their sum. The first failure (a spent
         // quota, typically the quickest read) drops the others, embedding call included.
         let setup_and_passages = async {
-            let setup = self.setup(ctx, conv).await?;
+            let setup = self.setup(ctx, conv, agent).await?;
             let passages = async {
                 if setup.collections.is_empty() || question.trim().is_empty() {
                     return Ok(Vec::new());

@@ -229,6 +229,9 @@ impl Mocks {
         self.messages
             .expect_for_conversation()
             .returning(move |_, _| Ok(existing.clone()));
+        self.agents
+            .expect_for_conversation()
+            .returning(|_, _| Ok(None));
         let inserted = Arc::new(Mutex::new(Vec::new()));
         let log = inserted.clone();
         self.messages.expect_insert().returning(move |_, n| {
@@ -317,6 +320,9 @@ async fn a_user_over_their_quota_is_refused_with_the_reset_time_and_the_model_is
     m.conversations
         .expect_get()
         .returning(move |_, _| Ok(c.clone()));
+    m.agents
+        .expect_for_conversation()
+        .returning(|_, _| Ok(None));
     m.messages
         .expect_for_conversation()
         .returning(|_, _| Ok(vec![]));
@@ -358,6 +364,9 @@ async fn a_question_that_cannot_be_stored_is_refused_and_leaves_no_answer_or_usa
     m.conversations
         .expect_get()
         .returning(move |_, _| Ok(c.clone()));
+    m.agents
+        .expect_for_conversation()
+        .returning(|_, _| Ok(None));
     m.messages
         .expect_for_conversation()
         .returning(|_, _| Ok(vec![]));
@@ -410,7 +419,11 @@ async fn an_answer_streams_citations_text_usage_and_done_and_stores_one_cited_me
     let conv = conversation(t, u, Some(a.id));
     let mut m = Mocks::new();
     m.permissive();
-    m.agents.expect_get().returning(move |_, _| Ok(a.clone()));
+    // Read with the conversation, so not again.
+    m.agents
+        .expect_for_conversation()
+        .returning(move |_, _| Ok(Some(a.clone())));
+    m.agents.expect_get().never();
     m.retriever
         .expect_retrieve()
         .withf(move |_, cols, q, k| {
@@ -603,6 +616,9 @@ async fn a_client_that_disconnects_mid_answer_leaves_an_unfinished_message_with_
     m.conversations
         .expect_get()
         .returning(move |_, _| Ok(c.clone()));
+    m.agents
+        .expect_for_conversation()
+        .returning(|_, _| Ok(None));
     m.messages
         .expect_for_conversation()
         .returning(|_, _| Ok(vec![]));
@@ -869,6 +885,9 @@ async fn another_users_file_cannot_be_attached() {
         })
     });
     // Read alongside the conversation.
+    m.agents
+        .expect_for_conversation()
+        .returning(|_, _| Ok(None));
     m.messages
         .expect_for_conversation()
         .returning(|_, _| Ok(Vec::new()));
@@ -970,6 +989,9 @@ async fn forking_copies_the_path_into_a_new_conversation_of_the_caller() {
             move |_, _| Ok(c.clone())
         });
     let messages = vec![q1.clone(), a1.clone(), a1b];
+    m.agents
+        .expect_for_conversation()
+        .returning(|_, _| Ok(None));
     m.messages
         .expect_for_conversation()
         .returning(move |_, _| Ok(messages.clone()));
@@ -1030,6 +1052,9 @@ async fn a_fork_whose_messages_cannot_be_stored_is_removed_again() {
         .expect_get()
         .returning(move |_, _| Ok(c.clone()));
     let msgs = vec![q1.clone()];
+    m.agents
+        .expect_for_conversation()
+        .returning(|_, _| Ok(None));
     m.messages
         .expect_for_conversation()
         .returning(move |_, _| Ok(msgs.clone()));
