@@ -258,36 +258,40 @@ pub async fn documents_are_found_by_checksum_and_status_changes_stick(p: &Ports,
     );
 }
 
-pub async fn document_names_are_read_in_one_call_and_only_the_tenants(p: &Ports, r: &RagPorts) {
+pub async fn cited_chunks_carry_their_documents_name_and_only_the_tenants(p: &Ports, r: &RagPorts) {
     let (_, a, _) = tenant(p).await;
     let (_, b, _) = tenant(p).await;
     let c = collection(r, &a, "Docs").await;
     let d1 = document(r, &a, c.id, "first").await;
     let d2 = document(r, &a, c.id, "second").await;
     let gone = document(r, &a, c.id, "gone").await;
+    let one = chunk(&d1, 0, "one", vector(0, 1, 0.1));
+    let two = chunk(&d2, 0, "two", vector(1, 2, 0.1));
+    let lost = chunk(&gone, 0, "lost", vector(2, 3, 0.1));
+    for (d, ch) in [(&d1, &one), (&d2, &two), (&gone, &lost)] {
+        r.chunks
+            .replace_for_document(&a, d.id, vec![ch.clone()])
+            .await
+            .unwrap();
+    }
     r.documents.delete(&a, gone.id).await.unwrap();
-    let names = r
-        .documents
-        .original_names(&a, &[d1.id, d2.id, gone.id, DocumentId::new()])
-        .await
-        .unwrap();
-    assert_eq!(names.len(), 2, "{names:?}");
-    assert_eq!(names[&d1.id], "first.md");
-    assert_eq!(names[&d2.id], "second.md");
-    assert!(
-        r.documents
-            .original_names(&b, &[d1.id, d2.id])
-            .await
-            .unwrap()
-            .is_empty()
+    let ids = [one.chunk.id, two.chunk.id, lost.chunk.id, ChunkId::new()];
+    let mut cited = r.chunks.cited(&a, &ids).await.unwrap();
+    cited.sort_by_key(|c| c.filename.clone());
+    let got: Vec<(ChunkId, &str, &str)> = cited
+        .iter()
+        .map(|c| (c.chunk.id, c.chunk.content.as_str(), c.filename.as_str()))
+        .collect();
+    assert_eq!(
+        got,
+        vec![
+            (one.chunk.id, "one", "first.md"),
+            (two.chunk.id, "two", "second.md")
+        ]
     );
-    assert!(
-        r.documents
-            .original_names(&a, &[])
-            .await
-            .unwrap()
-            .is_empty()
-    );
+    assert_eq!(cited[0].chunk, one.chunk);
+    assert!(r.chunks.cited(&b, &ids).await.unwrap().is_empty());
+    assert!(r.chunks.cited(&a, &[]).await.unwrap().is_empty());
 }
 
 pub async fn replacing_a_documents_chunks_never_duplicates_them(p: &Ports, r: &RagPorts) {

@@ -11,11 +11,11 @@ use trellis_rag::index::{
     ChunkId, CollectionId, Embedding, IndexConfig, VectorIndex as InProcessIndex,
 };
 use trellis_rag::{
-    BlobStore, Chunk, ChunkRepo, ClaimedJob, Collection, CollectionPatch, CollectionRepo, Document,
-    DocumentFilter, DocumentId, DocumentRepo, DocumentStatus, EmbeddedChunk, EmbeddingModel, JobId,
-    JobKind, JobQueue, ModelChange, ModelChangeProgress, ModelChangeRepo, ModelChangeStatus,
-    NewCollection, NewDocument, RagError, Result, Scored, SearchFilter, StatusChange, TextIndex,
-    VectorIndex,
+    BlobStore, Chunk, ChunkRepo, CitedChunk, ClaimedJob, Collection, CollectionPatch,
+    CollectionRepo, Document, DocumentFilter, DocumentId, DocumentRepo, DocumentStatus,
+    EmbeddedChunk, EmbeddingModel, JobId, JobKind, JobQueue, ModelChange, ModelChangeProgress,
+    ModelChangeRepo, ModelChangeStatus, NewCollection, NewDocument, RagError, Result, Scored,
+    SearchFilter, StatusChange, TextIndex, VectorIndex,
 };
 
 use crate::store::{now, page_of};
@@ -309,22 +309,6 @@ impl DocumentRepo for MemoryRag {
             .get(&(ctx.tenant_id(), id))
             .cloned()
             .ok_or(RagError::NotFound("document"))
-    }
-
-    async fn original_names(
-        &self,
-        ctx: &TenantCtx,
-        ids: &[DocumentId],
-    ) -> Result<HashMap<DocumentId, String>> {
-        let db = self.read();
-        Ok(ids
-            .iter()
-            .filter_map(|id| {
-                db.documents
-                    .get(&(ctx.tenant_id(), *id))
-                    .map(|d| (d.id, d.original_name.clone()))
-            })
-            .collect())
     }
 
     async fn find_by_checksum(
@@ -650,6 +634,23 @@ impl ChunkRepo for MemoryRag {
             .filter_map(|id| db.chunks.get(id))
             .filter(|c| c.tenant == tid)
             .map(|c| c.chunk.clone())
+            .collect())
+    }
+
+    async fn cited(&self, ctx: &TenantCtx, ids: &[ChunkId]) -> Result<Vec<CitedChunk>> {
+        let db = self.read();
+        let tid = ctx.tenant_id();
+        Ok(ids
+            .iter()
+            .filter_map(|id| db.chunks.get(id))
+            .filter(|c| c.tenant == tid)
+            .filter_map(|c| {
+                let document = db.documents.get(&(tid, c.chunk.document_id))?;
+                Some(CitedChunk {
+                    chunk: c.chunk.clone(),
+                    filename: document.original_name.clone(),
+                })
+            })
             .collect())
     }
 

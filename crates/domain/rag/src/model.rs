@@ -356,6 +356,13 @@ pub struct Span {
     pub section: Option<String>,
 }
 
+/// A chunk with the name its document was uploaded under: what a citation shows.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CitedChunk {
+    pub chunk: Chunk,
+    pub filename: String,
+}
+
 /// One chunk of a document, as stored (its embedding lives in the vector index).
 #[derive(Debug, Clone, PartialEq)]
 pub struct Chunk {

@@ -4,12 +4,11 @@
 
 use crate::index::{ChunkId, CollectionId, Embedding};
 use crate::{
-    Chunk, Collection, CollectionPatch, Document, DocumentFilter, DocumentId, EmbeddedChunk,
-    EmbeddingModel, JobId, ModelChangeProgress, NewCollection, NewDocument, Result, SearchFilter,
-    StatusChange,
+    Chunk, CitedChunk, Collection, CollectionPatch, Document, DocumentFilter, DocumentId,
+    EmbeddedChunk, EmbeddingModel, JobId, ModelChangeProgress, NewCollection, NewDocument, Result,
+    SearchFilter, StatusChange,
 };
 use async_trait::async_trait;
-use std::collections::HashMap;
 use trellis_kernel::{Page, PageRequest, TenantCtx, TenantId, Timestamp};
 
 /// Knowledge collections.
@@ -55,13 +54,6 @@ pub trait DocumentRepo: Send + Sync + 'static {
     /// # Errors
     /// `NotFound` when no such document exists in this tenant.
     async fn get(&self, ctx: &TenantCtx, id: DocumentId) -> Result<Document>;
-    /// The original names of these documents, for citations, in one read; an id that
-    /// is not this tenant's (or was deleted) is simply absent.
-    async fn original_names(
-        &self,
-        ctx: &TenantCtx,
-        ids: &[DocumentId],
-    ) -> Result<HashMap<DocumentId, String>>;
     /// The document with these bytes already in the collection, if any.
     async fn find_by_checksum(
         &self,
@@ -104,6 +96,10 @@ pub trait ChunkRepo: Send + Sync + 'static {
     ) -> Result<()>;
     /// Chunks by id, in no particular order; unknown ids are skipped.
     async fn get_many(&self, ctx: &TenantCtx, ids: &[ChunkId]) -> Result<Vec<Chunk>>;
+    /// Chunks by id with their document's original name, for citations, in one
+    /// read; in no particular order. Unknown ids, and chunks whose document is gone,
+    /// are skipped.
+    async fn cited(&self, ctx: &TenantCtx, ids: &[ChunkId]) -> Result<Vec<CitedChunk>>;
     /// All chunks of a document in position order.
     async fn for_document(&self, ctx: &TenantCtx, document: DocumentId) -> Result<Vec<Chunk>>;
 }

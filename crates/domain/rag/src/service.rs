@@ -5,7 +5,7 @@ use crate::chunker::chunk_text;
 use crate::fusion::reciprocal_rank_fusion;
 use crate::index::{ChunkId, CollectionId};
 use crate::{
-    BlobStore, Chunk, ChunkRepo, ChunkingSettings, Citation, ClaimedJob, Collection,
+    BlobStore, Chunk, ChunkRepo, ChunkingSettings, Citation, CitedChunk, ClaimedJob, Collection,
     CollectionPatch, CollectionRepo, Document, DocumentFilter, DocumentId, DocumentRepo,
     DocumentStatus, EmbeddedChunk, EmbedderRegistry, EmbeddingModel, ExtractError, JobKind,
     JobQueue, Metadata, ModelChangeProgress, ModelChangeRepo, ModelChangeStatus, NewCollection,
@@ -891,27 +891,20 @@ impl RagService {
         ranked: Vec<(ChunkId, f32, Option<f32>, Option<f32>)>,
     ) -> Result<Vec<SearchHit>> {
         let ids: Vec<ChunkId> = ranked.iter().map(|r| r.0).collect();
-        let chunks: HashMap<ChunkId, Chunk> = self
+        let chunks: HashMap<ChunkId, CitedChunk> = self
             .chunks
-            .get_many(ctx, &ids)
+            .cited(ctx, &ids)
             .await?
             .into_iter()
-            .map(|c| (c.id, c))
+            .map(|c| (c.chunk.id, c))
             .collect();
-        let mut documents: Vec<DocumentId> = chunks.values().map(|c| c.document_id).collect();
-        documents.sort_unstable();
-        documents.dedup();
-        let names = self.documents.original_names(ctx, &documents).await?;
         let mut hits = Vec::with_capacity(ranked.len());
         for (id, score, vector_score, text_score) in ranked {
             // A chunk (or document) deleted between index and lookup is simply not a
             // result.
-            let Some(chunk) = chunks.get(&id) else {
+            let Some(CitedChunk { chunk, filename }) = chunks.get(&id) else {
                 continue;
             };
-            if !names.contains_key(&chunk.document_id) {
-                continue;
-            }
             hits.push(SearchHit {
                 chunk_id: id,
                 collection_id: chunk.collection_id,
@@ -921,7 +914,7 @@ impl RagService {
                 text_score,
                 citation: Citation {
                     document_id: chunk.document_id,
-                    filename: names.get(&chunk.document_id).cloned().unwrap_or_default(),
+                    filename: filename.clone(),
                     span: chunk.span.clone(),
                 },
             });

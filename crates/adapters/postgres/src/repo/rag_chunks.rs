@@ -5,6 +5,7 @@
 
 use super::rag_common::{db, without_nul};
 use crate::entity::chunk::{ChunkRow, Column, Entity};
+use crate::entity::document;
 use crate::rag_mapper;
 use crate::store::PgStore;
 use anyhow::Context as _;
@@ -12,12 +13,13 @@ use async_trait::async_trait;
 use sea_orm::prelude::PgVector;
 use sea_orm::{
     ColumnTrait as _, ConnectionTrait as _, DatabaseTransaction, DbBackend, EntityTrait as _,
-    QueryFilter as _, QueryOrder as _, Statement, Value,
+    QueryFilter as _, QueryOrder as _, QuerySelect as _, Statement, Value,
 };
+use std::collections::HashMap;
 use std::fmt::Write as _;
 use trellis_kernel::{TenantCtx, TenantId};
 use trellis_rag::index::{ChunkId, CollectionId};
-use trellis_rag::{Chunk, ChunkRepo, DocumentId, EmbeddedChunk, RagError, Result};
+use trellis_rag::{Chunk, ChunkRepo, CitedChunk, DocumentId, EmbeddedChunk, RagError, Result};
 
 /// Rows per `INSERT`. Each row binds 11 parameters (Postgres allows 65 535 per
 /// statement) and, at 1 536 dimensions, about 6 KiB of vector: 500 rows keep a
@@ -187,6 +189,54 @@ impl ChunkRepo for PgStore {
                     .into_iter()
                     .map(rag_mapper::chunk)
                     .collect::<anyhow::Result<Vec<_>>>()?)
+            })
+        })
+        .await
+    }
+
+    async fn cited(&self, ctx: &TenantCtx, ids: &[ChunkId]) -> Result<Vec<CitedChunk>> {
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let tenant = ctx.tenant_id();
+        let ids: Vec<uuid::Uuid> = ids.iter().map(ChunkId::as_uuid).collect();
+        // Two statements, one transaction: the round trips of a second transaction
+        // cost more than the join would save.
+        self.in_tenant(ctx, move |txn| {
+            Box::pin(async move {
+                let rows: Vec<ChunkRow> = Entity::find()
+                    .filter(Column::TenantId.eq(tenant.as_uuid()))
+                    .filter(Column::Id.is_in(ids))
+                    .into_partial_model()
+                    .all(txn)
+                    .await
+                    .map_err(db("load chunks"))?;
+                let mut documents: Vec<uuid::Uuid> = rows.iter().map(|r| r.document_id).collect();
+                documents.sort_unstable();
+                documents.dedup();
+                let names: HashMap<uuid::Uuid, String> = document::Entity::find()
+                    .select_only()
+                    .column(document::Column::Id)
+                    .column(document::Column::OriginalName)
+                    .filter(document::Column::TenantId.eq(tenant.as_uuid()))
+                    .filter(document::Column::Id.is_in(documents))
+                    .into_tuple()
+                    .all(txn)
+                    .await
+                    .map_err(db("load document names"))?
+                    .into_iter()
+                    .collect();
+                let mut out = Vec::with_capacity(rows.len());
+                for row in rows {
+                    let Some(filename) = names.get(&row.document_id).cloned() else {
+                        continue;
+                    };
+                    out.push(CitedChunk {
+                        chunk: rag_mapper::chunk(row)?,
+                        filename,
+                    });
+                }
+                Ok(out)
             })
         })
         .await

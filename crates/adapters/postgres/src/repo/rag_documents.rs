@@ -10,11 +10,7 @@ use crate::store::{PgStore, finish_page, keyset};
 use anyhow::Context as _;
 use async_trait::async_trait;
 use sea_orm::sea_query::{Expr, SimpleExpr};
-use sea_orm::{
-    ActiveModelTrait as _, ColumnTrait as _, EntityTrait as _, QueryFilter as _, QuerySelect as _,
-    Set,
-};
-use std::collections::HashMap;
+use sea_orm::{ActiveModelTrait as _, ColumnTrait as _, EntityTrait as _, QueryFilter as _, Set};
 use trellis_kernel::{Page, PageRequest, TenantCtx};
 use trellis_rag::index::CollectionId;
 use trellis_rag::{
@@ -69,37 +65,6 @@ impl DocumentRepo for PgStore {
                     .map_err(db("load document"))?
                     .ok_or(RagError::NotFound("document"))?;
                 Ok(rag_mapper::document(row)?)
-            })
-        })
-        .await
-    }
-
-    async fn original_names(
-        &self,
-        ctx: &TenantCtx,
-        ids: &[DocumentId],
-    ) -> Result<HashMap<DocumentId, String>> {
-        if ids.is_empty() {
-            return Ok(HashMap::new());
-        }
-        let tenant = ctx.tenant_id();
-        let ids: Vec<uuid::Uuid> = ids.iter().map(DocumentId::as_uuid).collect();
-        self.in_tenant(ctx, move |txn| {
-            Box::pin(async move {
-                let rows: Vec<(uuid::Uuid, String)> = Entity::find()
-                    .select_only()
-                    .column(Column::Id)
-                    .column(Column::OriginalName)
-                    .filter(Column::TenantId.eq(tenant.as_uuid()))
-                    .filter(Column::Id.is_in(ids))
-                    .into_tuple()
-                    .all(txn)
-                    .await
-                    .map_err(db("load document names"))?;
-                Ok(rows
-                    .into_iter()
-                    .map(|(id, name)| (DocumentId::from_uuid(id), name))
-                    .collect())
             })
         })
         .await
