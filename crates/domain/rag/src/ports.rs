@@ -97,7 +97,7 @@ pub trait ChunkRepo: Send + Sync + 'static {
     /// Chunks by id, in no particular order; unknown ids are skipped.
     async fn get_many(&self, ctx: &TenantCtx, ids: &[ChunkId]) -> Result<Vec<Chunk>>;
     /// Chunks by id with their document's original name, for citations, in one
-    /// read; in no particular order. Unknown ids, and chunks whose document is gone,
+    /// transaction; in no particular order. Unknown ids, and chunks whose document is gone,
     /// are skipped.
     async fn cited(&self, ctx: &TenantCtx, ids: &[ChunkId]) -> Result<Vec<CitedChunk>>;
     /// All chunks of a document in position order.

@@ -200,8 +200,8 @@ impl ChunkRepo for PgStore {
         }
         let tenant = ctx.tenant_id();
         let ids: Vec<uuid::Uuid> = ids.iter().map(ChunkId::as_uuid).collect();
-        // Two statements, one transaction: the round trips of a second transaction
-        // cost more than the join would save.
+        // Two statements in one transaction: a transaction of its own for the names
+        // would cost three more round trips on every search.
         self.in_tenant(ctx, move |txn| {
             Box::pin(async move {
                 let rows: Vec<ChunkRow> = Entity::find()

@@ -513,12 +513,13 @@ impl ContentService {
             alive_tx,
             new_user.is_some().then_some(stored_rx),
         )));
-        // A failure here drops `stored_tx`: the job stops before it relays or stores
-        // anything, and the model's request (if already sent) is dropped with it.
+        // A failure here (or this request being dropped) drops `stored_tx`: the job
+        // abandons the answer before it relays or stores anything, and the model's
+        // request, if already sent, is dropped with it.
         let user_message = match new_user {
             Some(new) => {
                 let stored = self.messages.insert(ctx, new).await?;
-                // The job may have ended already (it never waits without a reason).
+                // Fails only if the job is gone (it panicked); the stream then just ends.
                 let _ = stored_tx.send(());
                 Some(stored)
             }
@@ -556,8 +557,10 @@ struct AnswerJob {
 
 impl AnswerJob {
     /// `stored`: resolves once the question this answers is stored (`None`: it was
-    /// stored before). Until then the model is opened but nothing is relayed; if it
-    /// is cancelled the question was not stored, and neither is anything else.
+    /// stored before). Until then the model is opened but nothing is relayed. If it is
+    /// cancelled (the insert failed, or the request was dropped while it ran), the
+    /// answer is abandoned: nothing is stored, but a model that had already accepted
+    /// the request is still metered, so leaving at that moment consumes quota too.
     async fn run(
         self,
         mut tx: mpsc::Sender<AnswerEvent>,
@@ -568,15 +571,21 @@ impl AnswerJob {
         let Some(ending) = self.drive(&mut tx, &mut alive, &mut produced, stored).await else {
             tracing::debug!(
                 message = %self.assistant_id,
-                "the question was not stored; its answer is dropped"
+                "the question was not stored; its answer is abandoned"
             );
+            if let Some((u, estimated)) = produced
+                .consumed(self.prompt_tokens)
+                .filter(|(u, _)| u.total() > 0)
+            {
+                self.record_usage(u, estimated).await;
+            }
             return;
         };
         self.finish(ending, produced, &mut tx).await;
     }
 
     /// Opens the model's stream (or completion) and relays it until it ends, fails
-    /// or the client leaves; `None` when the question was never stored.
+    /// or the client leaves; `None` when the answer is abandoned (see [`Self::run`]).
     async fn drive(
         &self,
         tx: &mut mpsc::Sender<AnswerEvent>,
@@ -591,7 +600,10 @@ impl AnswerJob {
                 Either::Left((Err(oneshot::Canceled), _)) => return None,
                 // Opened first (a fast model): keep its outcome for the relay.
                 Either::Right((opened, stored)) => {
-                    stored.await.ok()?;
+                    if stored.await.is_err() {
+                        produced.called = opened.is_ok();
+                        return None;
+                    }
                     opening = Box::pin(futures::future::ready(opened));
                 }
             }

@@ -181,13 +181,19 @@ impl Mocks {
         }
     }
 
-    fn service(self) -> ContentService {
+    fn service(mut self) -> ContentService {
+        let messages = std::mem::replace(&mut self.messages, MockMessageRepo::new());
+        self.service_with_messages(Arc::new(messages))
+    }
+
+    /// The service over these mocks, but with `messages` for the message repository.
+    fn service_with_messages(self, messages: Arc<dyn MessageRepo>) -> ContentService {
         ContentService::new(
             ContentPorts {
                 agents: Arc::new(self.agents),
                 tools: Arc::new(self.tools),
                 conversations: Arc::new(self.conversations),
-                messages: Arc::new(self.messages),
+                messages,
                 memories: Arc::new(self.memories),
                 files: Arc::new(self.files),
                 attachments: Arc::new(self.attachments),
@@ -354,11 +360,44 @@ async fn a_user_over_their_quota_is_refused_with_the_reset_time_and_the_model_is
     );
 }
 
-#[tokio::test]
-async fn a_question_that_cannot_be_stored_is_refused_and_leaves_no_answer_or_usage_behind() {
-    let (t, u) = (TenantId::new(), UserId::new());
-    let conv = conversation(t, u, None);
-    let mut m = Mocks::new();
+/// Inserts that let other tasks run first, as a database round trip does.
+struct SlowInserts(MockMessageRepo);
+
+#[async_trait::async_trait]
+impl MessageRepo for SlowInserts {
+    async fn insert(&self, ctx: &TenantCtx, new: NewMessage) -> Result<Message> {
+        for _ in 0..10 {
+            tokio::task::yield_now().await;
+        }
+        self.0.insert(ctx, new).await
+    }
+    async fn insert_many(&self, ctx: &TenantCtx, new: Vec<NewMessage>) -> Result<Vec<Message>> {
+        self.0.insert_many(ctx, new).await
+    }
+    async fn get(&self, ctx: &TenantCtx, id: MessageId) -> Result<Message> {
+        self.0.get(ctx, id).await
+    }
+    async fn for_conversation(
+        &self,
+        ctx: &TenantCtx,
+        conversation: ConversationId,
+    ) -> Result<Vec<Message>> {
+        self.0.for_conversation(ctx, conversation).await
+    }
+    async fn search(
+        &self,
+        ctx: &TenantCtx,
+        owner: Option<UserId>,
+        query: &str,
+        limit: usize,
+    ) -> Result<Vec<crate::MessageHit>> {
+        self.0.search(ctx, owner, query, limit).await
+    }
+}
+
+/// A conversation without agent whose user message cannot be stored; the roles of
+/// the messages the service tried to store are logged.
+fn question_cannot_be_stored(m: &mut Mocks, conv: &Conversation) -> Arc<Mutex<Vec<MessageRole>>> {
     m.permissive();
     let c = conv.clone();
     m.conversations
@@ -370,43 +409,60 @@ async fn a_question_that_cannot_be_stored_is_refused_and_leaves_no_answer_or_usa
     m.messages
         .expect_for_conversation()
         .returning(|_, _| Ok(vec![]));
-    let inserted = Arc::new(Mutex::new(Vec::new()));
-    let log = inserted.clone();
+    let tried = Arc::new(Mutex::new(Vec::new()));
+    let log = tried.clone();
     m.messages.expect_insert().returning(move |_, n| {
         log.lock().unwrap().push(n.role);
         Err(ContentError::Unexpected(anyhow::anyhow!(
             "the database went away"
         )))
     });
+    tried
+}
+
+#[tokio::test]
+async fn a_question_that_cannot_be_stored_is_refused_and_leaves_no_answer_or_usage_behind() {
+    let (t, u) = (TenantId::new(), UserId::new());
+    let conv = conversation(t, u, None);
+    let mut m = Mocks::new();
+    let tried = question_cannot_be_stored(&mut m, &conv);
     let usage = m.record_usage();
-    // The model may be opened while the question is stored; the stream it hands over
-    // is dropped when the answering task is done with it.
-    let in_use = Arc::new(());
-    let held = in_use.clone();
-    m.chat.expect_stream().returning(move |_, _| {
-        let guard = held.clone();
-        Ok(Box::pin(futures::stream::iter(happy_chunks()).map(
-            move |c| {
-                let _ = &guard;
-                c
-            },
-        )))
-    });
+    // The insert fails before the answering task first runs: the model is never asked.
+    m.chat.expect_stream().never();
     let err = m
         .service()
         .answer(&ctx_as(t, u, Role::User), conv.id, ask("hello"))
         .await
         .unwrap_err();
     assert!(matches!(err, ContentError::Unexpected(_)), "{err:?}");
-    for _ in 0..200 {
-        if Arc::strong_count(&in_use) == 1 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    // Let the answering task run to its end.
     tokio::time::sleep(Duration::from_millis(50)).await;
-    assert_eq!(*inserted.lock().unwrap(), vec![MessageRole::User]);
+    assert_eq!(*tried.lock().unwrap(), vec![MessageRole::User]);
     assert!(usage.lock().unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn a_model_opened_while_the_question_failed_to_store_is_metered_but_nothing_is_stored() {
+    let (t, u) = (TenantId::new(), UserId::new());
+    let conv = conversation(t, u, None);
+    let mut m = Mocks::new();
+    let tried = question_cannot_be_stored(&mut m, &conv);
+    let usage = m.record_usage();
+    m.model_streams(happy_chunks());
+    let messages = std::mem::replace(&mut m.messages, MockMessageRepo::new());
+    let err = m
+        .service_with_messages(Arc::new(SlowInserts(messages)))
+        .answer(&ctx_as(t, u, Role::User), conv.id, ask("hello"))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, ContentError::Unexpected(_)), "{err:?}");
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    assert_eq!(*tried.lock().unwrap(), vec![MessageRole::User]);
+    let usage = usage.lock().unwrap();
+    assert_eq!(usage.len(), 1, "{usage:?}");
+    assert!(usage[0].estimated);
+    assert!(usage[0].usage.prompt_tokens > 0);
+    assert_eq!(usage[0].usage.completion_tokens, 0);
 }
 
 #[tokio::test]
