@@ -15,6 +15,7 @@ mod m20261122_000005_create_content;
 mod m20261122_000006_vector_generations;
 mod m20261202_000007_gin_without_pending_list;
 mod m20261202_000008_rank_chunk_text;
+mod m20261203_000009_user_change_notifications;
 
 pub use sea_orm_migration::MigratorTrait;
 
@@ -34,6 +35,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261122_000006_vector_generations::Migration),
             Box::new(m20261202_000007_gin_without_pending_list::Migration),
             Box::new(m20261202_000008_rank_chunk_text::Migration),
+            Box::new(m20261203_000009_user_change_notifications::Migration),
         ]
     }
 }

@@ -22,6 +22,8 @@ pub struct Config {
     /// The owner role for migrations; defaults to `database_url`.
     pub migration_database_url: Option<String>,
     pub db_max_connections: u32,
+    /// Users kept in process by the Postgres adapter (`PgCachedUsers`); 0: none.
+    pub user_cache_max: usize,
     pub jwt_secret: Option<Vec<u8>>,
     /// `(key id, base64 32-byte key)`.
     pub encryption_key: Option<(String, String)>,
@@ -162,6 +164,7 @@ impl Default for Config {
             database_url: None,
             migration_database_url: None,
             db_max_connections: 16,
+            user_cache_max: trellis_postgres::DEFAULT_MAX_CACHED_USERS,
             jwt_secret: None,
             encryption_key: None,
             retired_encryption_keys: Vec::new(),
@@ -234,6 +237,7 @@ impl Config {
             database_url: var("DATABASE_URL"),
             migration_database_url: var("TRELLIS_MIGRATION_DATABASE_URL"),
             db_max_connections: parsed("TRELLIS_DB_MAX_CONNECTIONS", d.db_max_connections)?,
+            user_cache_max: parsed("TRELLIS_USER_CACHE_MAX", d.user_cache_max)?,
             jwt_secret: var("TRELLIS_JWT_SECRET").map(String::into_bytes),
             encryption_key,
             retired_encryption_keys: key_list("TRELLIS_ENCRYPTION_RETIRED_KEYS")?,

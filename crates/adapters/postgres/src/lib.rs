@@ -17,5 +17,5 @@ mod repo;
 mod store;
 
 pub use migrate::migrate;
-pub use repo::{DEFAULT_MAX_VECTORS, PgVectorCache};
+pub use repo::{DEFAULT_MAX_CACHED_USERS, DEFAULT_MAX_VECTORS, PgCachedUsers, PgVectorCache};
 pub use store::PgStore;

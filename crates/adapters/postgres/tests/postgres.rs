@@ -25,4 +25,5 @@ mod postgres {
     pub mod roles;
     pub mod schema;
     pub mod support;
+    pub mod user_cache;
 }

@@ -25,6 +25,7 @@ mod rag_text_candidates;
 mod rag_vector_cache;
 mod refresh_tokens;
 mod tenants;
+mod user_cache;
 mod users;
 
 /// Serialises a domain value into a `jsonb` column value.
@@ -37,3 +38,4 @@ fn to_json<T: serde::Serialize + ?Sized>(
 }
 
 pub use rag_vector_cache::{DEFAULT_MAX_VECTORS, PgVectorCache};
+pub use user_cache::{DEFAULT_MAX_CACHED_USERS, PgCachedUsers};
