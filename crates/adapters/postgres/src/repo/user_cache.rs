@@ -16,6 +16,10 @@
 //!   epoch counter, checked under the same lock as every change), so an answer older
 //!   than a change is never stored after the change's notice.
 //!
+//! - An entry is at most a few seconds old (`MAX_AGE`) whatever happens, so a
+//!   listener that silently receives nothing (a pooler in transaction mode) cannot keep
+//!   a deactivated user active for long.
+//!
 //! What remains is the notice's own delay: another instance may answer from its cache
 //! for the few milliseconds between a change's commit and the notice's arrival.
 //! Entries are keyed by tenant as well as user, so a tenant only ever finds its own
@@ -27,7 +31,7 @@ use sea_orm::sqlx::postgres::PgListener;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, RwLock, Weak};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use trellis_identity::{LoginRecord, NewUser, Result, User, UserFilter, UserPatch, UserRepo};
 use trellis_kernel::{
     Email, Page, PageRequest, PasswordHash, TenantCtx, TenantId, Timestamp, UserId,
@@ -42,10 +46,17 @@ const RECONNECT_DELAY: Duration = Duration::from_secs(1);
 /// Users kept by default (a few hundred bytes each).
 pub const DEFAULT_MAX_CACHED_USERS: usize = 100_000;
 
+/// An entry is read again from Postgres after this long even without a notice: the
+/// bound on staleness should notices stop arriving unnoticed (a pooler in transaction
+/// mode between Trellis and Postgres swallows them). Refresh and API-key checks read
+/// `active` and `role` through here, and access tokens already carry a role for 15
+/// minutes, so seconds are well inside what the platform tolerates.
+const MAX_AGE: Duration = Duration::from_secs(5);
+
 type Key = (TenantId, UserId);
 
 struct Cache {
-    entries: RwLock<HashMap<Key, User>>,
+    entries: RwLock<HashMap<Key, (User, Instant)>>,
     /// Bumped, under the write lock, whenever an entry may have changed.
     epoch: AtomicU64,
     listening: AtomicBool,
@@ -61,11 +72,13 @@ impl Cache {
             .read()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .get(key)
-            .cloned()
+            .filter(|(_, at)| at.elapsed() < MAX_AGE)
+            .map(|(user, _)| user.clone())
     }
 
-    /// Stores what a read that started at `epoch` found, unless anything changed since.
-    fn fill(&self, epoch: u64, user: &User) {
+    /// Stores what a read that started at `epoch` (and `at`) found, unless anything
+    /// changed since.
+    fn fill(&self, epoch: u64, at: Instant, user: &User) {
         if !self.listening.load(Ordering::Acquire) {
             return;
         }
@@ -80,7 +93,7 @@ impl Cache {
             // Rare and cheap to recover from: the next reads fill it again.
             entries.clear();
         }
-        entries.insert((user.tenant_id, user.id), user.clone());
+        entries.insert((user.tenant_id, user.id), (user.clone(), at));
     }
 
     fn forget(&self, key: &Key) {
@@ -223,8 +236,9 @@ impl UserRepo for PgCachedUsers {
             return Ok(user);
         }
         let epoch = self.cache.epoch.load(Ordering::Acquire);
+        let started = Instant::now();
         let user = self.store.get(ctx, id).await?;
-        self.cache.fill(epoch, &user);
+        self.cache.fill(epoch, started, &user);
         Ok(user)
     }
 
