@@ -58,6 +58,20 @@ struct RagInner {
     blobs: HashMap<String, Vec<u8>>,
 }
 
+impl RagInner {
+    /// The tenant's chunks among `ids`; unknown ids and other tenants' are skipped.
+    fn tenant_chunks<'a>(
+        &'a self,
+        tenant: TenantId,
+        ids: &'a [ChunkId],
+    ) -> impl Iterator<Item = &'a Chunk> + 'a {
+        ids.iter()
+            .filter_map(|id| self.chunks.get(id))
+            .filter(move |c| c.tenant == tenant)
+            .map(|c| &c.chunk)
+    }
+}
+
 /// All RAG ports over process memory. Clone freely (it is an `Arc`).
 #[derive(Clone, Default)]
 pub struct MemoryRag {
@@ -628,26 +642,18 @@ impl ChunkRepo for MemoryRag {
 
     async fn get_many(&self, ctx: &TenantCtx, ids: &[ChunkId]) -> Result<Vec<Chunk>> {
         let db = self.read();
-        let tid = ctx.tenant_id();
-        Ok(ids
-            .iter()
-            .filter_map(|id| db.chunks.get(id))
-            .filter(|c| c.tenant == tid)
-            .map(|c| c.chunk.clone())
-            .collect())
+        Ok(db.tenant_chunks(ctx.tenant_id(), ids).cloned().collect())
     }
 
     async fn cited(&self, ctx: &TenantCtx, ids: &[ChunkId]) -> Result<Vec<CitedChunk>> {
         let db = self.read();
         let tid = ctx.tenant_id();
-        Ok(ids
-            .iter()
-            .filter_map(|id| db.chunks.get(id))
-            .filter(|c| c.tenant == tid)
+        Ok(db
+            .tenant_chunks(tid, ids)
             .filter_map(|c| {
-                let document = db.documents.get(&(tid, c.chunk.document_id))?;
+                let document = db.documents.get(&(tid, c.document_id))?;
                 Some(CitedChunk {
-                    chunk: c.chunk.clone(),
+                    chunk: c.clone(),
                     filename: document.original_name.clone(),
                 })
             })

@@ -36,12 +36,25 @@ fn select(tenant: TenantId) -> Select<Entity> {
 }
 
 async fn load(txn: &DatabaseTransaction, tenant: TenantId, id: AgentId) -> Result<Option<Agent>> {
-    let row = select(tenant)
-        .filter(Column::Id.eq(id.as_uuid()))
+    first(
+        txn,
+        select(tenant).filter(Column::Id.eq(id.as_uuid())),
+        "load agent",
+    )
+    .await
+}
+
+/// The first agent `query` finds, if any.
+async fn first(
+    txn: &DatabaseTransaction,
+    query: Select<Entity>,
+    what: &'static str,
+) -> Result<Option<Agent>> {
+    let row = query
         .into_model::<AgentRow>()
         .one(txn)
         .await
-        .map_err(db("load agent"))?;
+        .map_err(db(what))?;
     Ok(row.map(content_mapper::agent).transpose()?)
 }
 
@@ -184,13 +197,8 @@ impl AgentRepo for PgStore {
                     .and_where(conversation::Column::TenantId.eq(tenant.as_uuid()))
                     .and_where(conversation::Column::Id.eq(conversation.as_uuid()))
                     .to_owned();
-                let row = select(tenant)
-                    .filter(Column::Id.in_subquery(agent_of_conversation))
-                    .into_model::<AgentRow>()
-                    .one(txn)
-                    .await
-                    .map_err(db("load a conversation's agent"))?;
-                Ok(row.map(content_mapper::agent).transpose()?)
+                let query = select(tenant).filter(Column::Id.in_subquery(agent_of_conversation));
+                first(txn, query, "load a conversation's agent").await
             })
         })
         .await
@@ -201,13 +209,12 @@ impl AgentRepo for PgStore {
         let name = name.to_owned();
         self.in_tenant(ctx, move |txn| {
             Box::pin(async move {
-                let row = select(tenant)
-                    .filter(Column::Name.eq(name))
-                    .into_model::<AgentRow>()
-                    .one(txn)
-                    .await
-                    .map_err(db("find agent by name"))?;
-                Ok(row.map(content_mapper::agent).transpose()?)
+                first(
+                    txn,
+                    select(tenant).filter(Column::Name.eq(name)),
+                    "find agent by name",
+                )
+                .await
             })
         })
         .await

@@ -125,6 +125,21 @@ fn insert_statement(
     ))
 }
 
+/// The tenant's chunks among `ids`, without their embeddings.
+async fn chunk_rows(
+    txn: &DatabaseTransaction,
+    tenant: TenantId,
+    ids: Vec<uuid::Uuid>,
+) -> Result<Vec<ChunkRow>> {
+    Entity::find()
+        .filter(Column::TenantId.eq(tenant.as_uuid()))
+        .filter(Column::Id.is_in(ids))
+        .into_partial_model()
+        .all(txn)
+        .await
+        .map_err(db("load chunks"))
+}
+
 #[async_trait]
 impl ChunkRepo for PgStore {
     async fn replace_for_document(
@@ -178,13 +193,7 @@ impl ChunkRepo for PgStore {
         let ids: Vec<uuid::Uuid> = ids.iter().map(ChunkId::as_uuid).collect();
         self.in_tenant(ctx, move |txn| {
             Box::pin(async move {
-                let rows: Vec<ChunkRow> = Entity::find()
-                    .filter(Column::TenantId.eq(tenant.as_uuid()))
-                    .filter(Column::Id.is_in(ids))
-                    .into_partial_model()
-                    .all(txn)
-                    .await
-                    .map_err(db("load chunks"))?;
+                let rows = chunk_rows(txn, tenant, ids).await?;
                 Ok(rows
                     .into_iter()
                     .map(rag_mapper::chunk)
@@ -204,13 +213,7 @@ impl ChunkRepo for PgStore {
         // would cost three more round trips on every search.
         self.in_tenant(ctx, move |txn| {
             Box::pin(async move {
-                let rows: Vec<ChunkRow> = Entity::find()
-                    .filter(Column::TenantId.eq(tenant.as_uuid()))
-                    .filter(Column::Id.is_in(ids))
-                    .into_partial_model()
-                    .all(txn)
-                    .await
-                    .map_err(db("load chunks"))?;
+                let rows = chunk_rows(txn, tenant, ids).await?;
                 let mut documents: Vec<uuid::Uuid> = rows.iter().map(|r| r.document_id).collect();
                 documents.sort_unstable();
                 documents.dedup();

@@ -27,6 +27,7 @@
 
 use crate::store::PgStore;
 use async_trait::async_trait;
+use sea_orm::sqlx;
 use sea_orm::sqlx::postgres::PgListener;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -185,42 +186,44 @@ impl PgCachedUsers {
 }
 
 async fn listen(store: PgStore, cache: Weak<Cache>) {
-    loop {
-        let pool = store.connection().get_postgres_connection_pool().clone();
-        match PgListener::connect_with(&pool).await {
-            Ok(mut listener) => match listener.listen(CHANNEL).await {
-                Ok(()) => {
-                    let Some(c) = cache.upgrade() else { return };
-                    // Whatever happened while not listening is unknown: start empty.
-                    c.forget_all();
-                    c.listening.store(true, Ordering::Release);
-                    drop(c);
-                    loop {
-                        let notice = listener.try_recv().await;
-                        let Some(c) = cache.upgrade() else { return };
-                        match notice {
-                            Ok(Some(n)) => c.forget_notice(n.payload()),
-                            // `None`: the connection dropped and notices may be lost.
-                            Ok(None) | Err(_) => {
-                                c.listening.store(false, Ordering::Release);
-                                c.forget_all();
-                                tracing::warn!(
-                                    "lost the user-change listener; reading users from \
-                                     Postgres until it is back"
-                                );
-                                break;
-                            }
-                        }
-                    }
-                }
-                Err(e) => tracing::warn!(error = %e, "could not LISTEN for user changes"),
-            },
-            Err(e) => tracing::warn!(error = %e, "could not connect the user-change listener"),
-        }
-        if cache.strong_count() == 0 {
-            return;
+    while cache.strong_count() > 0 {
+        if let Err(e) = listen_until_lost(&store, &cache).await {
+            tracing::warn!(error = %e, "could not LISTEN for user changes");
         }
         tokio::time::sleep(RECONNECT_DELAY).await;
+    }
+}
+
+/// Applies notices until the connection is lost (the cache is then emptied and
+/// bypassed) or the cache is gone.
+async fn listen_until_lost(store: &PgStore, cache: &Weak<Cache>) -> Result<(), sqlx::Error> {
+    let pool = store.connection().get_postgres_connection_pool();
+    let mut listener = PgListener::connect_with(pool).await?;
+    listener.listen(CHANNEL).await?;
+    let Some(c) = cache.upgrade() else {
+        return Ok(());
+    };
+    // Whatever happened while not listening is unknown: start empty.
+    c.forget_all();
+    c.listening.store(true, Ordering::Release);
+    drop(c);
+    loop {
+        let notice = listener.try_recv().await;
+        let Some(c) = cache.upgrade() else {
+            return Ok(());
+        };
+        match notice {
+            Ok(Some(n)) => c.forget_notice(n.payload()),
+            // `None`: the connection dropped and notices may be lost.
+            Ok(None) | Err(_) => {
+                c.listening.store(false, Ordering::Release);
+                c.forget_all();
+                tracing::warn!(
+                    "lost the user-change listener; reading users from Postgres until it is back"
+                );
+                return Ok(());
+            }
+        }
     }
 }
 

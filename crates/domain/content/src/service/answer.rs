@@ -127,7 +127,7 @@ struct Setup {
 
 /// What answering reads about a conversation before anything else.
 struct Thread {
-    conversation: Conversation,
+    conv: Conversation,
     messages: Vec<Message>,
     agent: Option<Agent>,
 }
@@ -151,7 +151,7 @@ impl ContentService {
         let me = acting_user(ctx)?;
         let content = self.message_text(&message.content)?;
         let Thread {
-            conversation: conv,
+            conv,
             messages,
             agent,
         } = self.conversation_and_messages(ctx, conversation).await?;
@@ -185,7 +185,7 @@ impl ContentService {
         let me = acting_user(ctx)?;
         let content = self.message_text(&content)?;
         let Thread {
-            conversation: conv,
+            conv,
             messages,
             agent,
         } = self.conversation_and_messages(ctx, conversation).await?;
@@ -213,7 +213,7 @@ impl ContentService {
     ) -> Result<Answer> {
         require(ctx, Permission::ChatUse)?;
         let Thread {
-            conversation: conv,
+            conv,
             messages,
             agent,
         } = self.conversation_and_messages(ctx, conversation).await?;
@@ -234,14 +234,14 @@ impl ContentService {
         ctx: &TenantCtx,
         id: ConversationId,
     ) -> Result<Thread> {
-        let (conversation, messages, agent) = futures::future::try_join3(
+        let (conv, messages, agent) = futures::future::try_join3(
             self.postable_conversation(ctx, id),
             self.messages.for_conversation(ctx, id),
             self.agents.for_conversation(ctx, id),
         )
         .await?;
         Ok(Thread {
-            conversation,
+            conv,
             messages,
             agent,
         })
@@ -573,12 +573,8 @@ impl AnswerJob {
                 message = %self.assistant_id,
                 "the question was not stored; its answer is abandoned"
             );
-            if let Some((u, estimated)) = produced
-                .consumed(self.prompt_tokens)
-                .filter(|(u, _)| u.total() > 0)
-            {
-                self.record_usage(u, estimated).await;
-            }
+            self.record_usage(produced.consumed(self.prompt_tokens))
+                .await;
             return;
         };
         self.finish(ending, produced, &mut tx).await;
@@ -653,9 +649,7 @@ impl AnswerJob {
                 None
             }
         };
-        if let Some((u, estimated)) = usage.filter(|(u, _)| u.total() > 0) {
-            self.record_usage(u, estimated).await;
-        }
+        self.record_usage(usage).await;
         match (ending, stored) {
             (Ending::Disconnected, _) => {}
             (Ending::Finished, Some(m)) => {
@@ -689,7 +683,11 @@ impl AnswerJob {
         }
     }
 
-    async fn record_usage(&self, usage: TokenUsage, estimated: bool) {
+    /// Records what the model consumed (`Produced::consumed`), if it consumed anything.
+    async fn record_usage(&self, consumed: Option<(TokenUsage, bool)>) {
+        let Some((usage, estimated)) = consumed.filter(|(u, _)| u.total() > 0) else {
+            return;
+        };
         let event = UsageEvent {
             id: UsageEventId::new(),
             idempotency_key: format!("answer:{}", self.assistant_id),

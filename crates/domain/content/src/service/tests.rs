@@ -222,12 +222,8 @@ impl Mocks {
             .returning(|_, _, _, _| Ok(vec![]));
     }
 
-    /// The conversation is found; messages are `existing`; inserts are recorded.
-    fn conversation_with(
-        &mut self,
-        conv: &Conversation,
-        existing: Vec<Message>,
-    ) -> Arc<Mutex<Vec<NewMessage>>> {
+    /// The conversation is found with `existing` messages (and no agent read with it).
+    fn conversation_reads(&mut self, conv: &Conversation, existing: Vec<Message>) {
         let c = conv.clone();
         self.conversations
             .expect_get()
@@ -238,6 +234,15 @@ impl Mocks {
         self.agents
             .expect_for_conversation()
             .returning(|_, _| Ok(None));
+    }
+
+    /// The conversation is found; messages are `existing`; inserts are recorded.
+    fn conversation_with(
+        &mut self,
+        conv: &Conversation,
+        existing: Vec<Message>,
+    ) -> Arc<Mutex<Vec<NewMessage>>> {
+        self.conversation_reads(conv, existing);
         let inserted = Arc::new(Mutex::new(Vec::new()));
         let log = inserted.clone();
         self.messages.expect_insert().returning(move |_, n| {
@@ -322,16 +327,7 @@ async fn a_user_over_their_quota_is_refused_with_the_reset_time_and_the_model_is
                 && *until == noon() + chrono::Duration::hours(12)
         })
         .returning(|_, _, _, _| Ok(1500));
-    let c = conv.clone();
-    m.conversations
-        .expect_get()
-        .returning(move |_, _| Ok(c.clone()));
-    m.agents
-        .expect_for_conversation()
-        .returning(|_, _| Ok(None));
-    m.messages
-        .expect_for_conversation()
-        .returning(|_, _| Ok(vec![]));
+    m.conversation_reads(&conv, vec![]);
     m.messages.expect_insert().never();
     m.chat.expect_stream().never();
     m.chat.expect_complete().never();
@@ -399,16 +395,7 @@ impl MessageRepo for SlowInserts {
 /// the messages the service tried to store are logged.
 fn question_cannot_be_stored(m: &mut Mocks, conv: &Conversation) -> Arc<Mutex<Vec<MessageRole>>> {
     m.permissive();
-    let c = conv.clone();
-    m.conversations
-        .expect_get()
-        .returning(move |_, _| Ok(c.clone()));
-    m.agents
-        .expect_for_conversation()
-        .returning(|_, _| Ok(None));
-    m.messages
-        .expect_for_conversation()
-        .returning(|_, _| Ok(vec![]));
+    m.conversation_reads(conv, vec![]);
     let tried = Arc::new(Mutex::new(Vec::new()));
     let log = tried.clone();
     m.messages.expect_insert().returning(move |_, n| {
@@ -668,16 +655,7 @@ async fn a_client_that_disconnects_mid_answer_leaves_an_unfinished_message_with_
     let conv = conversation(t, u, None);
     let mut m = Mocks::new();
     m.permissive();
-    let c = conv.clone();
-    m.conversations
-        .expect_get()
-        .returning(move |_, _| Ok(c.clone()));
-    m.agents
-        .expect_for_conversation()
-        .returning(|_, _| Ok(None));
-    m.messages
-        .expect_for_conversation()
-        .returning(|_, _| Ok(vec![]));
+    m.conversation_reads(&conv, vec![]);
     let (saved_tx, mut saved_rx) = tokio::sync::mpsc::unbounded_channel();
     m.messages.expect_insert().returning(move |_, n| {
         saved_tx.send(n.clone()).unwrap();
@@ -1103,17 +1081,7 @@ async fn a_fork_whose_messages_cannot_be_stored_is_removed_again() {
     let conv = conversation(t, u, None);
     let q1 = message(conv.id, None, MessageRole::User, "q1", 0);
     let mut m = Mocks::new();
-    let c = conv.clone();
-    m.conversations
-        .expect_get()
-        .returning(move |_, _| Ok(c.clone()));
-    let msgs = vec![q1.clone()];
-    m.agents
-        .expect_for_conversation()
-        .returning(|_, _| Ok(None));
-    m.messages
-        .expect_for_conversation()
-        .returning(move |_, _| Ok(msgs.clone()));
+    m.conversation_reads(&conv, vec![q1.clone()]);
     let c = conv.clone();
     m.conversations.expect_insert().returning(move |_, n| {
         Ok(Conversation {
