@@ -15,6 +15,7 @@ mod migrate;
 mod rag_mapper;
 mod repo;
 mod store;
+mod txn;
 
 pub use migrate::migrate;
 pub use repo::{DEFAULT_MAX_CACHED_USERS, DEFAULT_MAX_VECTORS, PgCachedUsers, PgVectorCache};

@@ -1,15 +1,15 @@
 //! `PgStore`, the one value that implements every port, and the unit-of-work helpers
-//! all repositories go through. Each unit of work is one transaction whose first
-//! statement scopes it — `trellis.tenant_id` for tenant work, `trellis.platform` for
-//! platform work — so the row-level security policies confine it even if a query
+//! all repositories go through. Each unit of work is one transaction ([`Txn`]) opened
+//! together with its scope — `trellis.tenant_id` for tenant work, `trellis.platform`
+//! for platform work — so the row-level security policies confine it even if a query
 //! forgets its own `tenant_id` filter.
 
 use crate::error::DomainError;
+use crate::txn::{Access, Scope, Txn};
 use anyhow::Context as _;
 use sea_orm::{
-    ColumnTrait as _, ConnectOptions, ConnectionTrait, Database, DatabaseConnection,
-    DatabaseTransaction, DbBackend, DbErr, EntityTrait, QueryFilter, QueryOrder, QuerySelect,
-    Select, Statement, TransactionTrait,
+    ColumnTrait as _, ConnectOptions, Database, DatabaseConnection, DbErr, EntityTrait,
+    QueryFilter, QueryOrder, QuerySelect, Select, sqlx,
 };
 use std::future::Future;
 use std::pin::Pin;
@@ -26,15 +26,9 @@ const IDLE_BEFORE_PING: Duration = Duration::from_secs(5);
 #[derive(Clone, Debug)]
 pub struct PgStore {
     db: DatabaseConnection,
-}
-
-/// Which rows a unit of work may see.
-#[derive(Debug, Clone, Copy)]
-enum Scope {
-    Tenant(TenantId),
-    Platform,
-    /// Platform mode plus one tenant: creating a tenant together with its first admin.
-    PlatformAndTenant(TenantId),
+    /// The same pool as `db`, as sqlx sees it: units of work open their transactions
+    /// on it directly ([`Txn`]).
+    pool: sqlx::PgPool,
 }
 
 impl PgStore {
@@ -60,13 +54,17 @@ impl PgStore {
         let db = Database::connect(opts)
             .await
             .context("failed to connect to Postgres")?;
-        Ok(Self { db })
+        Ok(Self::new(db))
     }
 
     /// Wraps an existing connection pool.
+    ///
+    /// # Panics
+    /// When `db` is not a Postgres pool.
     #[must_use]
     pub fn new(db: DatabaseConnection) -> Self {
-        Self { db }
+        let pool = db.get_postgres_connection_pool().clone();
+        Self { db, pool }
     }
 
     /// The underlying pool, for health checks and adapters of other domains.
@@ -80,9 +78,23 @@ impl PgStore {
     where
         T: Send,
         E: DomainError,
-        F: for<'t> FnOnce(&'t DatabaseTransaction) -> BoxFuture<'t, Result<T, E>> + Send,
+        F: for<'t> FnOnce(&'t Txn) -> BoxFuture<'t, Result<T, E>> + Send,
     {
-        self.unit_of_work(Scope::Tenant(ctx.tenant_id()), f).await
+        self.unit_of_work(Scope::Tenant(ctx.tenant_id()), Access::ReadWrite, f)
+            .await
+    }
+
+    /// Runs `f` in a read-only transaction scoped to the caller's tenant. It ends
+    /// without a round trip of its own (see [`Txn::release`]); Postgres refuses any
+    /// write in it, so a repository method put on this path by mistake fails loudly.
+    pub(crate) async fn in_tenant_read<T, E, F>(&self, ctx: &TenantCtx, f: F) -> Result<T, E>
+    where
+        T: Send,
+        E: DomainError,
+        F: for<'t> FnOnce(&'t Txn) -> BoxFuture<'t, Result<T, E>> + Send,
+    {
+        self.unit_of_work(Scope::Tenant(ctx.tenant_id()), Access::ReadOnly, f)
+            .await
     }
 
     /// Runs `f` in a transaction in platform mode. Taking the `PlatformCtx` keeps
@@ -91,9 +103,10 @@ impl PgStore {
     where
         T: Send,
         E: DomainError,
-        F: for<'t> FnOnce(&'t DatabaseTransaction) -> BoxFuture<'t, Result<T, E>> + Send,
+        F: for<'t> FnOnce(&'t Txn) -> BoxFuture<'t, Result<T, E>> + Send,
     {
-        self.unit_of_work(Scope::Platform, f).await
+        self.unit_of_work(Scope::Platform, Access::ReadWrite, f)
+            .await
     }
 
     /// Runs `f` in platform mode *and* scoped to `tenant`, for creating a tenant with
@@ -107,71 +120,49 @@ impl PgStore {
     where
         T: Send,
         E: DomainError,
-        F: for<'t> FnOnce(&'t DatabaseTransaction) -> BoxFuture<'t, Result<T, E>> + Send,
+        F: for<'t> FnOnce(&'t Txn) -> BoxFuture<'t, Result<T, E>> + Send,
     {
-        self.unit_of_work(Scope::PlatformAndTenant(tenant), f).await
+        self.unit_of_work(Scope::PlatformAndTenant(tenant), Access::ReadWrite, f)
+            .await
     }
 
-    async fn unit_of_work<T, E, F>(&self, scope: Scope, f: F) -> Result<T, E>
+    async fn unit_of_work<T, E, F>(&self, scope: Scope, access: Access, f: F) -> Result<T, E>
     where
         T: Send,
         E: DomainError,
-        F: for<'t> FnOnce(&'t DatabaseTransaction) -> BoxFuture<'t, Result<T, E>> + Send,
+        F: for<'t> FnOnce(&'t Txn) -> BoxFuture<'t, Result<T, E>> + Send,
     {
-        // `BEGIN` runs on its own task. sqlx counts a transaction as open only once the
-        // server has answered; a request dropped in between (the client hung up) would
-        // return the connection to the pool inside that transaction, and the next unit
-        // of work on it would commit with its own. On a task the `BEGIN` always
+        // The opening runs on its own task. sqlx counts a transaction as open only once
+        // the server has answered; a request dropped in between (the client hung up)
+        // would return the connection to the pool inside that transaction, and the next
+        // unit of work on it would commit with its own. On a task the opening always
         // completes, and a dropped request's transaction is then rolled back on drop.
-        let db = self.db.clone();
-        let txn = tokio::spawn(async move { db.begin().await })
+        let pool = self.pool.clone();
+        let txn = tokio::spawn(async move { Txn::open(&pool, scope, access).await })
             .await
             .map_err(|e| DbErr::Custom(format!("the task beginning a transaction failed: {e}")))
-            .and_then(|begun| begun)
+            .and_then(|opened| opened)
             .map_err(E::db("begin a transaction"))?;
-        set_scope(&txn, scope)
-            .await
-            .map_err(E::db("scope the transaction"))?;
         match f(&txn).await {
             Ok(value) => {
-                txn.commit()
-                    .await
-                    .map_err(E::db("commit the transaction"))?;
+                match access {
+                    Access::ReadWrite => txn
+                        .commit()
+                        .await
+                        .map_err(E::db("commit the transaction"))?,
+                    Access::ReadOnly => txn.release(),
+                }
                 Ok(value)
             }
             Err(err) => {
-                // The domain error is what the caller needs; a failed rollback only
-                // means the connection is broken, and the pool discards it.
-                let _ = txn.rollback().await;
+                // The domain error is what the caller needs; the rollback goes out with
+                // the pool's check of the returned connection, and a broken connection
+                // is discarded there.
+                txn.release();
                 Err(err)
             }
         }
     }
-}
-
-/// Sets the transaction-local settings the row-level security policies read. They
-/// are `is_local = true`, so they end with the transaction and never leak to the
-/// next user of a pooled connection.
-async fn set_scope(txn: &DatabaseTransaction, scope: Scope) -> Result<(), DbErr> {
-    let stmt = match scope {
-        Scope::Tenant(id) => Statement::from_sql_and_values(
-            DbBackend::Postgres,
-            "SELECT set_config('trellis.tenant_id', $1, true)",
-            [id.to_string().into()],
-        ),
-        Scope::Platform => Statement::from_string(
-            DbBackend::Postgres,
-            "SELECT set_config('trellis.platform', 'on', true)",
-        ),
-        Scope::PlatformAndTenant(id) => Statement::from_sql_and_values(
-            DbBackend::Postgres,
-            "SELECT set_config('trellis.platform', 'on', true), \
-                    set_config('trellis.tenant_id', $1, true)",
-            [id.to_string().into()],
-        ),
-    };
-    txn.execute_raw(stmt).await?;
-    Ok(())
 }
 
 /// Adds keyset paging to a query: rows after the cursor id, oldest first (ids are

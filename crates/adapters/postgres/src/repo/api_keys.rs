@@ -40,7 +40,7 @@ impl ApiKeyRepo for PgStore {
 
     async fn list(&self, ctx: &TenantCtx, page: PageRequest) -> Result<Page<ApiKey>> {
         let tenant = ctx.tenant_id();
-        self.in_tenant(ctx, move |txn| {
+        self.in_tenant_read(ctx, move |txn| {
             Box::pin(async move {
                 let select = Entity::find().filter(Column::TenantId.eq(tenant.as_uuid()));
                 let rows = keyset(select, Column::Id, page)
@@ -56,7 +56,7 @@ impl ApiKeyRepo for PgStore {
     async fn find_by_prefix(&self, ctx: &TenantCtx, prefix: &str) -> Result<Option<ApiKeyRecord>> {
         let tenant = ctx.tenant_id();
         let prefix = prefix.to_owned();
-        self.in_tenant(ctx, move |txn| {
+        self.in_tenant_read(ctx, move |txn| {
             Box::pin(async move {
                 let row = Entity::find()
                     .filter(Column::TenantId.eq(tenant.as_uuid()))

@@ -10,12 +10,13 @@ use crate::content_mapper;
 use crate::entity::agent::{self, ActiveModel, AgentRow, Column, Entity, TOOL_IDS};
 use crate::entity::{agent_tool, agent_version, conversation};
 use crate::store::{PgStore, finish_page, keyset};
+use crate::txn::Txn;
 use anyhow::Context as _;
 use async_trait::async_trait;
 use sea_orm::sea_query::{Expr, ExprTrait as _, Query};
 use sea_orm::{
-    ActiveModelTrait as _, ColumnTrait as _, DatabaseTransaction, EntityTrait as _,
-    QueryFilter as _, QueryOrder as _, QuerySelect as _, Select, Set,
+    ActiveModelTrait as _, ColumnTrait as _, EntityTrait as _, QueryFilter as _, QueryOrder as _,
+    QuerySelect as _, Select, Set,
 };
 use trellis_content::{
     Agent, AgentConfig, AgentFilter, AgentId, AgentRepo, AgentVersion, ContentError,
@@ -35,7 +36,7 @@ fn select(tenant: TenantId) -> Select<Entity> {
         .filter(Column::TenantId.eq(tenant.as_uuid()))
 }
 
-async fn load(txn: &DatabaseTransaction, tenant: TenantId, id: AgentId) -> Result<Option<Agent>> {
+async fn load(txn: &Txn, tenant: TenantId, id: AgentId) -> Result<Option<Agent>> {
     first(
         txn,
         select(tenant).filter(Column::Id.eq(id.as_uuid())),
@@ -45,11 +46,7 @@ async fn load(txn: &DatabaseTransaction, tenant: TenantId, id: AgentId) -> Resul
 }
 
 /// The first agent `query` finds, if any.
-async fn first(
-    txn: &DatabaseTransaction,
-    query: Select<Entity>,
-    what: &'static str,
-) -> Result<Option<Agent>> {
+async fn first(txn: &Txn, query: Select<Entity>, what: &'static str) -> Result<Option<Agent>> {
     let row = query
         .into_model::<AgentRow>()
         .one(txn)
@@ -87,7 +84,7 @@ fn config_model(config: &AgentConfig) -> Result<ActiveModel> {
 
 /// Stores `config`'s tools as the agent's (after any previous ones were removed).
 async fn insert_tools(
-    txn: &DatabaseTransaction,
+    txn: &Txn,
     tenant: TenantId,
     agent: AgentId,
     config: &AgentConfig,
@@ -110,7 +107,7 @@ async fn insert_tools(
 
 /// Keeps `config` as `version` of the agent.
 async fn insert_version(
-    txn: &DatabaseTransaction,
+    txn: &Txn,
     tenant: TenantId,
     agent: AgentId,
     version: i32,
@@ -173,7 +170,7 @@ impl AgentRepo for PgStore {
 
     async fn get(&self, ctx: &TenantCtx, id: AgentId) -> Result<Agent> {
         let tenant = ctx.tenant_id();
-        self.in_tenant(ctx, move |txn| {
+        self.in_tenant_read(ctx, move |txn| {
             Box::pin(async move {
                 load(txn, tenant, id)
                     .await?
@@ -189,7 +186,7 @@ impl AgentRepo for PgStore {
         conversation: ConversationId,
     ) -> Result<Option<Agent>> {
         let tenant = ctx.tenant_id();
-        self.in_tenant(ctx, move |txn| {
+        self.in_tenant_read(ctx, move |txn| {
             Box::pin(async move {
                 let agent_of_conversation = Query::select()
                     .column(conversation::Column::AgentId)
@@ -207,7 +204,7 @@ impl AgentRepo for PgStore {
     async fn find_by_name(&self, ctx: &TenantCtx, name: &str) -> Result<Option<Agent>> {
         let tenant = ctx.tenant_id();
         let name = name.to_owned();
-        self.in_tenant(ctx, move |txn| {
+        self.in_tenant_read(ctx, move |txn| {
             Box::pin(async move {
                 first(
                     txn,
@@ -228,7 +225,7 @@ impl AgentRepo for PgStore {
     ) -> Result<Page<Agent>> {
         let tenant = ctx.tenant_id();
         let filter = filter.clone();
-        self.in_tenant(ctx, move |txn| {
+        self.in_tenant_read(ctx, move |txn| {
             Box::pin(async move {
                 let mut select = select(tenant);
                 if let Some(published) = filter.published {
@@ -314,7 +311,7 @@ impl AgentRepo for PgStore {
 
     async fn versions(&self, ctx: &TenantCtx, id: AgentId) -> Result<Vec<AgentVersion>> {
         let tenant = ctx.tenant_id();
-        self.in_tenant(ctx, move |txn| {
+        self.in_tenant_read(ctx, move |txn| {
             Box::pin(async move {
                 let exists = Entity::find_by_id((tenant.as_uuid(), id.as_uuid()))
                     .select_only()

@@ -8,16 +8,17 @@ use crate::content_mapper;
 use crate::entity::{llm_model, tenant};
 use crate::mapper;
 use crate::store::PgStore;
+use crate::txn::Txn;
 use async_trait::async_trait;
 use sea_orm::sea_query::{Expr, OnConflict};
-use sea_orm::{DatabaseTransaction, EntityTrait as _, NotSet, QueryOrder as _, Set};
+use sea_orm::{EntityTrait as _, NotSet, QueryOrder as _, Set};
 use trellis_content::{ContentError, LlmCatalog, LlmModel, Result};
 use trellis_kernel::{PlatformCtx, TenantCtx, TenantId};
 use trellis_tenancy::{LlmProvider, TenantConfig};
 
 /// The tenant's configuration; `None` when the tenant row is gone, in which case no
 /// model is available.
-async fn tenant_config(txn: &DatabaseTransaction, id: TenantId) -> Result<Option<TenantConfig>> {
+async fn tenant_config(txn: &Txn, id: TenantId) -> Result<Option<TenantConfig>> {
     let row = tenant::Entity::find_by_id(id.as_uuid())
         .one(txn)
         .await
@@ -33,7 +34,7 @@ fn unavailable(provider: LlmProvider, model: &str) -> ContentError {
 impl LlmCatalog for PgStore {
     async fn list(&self, ctx: &TenantCtx) -> Result<Vec<LlmModel>> {
         let tenant = ctx.tenant_id();
-        self.in_tenant(ctx, move |txn| {
+        self.in_tenant_read(ctx, move |txn| {
             Box::pin(async move {
                 let Some(config) = tenant_config(txn, tenant).await? else {
                     return Ok(Vec::new());
@@ -60,7 +61,7 @@ impl LlmCatalog for PgStore {
     async fn get(&self, ctx: &TenantCtx, provider: LlmProvider, model: &str) -> Result<LlmModel> {
         let tenant = ctx.tenant_id();
         let model = model.to_owned();
-        self.in_tenant(ctx, move |txn| {
+        self.in_tenant_read(ctx, move |txn| {
             Box::pin(async move {
                 let allowed = tenant_config(txn, tenant)
                     .await?

@@ -47,7 +47,7 @@ impl ConversationRepo for PgStore {
 
     async fn get(&self, ctx: &TenantCtx, id: ConversationId) -> Result<Conversation> {
         let tenant = ctx.tenant_id();
-        self.in_tenant(ctx, move |txn| {
+        self.in_tenant_read(ctx, move |txn| {
             Box::pin(async move {
                 let row = Entity::find_by_id((tenant.as_uuid(), id.as_uuid()))
                     .one(txn)
@@ -68,7 +68,7 @@ impl ConversationRepo for PgStore {
     ) -> Result<Page<Conversation>> {
         let tenant = ctx.tenant_id();
         let filter = filter.clone();
-        self.in_tenant(ctx, move |txn| {
+        self.in_tenant_read(ctx, move |txn| {
             Box::pin(async move {
                 let mut select = Entity::find().filter(Column::TenantId.eq(tenant.as_uuid()));
                 if let Some(owner) = filter.owner {

@@ -50,7 +50,7 @@ impl FileRepo for PgStore {
 
     async fn get(&self, ctx: &TenantCtx, id: FileId) -> Result<FileAttachment> {
         let tenant = ctx.tenant_id();
-        self.in_tenant(ctx, move |txn| {
+        self.in_tenant_read(ctx, move |txn| {
             Box::pin(async move {
                 let row = Entity::find_by_id((tenant.as_uuid(), id.as_uuid()))
                     .one(txn)
@@ -69,7 +69,7 @@ impl FileRepo for PgStore {
         conversation: ConversationId,
     ) -> Result<Vec<FileAttachment>> {
         let tenant = ctx.tenant_id();
-        self.in_tenant(ctx, move |txn| {
+        self.in_tenant_read(ctx, move |txn| {
             Box::pin(async move {
                 let rows = Entity::find()
                     .filter(Column::TenantId.eq(tenant.as_uuid()))

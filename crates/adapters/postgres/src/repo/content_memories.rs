@@ -46,7 +46,7 @@ impl MemoryRepo for PgStore {
 
     async fn get(&self, ctx: &TenantCtx, id: MemoryId) -> Result<Memory> {
         let tenant = ctx.tenant_id();
-        self.in_tenant(ctx, move |txn| {
+        self.in_tenant_read(ctx, move |txn| {
             Box::pin(async move {
                 let row = Entity::find_by_id((tenant.as_uuid(), id.as_uuid()))
                     .one(txn)
@@ -66,7 +66,7 @@ impl MemoryRepo for PgStore {
         page: PageRequest,
     ) -> Result<Page<Memory>> {
         let tenant = ctx.tenant_id();
-        self.in_tenant(ctx, move |txn| {
+        self.in_tenant_read(ctx, move |txn| {
             Box::pin(async move {
                 let select = Entity::find()
                     .filter(Column::TenantId.eq(tenant.as_uuid()))
@@ -149,7 +149,7 @@ impl MemoryRepo for PgStore {
             return Ok(Vec::new());
         }
         let tenant = ctx.tenant_id();
-        self.in_tenant(ctx, move |txn| {
+        self.in_tenant_read(ctx, move |txn| {
             Box::pin(async move {
                 let rows = Entity::find()
                     .expr_as(

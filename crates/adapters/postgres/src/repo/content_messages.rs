@@ -12,12 +12,13 @@ use crate::content_mapper;
 use crate::entity::message::{self, ActiveModel, Column, Entity, FILE_IDS, MessageRow};
 use crate::entity::{conversation, message_file};
 use crate::store::PgStore;
+use crate::txn::Txn;
 use anyhow::Context as _;
 use async_trait::async_trait;
 use sea_orm::sea_query::Expr;
 use sea_orm::{
-    ColumnTrait as _, ConnectionTrait as _, DatabaseTransaction, DbBackend, EntityTrait as _,
-    QueryFilter as _, QueryOrder as _, QuerySelect as _, Select, Set, Statement, Value,
+    ColumnTrait as _, ConnectionTrait as _, DbBackend, EntityTrait as _, QueryFilter as _,
+    QueryOrder as _, QuerySelect as _, Select, Set, Statement, Value,
 };
 use std::collections::HashMap;
 use trellis_content::{
@@ -71,11 +72,7 @@ fn read<T: sea_orm::TryGetable>(row: &sea_orm::QueryResult, column: &str) -> Res
 }
 
 /// Stores `new` in order; the caller's transaction makes it all or nothing.
-async fn insert_all(
-    txn: &DatabaseTransaction,
-    tenant: TenantId,
-    new: Vec<NewMessage>,
-) -> Result<Vec<Message>> {
+async fn insert_all(txn: &Txn, tenant: TenantId, new: Vec<NewMessage>) -> Result<Vec<Message>> {
     let mut stored: HashMap<uuid::Uuid, message::Model> = HashMap::with_capacity(new.len());
     for batch in new.chunks(INSERT_BATCH_ROWS) {
         let rows = batch
@@ -157,7 +154,7 @@ impl MessageRepo for PgStore {
 
     async fn get(&self, ctx: &TenantCtx, id: MessageId) -> Result<Message> {
         let tenant = ctx.tenant_id();
-        self.in_tenant(ctx, move |txn| {
+        self.in_tenant_read(ctx, move |txn| {
             Box::pin(async move {
                 let row = select(tenant)
                     .filter(Column::Id.eq(id.as_uuid()))
@@ -178,7 +175,7 @@ impl MessageRepo for PgStore {
         conversation: ConversationId,
     ) -> Result<Vec<Message>> {
         let tenant = ctx.tenant_id();
-        self.in_tenant(ctx, move |txn| {
+        self.in_tenant_read(ctx, move |txn| {
             Box::pin(async move {
                 let rows = select(tenant)
                     .filter(Column::ConversationId.eq(conversation.as_uuid()))
@@ -211,7 +208,7 @@ impl MessageRepo for PgStore {
             return Ok(Vec::new());
         }
         let tenant = ctx.tenant_id();
-        self.in_tenant(ctx, move |txn| {
+        self.in_tenant_read(ctx, move |txn| {
             Box::pin(async move {
                 let mut values: Vec<Value> =
                     vec![tenant.as_uuid().into(), words.into(), limit.into()];

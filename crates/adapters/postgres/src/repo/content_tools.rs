@@ -43,7 +43,7 @@ impl ToolRepo for PgStore {
 
     async fn get(&self, ctx: &TenantCtx, id: ToolId) -> Result<ToolConfig> {
         let tenant = ctx.tenant_id();
-        self.in_tenant(ctx, move |txn| {
+        self.in_tenant_read(ctx, move |txn| {
             Box::pin(async move {
                 let row = Entity::find_by_id((tenant.as_uuid(), id.as_uuid()))
                     .one(txn)
@@ -58,7 +58,7 @@ impl ToolRepo for PgStore {
 
     async fn list(&self, ctx: &TenantCtx, page: PageRequest) -> Result<Page<ToolConfig>> {
         let tenant = ctx.tenant_id();
-        self.in_tenant(ctx, move |txn| {
+        self.in_tenant_read(ctx, move |txn| {
             Box::pin(async move {
                 let select = Entity::find().filter(Column::TenantId.eq(tenant.as_uuid()));
                 let rows = keyset(select, Column::Id, page)

@@ -71,7 +71,7 @@ impl UsageMeter for PgStore {
         until: Timestamp,
     ) -> Result<u64> {
         let tenant = ctx.tenant_id();
-        self.in_tenant(ctx, move |txn| {
+        self.in_tenant_read(ctx, move |txn| {
             Box::pin(async move {
                 let mut values: Vec<Value> =
                     vec![tenant.as_uuid().into(), from.into(), until.into()];
@@ -108,7 +108,7 @@ impl UsageMeter for PgStore {
 impl QuotaSource for PgStore {
     async fn quota(&self, ctx: &TenantCtx) -> Result<Quota> {
         let tenant = ctx.tenant_id();
-        self.in_tenant(ctx, move |txn| {
+        self.in_tenant_read(ctx, move |txn| {
             Box::pin(async move {
                 let row = tenant_quota::Entity::find_by_id(tenant.as_uuid())
                     .filter(tenant_quota::Column::TenantId.eq(tenant.as_uuid()))

@@ -38,7 +38,7 @@ impl MembershipRepo for PgStore {
     async fn find_by_email(&self, ctx: &TenantCtx, email: &Email) -> Result<Option<Membership>> {
         let tenant = ctx.tenant_id();
         let email = email.as_str().to_owned();
-        self.in_tenant(ctx, move |txn| {
+        self.in_tenant_read(ctx, move |txn| {
             Box::pin(async move {
                 let row = Entity::find()
                     .filter(Column::TenantId.eq(tenant.as_uuid()))
@@ -54,7 +54,7 @@ impl MembershipRepo for PgStore {
 
     async fn get(&self, ctx: &TenantCtx, id: MembershipId) -> Result<Membership> {
         let tenant = ctx.tenant_id();
-        self.in_tenant(ctx, move |txn| {
+        self.in_tenant_read(ctx, move |txn| {
             Box::pin(async move {
                 let row = Entity::find_by_id((tenant.as_uuid(), id.as_uuid()))
                     .filter(Column::TenantId.eq(tenant.as_uuid()))
@@ -70,7 +70,7 @@ impl MembershipRepo for PgStore {
 
     async fn list(&self, ctx: &TenantCtx, page: PageRequest) -> Result<Page<Membership>> {
         let tenant = ctx.tenant_id();
-        self.in_tenant(ctx, move |txn| {
+        self.in_tenant_read(ctx, move |txn| {
             Box::pin(async move {
                 let select = Entity::find().filter(Column::TenantId.eq(tenant.as_uuid()));
                 let rows = keyset(select, Column::Id, page)

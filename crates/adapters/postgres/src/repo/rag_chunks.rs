@@ -8,12 +8,13 @@ use crate::entity::chunk::{ChunkRow, Column, Entity};
 use crate::entity::document;
 use crate::rag_mapper;
 use crate::store::PgStore;
+use crate::txn::Txn;
 use anyhow::Context as _;
 use async_trait::async_trait;
 use sea_orm::prelude::PgVector;
 use sea_orm::{
-    ColumnTrait as _, ConnectionTrait as _, DatabaseTransaction, DbBackend, EntityTrait as _,
-    QueryFilter as _, QueryOrder as _, QuerySelect as _, Statement, Value,
+    ColumnTrait as _, ConnectionTrait as _, DbBackend, EntityTrait as _, QueryFilter as _,
+    QueryOrder as _, QuerySelect as _, Statement, Value,
 };
 use std::collections::HashMap;
 use std::fmt::Write as _;
@@ -38,7 +39,7 @@ const PARAMS_PER_ROW: usize = 11;
 /// and the one that took the job over): without it both could delete the same old
 /// rows and each insert its own new ones, leaving two sets of chunks.
 async fn lock_document(
-    txn: &DatabaseTransaction,
+    txn: &Txn,
     tenant: TenantId,
     document: DocumentId,
 ) -> Result<(CollectionId, i32)> {
@@ -126,11 +127,7 @@ fn insert_statement(
 }
 
 /// The tenant's chunks among `ids`, without their embeddings.
-async fn chunk_rows(
-    txn: &DatabaseTransaction,
-    tenant: TenantId,
-    ids: Vec<uuid::Uuid>,
-) -> Result<Vec<ChunkRow>> {
+async fn chunk_rows(txn: &Txn, tenant: TenantId, ids: Vec<uuid::Uuid>) -> Result<Vec<ChunkRow>> {
     Entity::find()
         .filter(Column::TenantId.eq(tenant.as_uuid()))
         .filter(Column::Id.is_in(ids))
@@ -191,7 +188,7 @@ impl ChunkRepo for PgStore {
         }
         let tenant = ctx.tenant_id();
         let ids: Vec<uuid::Uuid> = ids.iter().map(ChunkId::as_uuid).collect();
-        self.in_tenant(ctx, move |txn| {
+        self.in_tenant_read(ctx, move |txn| {
             Box::pin(async move {
                 let rows = chunk_rows(txn, tenant, ids).await?;
                 Ok(rows
@@ -211,7 +208,7 @@ impl ChunkRepo for PgStore {
         let ids: Vec<uuid::Uuid> = ids.iter().map(ChunkId::as_uuid).collect();
         // Two statements in one transaction: a transaction of its own for the names
         // would cost three more round trips on every search.
-        self.in_tenant(ctx, move |txn| {
+        self.in_tenant_read(ctx, move |txn| {
             Box::pin(async move {
                 let rows = chunk_rows(txn, tenant, ids).await?;
                 let mut documents: Vec<uuid::Uuid> = rows.iter().map(|r| r.document_id).collect();
@@ -247,7 +244,7 @@ impl ChunkRepo for PgStore {
 
     async fn for_document(&self, ctx: &TenantCtx, document: DocumentId) -> Result<Vec<Chunk>> {
         let tenant = ctx.tenant_id();
-        self.in_tenant(ctx, move |txn| {
+        self.in_tenant_read(ctx, move |txn| {
             Box::pin(async move {
                 let rows: Vec<ChunkRow> = Entity::find()
                     .filter(Column::TenantId.eq(tenant.as_uuid()))

@@ -5,13 +5,11 @@ use super::rag_common::db;
 use crate::entity::knowledge_collection::{ActiveModel, Column, Entity, Model};
 use crate::rag_mapper;
 use crate::store::{PgStore, finish_page, keyset};
+use crate::txn::Txn;
 use anyhow::Context as _;
 use async_trait::async_trait;
 use sea_orm::sea_query::{Expr, SimpleExpr};
-use sea_orm::{
-    ActiveModelTrait as _, ColumnTrait as _, DatabaseTransaction, EntityTrait as _,
-    QueryFilter as _, Set,
-};
+use sea_orm::{ActiveModelTrait as _, ColumnTrait as _, EntityTrait as _, QueryFilter as _, Set};
 use trellis_kernel::{Page, PageRequest, TenantCtx, TenantId};
 use trellis_rag::index::CollectionId;
 use trellis_rag::{
@@ -25,7 +23,7 @@ fn int(value: u32, what: &'static str) -> Result<i32> {
 
 /// Sets `values` on one collection; `NotFound` when there is none in this tenant.
 async fn update_one(
-    txn: &DatabaseTransaction,
+    txn: &Txn,
     tenant: TenantId,
     id: CollectionId,
     values: Vec<(Column, SimpleExpr)>,
@@ -83,7 +81,7 @@ impl CollectionRepo for PgStore {
 
     async fn get(&self, ctx: &TenantCtx, id: CollectionId) -> Result<Collection> {
         let tenant = ctx.tenant_id();
-        self.in_tenant(ctx, move |txn| {
+        self.in_tenant_read(ctx, move |txn| {
             Box::pin(async move {
                 let row = Entity::find_by_id((tenant.as_uuid(), id.as_uuid()))
                     .one(txn)
@@ -98,7 +96,7 @@ impl CollectionRepo for PgStore {
 
     async fn list(&self, ctx: &TenantCtx, page: PageRequest) -> Result<Page<Collection>> {
         let tenant = ctx.tenant_id();
-        self.in_tenant(ctx, move |txn| {
+        self.in_tenant_read(ctx, move |txn| {
             Box::pin(async move {
                 let select = Entity::find().filter(Column::TenantId.eq(tenant.as_uuid()));
                 let rows = keyset(select, Column::Id, page)

@@ -57,7 +57,7 @@ impl DocumentRepo for PgStore {
 
     async fn get(&self, ctx: &TenantCtx, id: DocumentId) -> Result<Document> {
         let tenant = ctx.tenant_id();
-        self.in_tenant(ctx, move |txn| {
+        self.in_tenant_read(ctx, move |txn| {
             Box::pin(async move {
                 let row = Entity::find_by_id((tenant.as_uuid(), id.as_uuid()))
                     .one(txn)
@@ -78,7 +78,7 @@ impl DocumentRepo for PgStore {
     ) -> Result<Option<Document>> {
         let tenant = ctx.tenant_id();
         let checksum = checksum.to_owned();
-        self.in_tenant(ctx, move |txn| {
+        self.in_tenant_read(ctx, move |txn| {
             Box::pin(async move {
                 let row = Entity::find()
                     .filter(Column::TenantId.eq(tenant.as_uuid()))
@@ -101,7 +101,7 @@ impl DocumentRepo for PgStore {
     ) -> Result<Page<Document>> {
         let tenant = ctx.tenant_id();
         let filter = filter.clone();
-        self.in_tenant(ctx, move |txn| {
+        self.in_tenant_read(ctx, move |txn| {
             Box::pin(async move {
                 let mut select = Entity::find().filter(Column::TenantId.eq(tenant.as_uuid()));
                 if let Some(collection) = filter.collection {

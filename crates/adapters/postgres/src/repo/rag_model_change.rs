@@ -6,10 +6,11 @@
 
 use super::rag_common::db;
 use crate::store::PgStore;
+use crate::txn::Txn;
 use anyhow::Context as _;
 use async_trait::async_trait;
 use sea_orm::prelude::PgVector;
-use sea_orm::{ConnectionTrait as _, DatabaseTransaction, DbBackend, Statement, Value};
+use sea_orm::{ConnectionTrait as _, DbBackend, Statement, Value};
 use std::fmt::Write as _;
 use trellis_kernel::{TenantCtx, TenantId};
 use trellis_rag::index::{ChunkId, CollectionId, Embedding};
@@ -24,7 +25,7 @@ fn stmt(sql: &str, values: Vec<Value>) -> Statement {
 
 /// The collection's change target and status, locked `FOR UPDATE` when `lock`.
 async fn change_of(
-    txn: &DatabaseTransaction,
+    txn: &Txn,
     tenant: TenantId,
     id: CollectionId,
     lock: bool,
@@ -50,7 +51,7 @@ async fn change_of(
     ))
 }
 
-async fn drop_shadow(txn: &DatabaseTransaction, tenant: TenantId, id: CollectionId) -> Result<()> {
+async fn drop_shadow(txn: &Txn, tenant: TenantId, id: CollectionId) -> Result<()> {
     txn.execute_raw(stmt(
         "DELETE FROM chunk_embeddings_next WHERE tenant_id = $1 AND collection_id = $2",
         vec![tenant.as_uuid().into(), id.as_uuid().into()],
@@ -101,7 +102,7 @@ impl ModelChangeRepo for PgStore {
     ) -> Result<Vec<(ChunkId, String)>> {
         let tenant = ctx.tenant_id();
         let limit = i64::try_from(limit).unwrap_or(i64::MAX);
-        self.in_tenant(ctx, move |txn| {
+        self.in_tenant_read(ctx, move |txn| {
             Box::pin(async move {
                 let (_, _, status) = change_of(txn, tenant, id, false).await?;
                 if status.as_deref() != Some("running") {
@@ -185,7 +186,7 @@ impl ModelChangeRepo for PgStore {
 
     async fn progress(&self, ctx: &TenantCtx, id: CollectionId) -> Result<ModelChangeProgress> {
         let tenant = ctx.tenant_id();
-        self.in_tenant(ctx, move |txn| {
+        self.in_tenant_read(ctx, move |txn| {
             Box::pin(async move {
                 change_of(txn, tenant, id, false).await?;
                 let row = txn

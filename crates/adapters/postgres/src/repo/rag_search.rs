@@ -21,9 +21,10 @@
 use super::rag_common::{array_literal, db, without_nul};
 use crate::rag_mapper;
 use crate::store::PgStore;
+use crate::txn::Txn;
 use async_trait::async_trait;
 use sea_orm::prelude::PgVector;
-use sea_orm::{ConnectionTrait as _, DatabaseTransaction, DbBackend, Statement, Value};
+use sea_orm::{ConnectionTrait as _, DbBackend, Statement, Value};
 use trellis_kernel::{TenantCtx, TenantId};
 use trellis_rag::index::{ChunkId, Embedding};
 use trellis_rag::{Result, Scored, SearchFilter, TextIndex, VectorIndex};
@@ -139,7 +140,7 @@ fn text_filters(sql: &mut Sql, filter: &SearchFilter, clause: &mut String) {
 /// The tenant's candidate rows, counted up to `EXACT_SCAN_MAX_ROWS + 1` (beyond that
 /// the answer is the same). Reads `chunks_collection_idx` only.
 async fn count_candidates(
-    txn: &DatabaseTransaction,
+    txn: &Txn,
     tenant: TenantId,
     dimension: usize,
     filter: &SearchFilter,
@@ -215,7 +216,7 @@ fn hnsw_settings(ef_search: usize) -> Statement {
     )
 }
 
-async fn nearest(txn: &DatabaseTransaction, stmt: Statement) -> Result<Vec<Scored>> {
+async fn nearest(txn: &Txn, stmt: Statement) -> Result<Vec<Scored>> {
     let rows = txn
         .query_all_raw(stmt)
         .await
@@ -252,7 +253,7 @@ impl VectorIndex for PgStore {
         let tenant = ctx.tenant_id();
         let query = query.clone();
         let filter = filter.clone();
-        self.in_tenant(ctx, move |txn| {
+        self.in_tenant_read(ctx, move |txn| {
             Box::pin(async move {
                 let dimension = query.dimension();
                 let rows = count_candidates(txn, tenant, dimension, &filter).await?;
@@ -294,7 +295,7 @@ impl TextIndex for PgStore {
         let tenant = ctx.tenant_id();
         let query = without_nul(query).into_owned();
         let filter = filter.clone();
-        self.in_tenant(ctx, move |txn| {
+        self.in_tenant_read(ctx, move |txn| {
             Box::pin(async move {
                 let mut sql = Sql::default();
                 let t = sql.bind(tenant.as_uuid());

@@ -34,9 +34,10 @@ use super::rag_common::{array_literal, db, without_nul};
 use super::rag_text_candidates::{self as text, Candidates, Postings};
 use crate::rag_mapper;
 use crate::store::PgStore;
+use crate::txn::Txn;
 use async_trait::async_trait;
 use sea_orm::prelude::PgVector;
-use sea_orm::{ConnectionTrait as _, DatabaseTransaction, DbBackend, Statement};
+use sea_orm::{ConnectionTrait as _, DbBackend, Statement};
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError, RwLock, TryLockError};
@@ -265,7 +266,7 @@ impl PgVectorCache {
         // reset_gen past what is recorded here, which forces a reload next time.
         let (generation, from, rows) = self
             .store
-            .in_tenant(ctx, move |txn| {
+            .in_tenant_read(ctx, move |txn| {
                 Box::pin(async move {
                     let generation = read_generation(txn, id).await?;
                     let from = seen
@@ -389,7 +390,7 @@ impl PgVectorCache {
     }
 }
 
-async fn read_generation(txn: &DatabaseTransaction, id: TenantId) -> Result<Generation> {
+async fn read_generation(txn: &Txn, id: TenantId) -> Result<Generation> {
     let row = txn
         .query_one_raw(Statement::from_sql_and_values(
             DbBackend::Postgres,
@@ -509,7 +510,7 @@ async fn rank_text_candidates(
         .collect()
 }
 
-async fn count_rows(txn: &DatabaseTransaction, id: TenantId) -> Result<usize> {
+async fn count_rows(txn: &Txn, id: TenantId) -> Result<usize> {
     let row = txn
         .query_one_raw(Statement::from_sql_and_values(
             DbBackend::Postgres,
@@ -527,11 +528,7 @@ async fn count_rows(txn: &DatabaseTransaction, id: TenantId) -> Result<usize> {
     Ok(usize::try_from(n).unwrap_or(usize::MAX))
 }
 
-async fn load_rows(
-    txn: &DatabaseTransaction,
-    id: TenantId,
-    after: Option<i64>,
-) -> Result<Vec<Row>> {
+async fn load_rows(txn: &Txn, id: TenantId, after: Option<i64>) -> Result<Vec<Row>> {
     let stmt = match after {
         None => Statement::from_sql_and_values(
             DbBackend::Postgres,

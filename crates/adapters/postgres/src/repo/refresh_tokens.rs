@@ -45,7 +45,7 @@ impl RefreshTokenRepo for PgStore {
     ) -> Result<Option<RefreshToken>> {
         let tenant = ctx.tenant_id();
         let token_hash = token_hash.to_owned();
-        self.in_tenant(ctx, move |txn| {
+        self.in_tenant_read(ctx, move |txn| {
             Box::pin(async move {
                 let row = Entity::find()
                     .filter(Column::TenantId.eq(tenant.as_uuid()))

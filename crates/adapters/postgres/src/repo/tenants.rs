@@ -5,11 +5,12 @@ use crate::entity::{tenant, tenant_llm_config, tenant_widget_config, user};
 use crate::error::DomainError as _;
 use crate::mapper;
 use crate::store::{PgStore, finish_page, keyset};
+use crate::txn::Txn;
 use async_trait::async_trait;
 use sea_orm::sea_query::{Expr, OnConflict};
 use sea_orm::{
-    ActiveModelTrait as _, ActiveValue::NotSet, ColumnTrait as _, DatabaseTransaction,
-    EntityTrait as _, QueryFilter as _, Set,
+    ActiveModelTrait as _, ActiveValue::NotSet, ColumnTrait as _, EntityTrait as _,
+    QueryFilter as _, Set,
 };
 use trellis_kernel::{Page, PageRequest, PlatformCtx, Role, Slug, TenantCtx, TenantId};
 use trellis_tenancy::{
@@ -20,7 +21,7 @@ use trellis_tenancy::{
 use super::to_json;
 
 /// The live (not soft-deleted) tenant with this id, if visible in the transaction.
-async fn find_live(txn: &DatabaseTransaction, id: TenantId) -> Result<Option<tenant::Model>> {
+async fn find_live(txn: &Txn, id: TenantId) -> Result<Option<tenant::Model>> {
     tenant::Entity::find_by_id(id.as_uuid())
         .filter(tenant::Column::DeletedAt.is_null())
         .one(txn)
@@ -166,7 +167,7 @@ impl TenantRepo for PgStore {
 
     async fn current(&self, ctx: &TenantCtx) -> Result<Tenant> {
         let id = ctx.tenant_id();
-        self.in_tenant(ctx, move |txn| {
+        self.in_tenant_read(ctx, move |txn| {
             Box::pin(async move {
                 let row = find_live(txn, id).await?.ok_or(E::NotFound)?;
                 Ok(mapper::tenant(row)?)
@@ -213,7 +214,7 @@ impl TenantRepo for PgStore {
 
     async fn widget(&self, ctx: &TenantCtx) -> Result<Option<WidgetConfig>> {
         let id = ctx.tenant_id();
-        self.in_tenant(ctx, move |txn| {
+        self.in_tenant_read(ctx, move |txn| {
             Box::pin(async move {
                 let row = tenant_widget_config::Entity::find_by_id(id.as_uuid())
                     .filter(tenant_widget_config::Column::TenantId.eq(id.as_uuid()))
@@ -264,7 +265,7 @@ impl TenantRepo for PgStore {
 
     async fn llm(&self, ctx: &TenantCtx) -> Result<Option<LlmConfig>> {
         let id = ctx.tenant_id();
-        self.in_tenant(ctx, move |txn| {
+        self.in_tenant_read(ctx, move |txn| {
             Box::pin(async move {
                 let row = tenant_llm_config::Entity::find_by_id(id.as_uuid())
                     .filter(tenant_llm_config::Column::TenantId.eq(id.as_uuid()))

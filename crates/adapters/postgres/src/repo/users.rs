@@ -5,11 +5,12 @@ use crate::entity::user::{ActiveModel, Column, Entity, Model};
 use crate::error::DomainError as _;
 use crate::mapper;
 use crate::store::{PgStore, finish_page, keyset};
+use crate::txn::Txn;
 use async_trait::async_trait;
 use sea_orm::sea_query::{Expr, SimpleExpr};
 use sea_orm::{
-    ActiveModelTrait as _, ColumnTrait as _, DatabaseTransaction, EntityTrait as _,
-    PaginatorTrait as _, QueryFilter as _, Select, Set,
+    ActiveModelTrait as _, ColumnTrait as _, EntityTrait as _, PaginatorTrait as _,
+    QueryFilter as _, Select, Set,
 };
 use trellis_identity::{
     IdentityError as E, LoginRecord, NewUser, Result, User, UserFilter, UserPatch, UserRepo,
@@ -29,7 +30,7 @@ fn live(tenant: TenantId) -> Select<Entity> {
 
 /// Sets `values` on one live user; `NotFound` when there is none in this tenant.
 async fn update_live(
-    txn: &DatabaseTransaction,
+    txn: &Txn,
     tenant: TenantId,
     id: UserId,
     values: Vec<(Column, SimpleExpr)>,
@@ -89,7 +90,7 @@ impl UserRepo for PgStore {
 
     async fn get(&self, ctx: &TenantCtx, id: UserId) -> Result<User> {
         let tenant = ctx.tenant_id();
-        self.in_tenant(ctx, move |txn| {
+        self.in_tenant_read(ctx, move |txn| {
             Box::pin(async move {
                 let row = live(tenant)
                     .filter(Column::Id.eq(id.as_uuid()))
@@ -106,7 +107,7 @@ impl UserRepo for PgStore {
     async fn find_for_login(&self, ctx: &TenantCtx, email: &Email) -> Result<Option<LoginRecord>> {
         let tenant = ctx.tenant_id();
         let email = email.as_str().to_owned();
-        self.in_tenant(ctx, move |txn| {
+        self.in_tenant_read(ctx, move |txn| {
             Box::pin(async move {
                 let row = live(tenant)
                     .filter(Column::Email.eq(email))
@@ -127,7 +128,7 @@ impl UserRepo for PgStore {
     ) -> Result<Page<User>> {
         let tenant = ctx.tenant_id();
         let filter = filter.clone();
-        self.in_tenant(ctx, move |txn| {
+        self.in_tenant_read(ctx, move |txn| {
             Box::pin(async move {
                 let mut select = live(tenant);
                 if let Some(role) = filter.role {
@@ -232,7 +233,7 @@ impl UserRepo for PgStore {
 
     async fn count(&self, ctx: &TenantCtx) -> Result<u64> {
         let tenant = ctx.tenant_id();
-        self.in_tenant(ctx, move |txn| {
+        self.in_tenant_read(ctx, move |txn| {
             Box::pin(async move { live(tenant).count(txn).await.map_err(E::db("count users")) })
         })
         .await

@@ -266,6 +266,49 @@ async fn a_rolled_back_unit_of_work_leaves_no_tenant_setting_behind() {
     assert_eq!((t.as_str(), p.as_str()), ("", ""));
 }
 
+#[tokio::test]
+async fn reads_and_writes_taking_turns_on_one_pooled_connection_all_commit_and_stay_in_their_tenant()
+ {
+    // Read-only units end with a rollback that is only queued (it goes out with the
+    // pool's check of the returned connection). On one pooled connection every unit
+    // follows such a read: each write must still commit, and no read may see the
+    // other tenant's rows.
+    super::support::migrated().await;
+    let store = PgStore::connect(&super::support::app_url(), 1)
+        .await
+        .unwrap();
+    let (_, a, _) = tenant(&store).await;
+    let (_, b, _) = tenant(&store).await;
+    let all = trellis_kernel::PageRequest::default();
+    let mut added = Vec::new();
+    for i in 0..3 {
+        let a_users = UserRepo::list(&store, &a, &Default::default(), all)
+            .await
+            .unwrap();
+        assert_eq!(a_users.items.len(), 1, "tenant A holds only its admin");
+        added.push(user(&store, &b, &format!("turn{i}@b.example")).await.id);
+        let b_users = UserRepo::list(&store, &b, &Default::default(), all)
+            .await
+            .unwrap();
+        assert_eq!(b_users.items.len(), 2 + i);
+    }
+    // Another connection sees every write: none was swallowed by a rollback.
+    let other = raw(&super::support::app_url()).await;
+    let other = begin_in(&other, b.tenant_id()).await;
+    let ids = added
+        .iter()
+        .map(|id| format!("'{id}'"))
+        .collect::<Vec<_>>()
+        .join(",");
+    let rows = super::support::query(
+        &other,
+        &format!("SELECT count(*) AS n FROM users WHERE id IN ({ids})"),
+    )
+    .await;
+    let n: i64 = rows[0].try_get("", "n").unwrap();
+    assert_eq!(n, 3);
+}
+
 /// The app's pooled connections that sit inside an open transaction.
 async fn idle_in_transaction(observer: &sea_orm::DatabaseConnection, application: &str) -> i64 {
     let rows = super::support::query(
