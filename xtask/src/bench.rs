@@ -54,8 +54,10 @@ const LIST_LIMIT: u32 = 20;
 const ME_PATH: &str = "/v1/auth/me";
 const LIST_PATH: &str = "/v1/users?limit=20";
 
-/// The statement that scopes every unit of work (`crates/adapters/postgres/src/store.rs`).
-const SET_TENANT_SQL: &str = "SELECT set_config('trellis.tenant_id', $1, true)";
+/// What opens a read-only unit of work, `BEGIN` and its scope in one simple-protocol
+/// message, with the tenant id as a literal where `$1` stands
+/// (`crates/adapters/postgres/src/txn.rs`).
+const OPEN_READ_SQL: &str = "BEGIN READ ONLY; SELECT set_config('trellis.tenant_id', $1, true)";
 /// `UserRepo::list` without filters or cursor, as SeaORM renders it
 /// (`crates/adapters/postgres/src/repo/users.rs`, `store::keyset`): `$1` is the tenant
 /// id, `$2` the page size plus one. The bench checks it against `pg_stat_activity`.
@@ -615,19 +617,43 @@ impl SqlSampler<'_> {
 fn sql_matches(sampled: &[String]) -> bool {
     let norm = |s: &str| s.split_whitespace().collect::<Vec<_>>().join(" ");
     let seen: Vec<String> = sampled.iter().map(|s| norm(s)).collect();
-    [SET_TENANT_SQL, LIST_USERS_SQL]
-        .iter()
-        .all(|want| seen.contains(&norm(want)))
+    let (before, after) = OPEN_READ_SQL
+        .split_once("$1")
+        .unwrap_or((OPEN_READ_SQL, ""));
+    let opened = seen.iter().any(|s| {
+        s.strip_prefix(before)
+            .and_then(|rest| rest.strip_suffix(after))
+            .and_then(|literal| literal.strip_prefix('\''))
+            .and_then(|literal| literal.strip_suffix('\''))
+            .is_some_and(is_uuid)
+    });
+    opened && seen.contains(&norm(LIST_USERS_SQL))
+}
+
+/// Whether `s` is a hyphenated UUID (what a tenant id literal must be).
+fn is_uuid(s: &str) -> bool {
+    s.len() == 36
+        && s.char_indices().all(|(i, c)| match i {
+            8 | 13 | 18 | 23 => c == '-',
+            _ => c.is_ascii_hexdigit(),
+        })
 }
 
 /// The list endpoint's unit of work as a pgbench script: the adapter's statements with
 /// `$1`/`$2` turned into pgbench variables, which `-M prepared` sends as parameters.
+/// The adapter sends `BEGIN` and the scope as one message; prepared mode cannot take
+/// two statements in one, so they go in one pipeline (one round trip, like the
+/// adapter's). The adapter's `ROLLBACK` travels with the pool's check of the returned
+/// connection, one round trip too, only off the request's path.
 fn pgbench_script() -> String {
-    let set = SET_TENANT_SQL.replace("$1", ":tenant");
+    let (begin, set) = OPEN_READ_SQL
+        .split_once("; ")
+        .unwrap_or(("BEGIN READ ONLY", OPEN_READ_SQL));
+    let set = set.replace("$1", ":tenant");
     let list = LIST_USERS_SQL
         .replace("$1", ":tenant")
         .replace("$2", ":limit");
-    format!("BEGIN;\n{set};\n{list};\nCOMMIT;\n")
+    format!("\\startpipeline\n{begin};\n{set};\n\\endpipeline\n{list};\nROLLBACK;\n")
 }
 
 /// What pgbench measured.
@@ -963,26 +989,33 @@ tps = 15061.700000 (without initial connection time)
     fn the_pgbench_script_is_the_adapters_unit_of_work() {
         let script = pgbench_script();
         let lines: Vec<&str> = script.lines().collect();
-        assert_eq!(lines.len(), 4);
-        assert_eq!(lines[0], "BEGIN;");
+        assert_eq!(lines.len(), 6);
+        assert_eq!(lines[0], "\\startpipeline");
+        assert_eq!(lines[1], "BEGIN READ ONLY;");
         assert_eq!(
-            lines[1],
+            lines[2],
             "SELECT set_config('trellis.tenant_id', :tenant, true);"
         );
-        assert!(lines[2].ends_with("= :tenant AND \"users\".\"deleted_at\" IS NULL ORDER BY \"users\".\"id\" ASC LIMIT :limit;"));
-        assert_eq!(lines[3], "COMMIT;");
+        assert_eq!(lines[3], "\\endpipeline");
+        assert!(lines[4].ends_with("= :tenant AND \"users\".\"deleted_at\" IS NULL ORDER BY \"users\".\"id\" ASC LIMIT :limit;"));
+        assert_eq!(lines[5], "ROLLBACK;");
         assert!(!script.contains('$'));
     }
 
     #[test]
     fn sampled_sql_is_compared_ignoring_whitespace() {
         let sampled = vec![
-            "COMMIT".to_owned(),
-            SET_TENANT_SQL.to_owned(),
+            "ROLLBACK".to_owned(),
+            OPEN_READ_SQL.replace("$1", "'01a23d69-ced5-7463-830a-2cd3cefc0b40'"),
             LIST_USERS_SQL.replace(" FROM ", "\n  FROM "),
         ];
         assert!(sql_matches(&sampled));
         assert!(!sql_matches(&sampled[..2]));
+        let unscoped = [
+            OPEN_READ_SQL.replace("$1", "'x'); DROP TABLE users; --"),
+            sampled[2].clone(),
+        ];
+        assert!(!sql_matches(&unscoped));
     }
 
     #[test]
