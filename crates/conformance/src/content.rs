@@ -713,6 +713,50 @@ pub async fn inserting_many_messages_is_all_or_nothing(p: &Ports, c: &ContentPor
     assert_eq!(all[1].parent_id, Some(q.id));
 }
 
+pub async fn a_prepared_message_is_stored_only_once_committed(p: &Ports, c: &ContentPorts) {
+    let (_, a, admin) = tenant(p).await;
+    let conv = c
+        .conversations
+        .insert(&a, new_conversation(admin, "Prepared", None))
+        .await
+        .unwrap();
+    let dropped = user_message(conv.id, None, admin, "never mind");
+    let pending = c.messages.prepare_insert(&a, dropped.clone()).await;
+    drop(pending);
+    assert!(matches!(
+        c.messages.get(&a, dropped.id).await,
+        Err(ContentError::NotFound(_))
+    ));
+
+    let kept = user_message(conv.id, None, admin, "keep me");
+    let pending = c.messages.prepare_insert(&a, kept.clone()).await.unwrap();
+    assert!(
+        c.messages
+            .for_conversation(&a, conv.id)
+            .await
+            .unwrap()
+            .is_empty(),
+        "nothing is visible before the commit"
+    );
+    let stored = pending.commit().await.unwrap();
+    assert_eq!((stored.id, stored.content.as_str()), (kept.id, "keep me"));
+    let all = c.messages.for_conversation(&a, conv.id).await.unwrap();
+    assert_eq!(all.iter().map(|m| m.id).collect::<Vec<_>>(), [kept.id]);
+    let conv = c.conversations.get(&a, conv.id).await.unwrap();
+    assert!(conv.last_message_at.is_some());
+
+    // A parent that does not exist is refused by the time the commit is through.
+    let orphan = user_message(conv.id, Some(MessageId::new()), admin, "orphan");
+    let refused = match c.messages.prepare_insert(&a, orphan).await {
+        Ok(pending) => pending.commit().await.map(|_| ()),
+        Err(e) => Err(e),
+    };
+    assert!(
+        matches!(refused, Err(ContentError::NotFound(_))),
+        "{refused:?}"
+    );
+}
+
 pub async fn deleting_a_conversation_deletes_its_messages(p: &Ports, c: &ContentPorts) {
     let (_, a, admin) = tenant(p).await;
     let (_, b, _) = tenant(p).await;

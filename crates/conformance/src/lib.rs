@@ -139,6 +139,7 @@ macro_rules! content_conformance_tests {
             messages_form_a_tree_that_reads_back_whole,
             a_message_cannot_hang_under_another_conversations_message,
             inserting_many_messages_is_all_or_nothing,
+            a_prepared_message_is_stored_only_once_committed,
             deleting_a_conversation_deletes_its_messages,
             message_search_finds_only_the_owners_messages_in_the_tenant,
             memories_are_unique_per_user_by_key_and_searchable,

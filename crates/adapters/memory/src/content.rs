@@ -15,9 +15,9 @@ use trellis_content::{
     ConversationId, ConversationPatch, ConversationRepo, FileAttachment, FileId, FileRepo,
     FinishReason, KnowledgeDocumentId, LlmCatalog, LlmModel, Memory, MemoryId, MemoryPatch,
     MemoryRepo, Message, MessageHit, MessageId, MessageRepo, MicroUsd, NewAgent, NewConversation,
-    NewFile, NewMemory, NewMessage, NewTool, Quota, QuotaAdmin, QuotaSource, Recorded, Result,
-    ScoredMemory, TaskSpawner, TokenUsage, ToolConfig, ToolId, ToolPatch, ToolRepo, UsageEvent,
-    UsageMeter, UsageScope,
+    NewFile, NewMemory, NewMessage, NewTool, PendingMessage, Quota, QuotaAdmin, QuotaSource,
+    Recorded, Result, ScoredMemory, TaskSpawner, TokenUsage, ToolConfig, ToolId, ToolPatch,
+    ToolRepo, UsageEvent, UsageMeter, UsageScope,
 };
 use trellis_kernel::{Page, PageRequest, PlatformCtx, TenantCtx, TenantId, Timestamp, UserId};
 use trellis_tenancy::LlmProvider;
@@ -544,6 +544,15 @@ impl MessageRepo for MemoryContent {
         let mut out = self.insert_many(ctx, vec![new]).await?;
         out.pop()
             .ok_or_else(|| ContentError::Unexpected(anyhow::anyhow!("nothing was inserted")))
+    }
+
+    async fn prepare_insert(&self, ctx: &TenantCtx, new: NewMessage) -> Result<PendingMessage> {
+        // Checked now, as Postgres would when the row is written; stored on commit.
+        check_message(&self.read(), ctx.tenant_id(), &new, &[])?;
+        let (store, ctx) = (self.clone(), ctx.clone());
+        Ok(PendingMessage::new(async move {
+            MessageRepo::insert(&store, &ctx, new).await
+        }))
     }
 
     async fn insert_many(&self, ctx: &TenantCtx, new: Vec<NewMessage>) -> Result<Vec<Message>> {

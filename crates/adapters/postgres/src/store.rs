@@ -13,7 +13,9 @@ use sea_orm::{
 };
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::time::Duration;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use trellis_kernel::{Page, PageRequest, PlatformCtx, TenantCtx, TenantId};
 
 /// A boxed, sendable future borrowing the transaction it runs in.
@@ -29,6 +31,11 @@ pub struct PgStore {
     /// The same pool as `db`, as sqlx sees it: units of work open their transactions
     /// on it directly ([`Txn`]).
     pool: sqlx::PgPool,
+    /// Permits for transactions handed back uncommitted, at most half the pool. Such a
+    /// transaction keeps its connection while the caller reads through others; were
+    /// every connection held that way, those reads would wait for a connection that
+    /// only they could free.
+    uncommitted: Arc<Semaphore>,
 }
 
 impl PgStore {
@@ -64,7 +71,12 @@ impl PgStore {
     #[must_use]
     pub fn new(db: DatabaseConnection) -> Self {
         let pool = db.get_postgres_connection_pool().clone();
-        Self { db, pool }
+        let held = usize::try_from(pool.options().get_max_connections() / 2).unwrap_or(1);
+        Self {
+            db,
+            pool,
+            uncommitted: Arc::new(Semaphore::new(held.max(1))),
+        }
     }
 
     /// The underlying pool, for health checks and adapters of other domains.
@@ -126,23 +138,63 @@ impl PgStore {
             .await
     }
 
-    async fn unit_of_work<T, E, F>(&self, scope: Scope, access: Access, f: F) -> Result<T, E>
+    /// Runs `f` in a transaction scoped to the caller's tenant and hands back the
+    /// transaction still open, for the caller to commit later or drop (which rolls it
+    /// back): a write whose commit waits for a decision made elsewhere.
+    pub(crate) async fn in_tenant_uncommitted<T, E, F>(
+        &self,
+        ctx: &TenantCtx,
+        f: F,
+    ) -> Result<(T, Uncommitted), E>
     where
         T: Send,
         E: DomainError,
         F: for<'t> FnOnce(&'t Txn) -> BoxFuture<'t, Result<T, E>> + Send,
     {
+        let permit = Arc::clone(&self.uncommitted)
+            .acquire_owned()
+            .await
+            .map_err(|e| DbErr::Custom(e.to_string()))
+            .map_err(E::db("wait for a connection to hold"))?;
+        let txn = self
+            .open::<E>(Scope::Tenant(ctx.tenant_id()), Access::ReadWrite)
+            .await?;
+        match f(&txn).await {
+            Ok(value) => Ok((
+                value,
+                Uncommitted {
+                    txn,
+                    _permit: permit,
+                },
+            )),
+            Err(err) => {
+                txn.release();
+                Err(err)
+            }
+        }
+    }
+
+    async fn open<E: DomainError>(&self, scope: Scope, access: Access) -> Result<Txn, E> {
         // The opening runs on its own task. sqlx counts a transaction as open only once
         // the server has answered; a request dropped in between (the client hung up)
         // would return the connection to the pool inside that transaction, and the next
         // unit of work on it would commit with its own. On a task the opening always
         // completes, and a dropped request's transaction is then rolled back on drop.
         let pool = self.pool.clone();
-        let txn = tokio::spawn(async move { Txn::open(&pool, scope, access).await })
+        tokio::spawn(async move { Txn::open(&pool, scope, access).await })
             .await
             .map_err(|e| DbErr::Custom(format!("the task beginning a transaction failed: {e}")))
             .and_then(|opened| opened)
-            .map_err(E::db("begin a transaction"))?;
+            .map_err(E::db("begin a transaction"))
+    }
+
+    async fn unit_of_work<T, E, F>(&self, scope: Scope, access: Access, f: F) -> Result<T, E>
+    where
+        T: Send,
+        E: DomainError,
+        F: for<'t> FnOnce(&'t Txn) -> BoxFuture<'t, Result<T, E>> + Send,
+    {
+        let txn = self.open::<E>(scope, access).await?;
         match f(&txn).await {
             Ok(value) => {
                 match access {
@@ -162,6 +214,20 @@ impl PgStore {
                 Err(err)
             }
         }
+    }
+}
+
+/// A transaction handed back open by [`PgStore::in_tenant_uncommitted`], with its
+/// share of the pool. Dropping it rolls it back.
+pub(crate) struct Uncommitted {
+    txn: Txn,
+    _permit: OwnedSemaphorePermit,
+}
+
+impl Uncommitted {
+    /// Commits and waits for the server to confirm it.
+    pub(crate) async fn commit(self) -> Result<(), DbErr> {
+        self.txn.commit().await
     }
 }
 

@@ -129,6 +129,14 @@ pub trait MessageRepo: Send + Sync + 'static {
     /// `NotFound` when the conversation is not in this tenant, or the parent is not a
     /// message of the same conversation.
     async fn insert(&self, ctx: &TenantCtx, new: NewMessage) -> Result<Message>;
+    /// Does the work of `insert` now but leaves the message uncommitted: it becomes
+    /// visible when the returned [`PendingMessage`] is committed, and is never stored
+    /// if that is dropped instead. An answer writes its question this way while it
+    /// still reads, so only the commit waits for the decision to go ahead.
+    ///
+    /// # Errors
+    /// As `insert`. An adapter may report them from `commit` instead.
+    async fn prepare_insert(&self, ctx: &TenantCtx, new: NewMessage) -> Result<PendingMessage>;
     /// All or nothing, in order (a message's parent may be an earlier one of the
     /// batch). Used to fill a forked conversation.
     ///
@@ -153,6 +161,36 @@ pub trait MessageRepo: Send + Sync + 'static {
         query: &str,
         limit: usize,
     ) -> Result<Vec<MessageHit>>;
+}
+
+/// A message written but not yet committed (see [`MessageRepo::prepare_insert`]).
+/// Dropping it without committing stores nothing.
+pub struct PendingMessage {
+    commit: BoxFuture<'static, Result<Message>>,
+}
+
+impl PendingMessage {
+    /// `commit` makes the message visible and returns it as stored; it must store
+    /// nothing if it is dropped before it completes.
+    pub fn new(commit: impl Future<Output = Result<Message>> + Send + 'static) -> Self {
+        Self {
+            commit: Box::pin(commit),
+        }
+    }
+
+    /// Makes the message visible.
+    ///
+    /// # Errors
+    /// When the commit fails; then nothing was stored.
+    pub async fn commit(self) -> Result<Message> {
+        self.commit.await
+    }
+}
+
+impl std::fmt::Debug for PendingMessage {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("PendingMessage")
+    }
 }
 
 /// Memories.

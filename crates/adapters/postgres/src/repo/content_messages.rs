@@ -22,7 +22,8 @@ use sea_orm::{
 };
 use std::collections::HashMap;
 use trellis_content::{
-    ContentError, ConversationId, Message, MessageHit, MessageId, MessageRepo, NewMessage, Result,
+    ContentError, ConversationId, Message, MessageHit, MessageId, MessageRepo, NewMessage,
+    PendingMessage, Result,
 };
 use trellis_kernel::{TenantCtx, TenantId, UserId};
 
@@ -139,6 +140,22 @@ impl MessageRepo for PgStore {
         let mut out = self.insert_many(ctx, vec![new]).await?;
         out.pop()
             .ok_or_else(|| ContentError::Unexpected(anyhow::anyhow!("nothing was inserted")))
+    }
+
+    async fn prepare_insert(&self, ctx: &TenantCtx, new: NewMessage) -> Result<PendingMessage> {
+        let tenant = ctx.tenant_id();
+        let (mut stored, txn) = self
+            .in_tenant_uncommitted(ctx, move |txn| {
+                Box::pin(async move { insert_all(txn, tenant, vec![new]).await })
+            })
+            .await?;
+        let message = stored
+            .pop()
+            .ok_or_else(|| ContentError::Unexpected(anyhow::anyhow!("nothing was inserted")))?;
+        Ok(PendingMessage::new(async move {
+            txn.commit().await.map_err(db("commit the message"))?;
+            Ok(message)
+        }))
     }
 
     async fn insert_many(&self, ctx: &TenantCtx, new: Vec<NewMessage>) -> Result<Vec<Message>> {

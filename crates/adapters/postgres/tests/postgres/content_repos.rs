@@ -605,3 +605,38 @@ async fn the_catalogue_table_has_forced_row_security_with_policies() {
     assert!(rows[0].try_get::<bool>("", "forced").unwrap());
     assert_eq!(rows[0].try_get::<i64>("", "policies").unwrap(), 2);
 }
+
+#[tokio::test]
+async fn questions_waiting_to_commit_never_take_the_connections_their_reads_need() {
+    // A prepared message keeps its connection open until committed, while the answer
+    // it belongs to reads through other connections. With two connections, a second
+    // prepared message must wait for the first rather than take the last connection:
+    // otherwise the first answer's reads could never run, and neither would commit.
+    super::support::migrated().await;
+    let store = PgStore::connect(&app_url(), 2).await.unwrap();
+    let (_, ctx, admin) = tenant(&store).await;
+    let conv = conversation(&store, &ctx, admin).await;
+    let ask = |text: &str| NewMessage::from_user(conv, None, admin, text.into(), vec![]);
+    let first = store.prepare_insert(&ctx, ask("first")).await.unwrap();
+    let mut second = tokio::spawn({
+        let (store, ctx, msg) = (store.clone(), ctx.clone(), ask("second"));
+        async move { store.prepare_insert(&ctx, msg).await.unwrap() }
+    });
+    // Give the second every chance to take the last connection (it must not).
+    let early = tokio::time::timeout(std::time::Duration::from_millis(300), &mut second).await;
+    assert!(
+        early.is_err(),
+        "the second question did not wait for the first"
+    );
+    // The first answer's reads still get a connection.
+    let seen = MessageRepo::for_conversation(&store, &ctx, conv)
+        .await
+        .unwrap();
+    assert!(seen.is_empty(), "nothing is committed yet");
+    first.commit().await.unwrap();
+    second.await.unwrap().commit().await.unwrap();
+    let seen = MessageRepo::for_conversation(&store, &ctx, conv)
+        .await
+        .unwrap();
+    assert_eq!(seen.len(), 2);
+}

@@ -441,29 +441,42 @@ impl ContentService {
                     .collect::<Vec<Memory>>(),
             )
         };
-        let ((), (setup, entry, passages), memories, attachments) = futures::future::try_join4(
-            self.enforce_quota(ctx, me),
-            setup_and_passages,
-            memories,
-            self.attached_texts(ctx, &history, new_user.as_ref()),
-        )
-        .await?;
+        // The question is written meanwhile but not committed: if anything above
+        // refuses, the pending write is dropped with the rest and nothing is stored.
+        let prepared = async {
+            match &new_user {
+                Some(new) => self
+                    .messages
+                    .prepare_insert(ctx, new.clone())
+                    .await
+                    .map(Some),
+                None => Ok(None),
+            }
+        };
+        let (((), (setup, entry, passages), memories, attachments), pending) =
+            futures::future::try_join(
+                futures::future::try_join4(
+                    self.enforce_quota(ctx, me),
+                    setup_and_passages,
+                    memories,
+                    self.attached_texts(ctx, &history, new_user.as_ref()),
+                ),
+                prepared,
+            )
+            .await?;
 
-        // With nothing left to refuse, the user's message is stored; the model is
+        // With nothing left to refuse, the user's message is committed; the model is
         // opened at the same time (below), so the answer waits for the slower of the two.
-        let (new_user, parent) = match new_user {
+        let parent = match new_user {
             Some(new) => {
                 let id = new.id;
-                history.push(new.clone().stored_at(self.clock.now()));
-                (Some(new), id)
+                history.push(new.stored_at(self.clock.now()));
+                id
             }
-            None => (
-                None,
-                history
-                    .last()
-                    .map(|m| m.id)
-                    .ok_or(ContentError::NotFound("message"))?,
-            ),
+            None => history
+                .last()
+                .map(|m| m.id)
+                .ok_or(ContentError::NotFound("message"))?,
         };
         let path: Vec<&Message> = history.iter().collect();
         let reserve = setup
@@ -511,14 +524,14 @@ impl ContentService {
         self.spawner.spawn(Box::pin(job.run(
             tx,
             alive_tx,
-            new_user.is_some().then_some(stored_rx),
+            pending.is_some().then_some(stored_rx),
         )));
         // A failure here (or this request being dropped) drops `stored_tx`: the job
         // abandons the answer before it relays or stores anything, and the model's
         // request, if already sent, is dropped with it.
-        let user_message = match new_user {
-            Some(new) => {
-                let stored = self.messages.insert(ctx, new).await?;
+        let user_message = match pending {
+            Some(pending) => {
+                let stored = pending.commit().await?;
                 // Fails only if the job is gone (it panicked); the stream then just ends.
                 let _ = stored_tx.send(());
                 Some(stored)

@@ -7,8 +7,8 @@ use crate::{
     KnowledgeCollectionId, KnowledgeDocumentId, Message, MessageRole, MockAgentRepo,
     MockAttachmentReader, MockChatModel, MockConversationRepo, MockFileRepo, MockLlmCatalog,
     MockMemoryRepo, MockMessageRepo, MockQuotaSource, MockRetriever, MockToolRepo, MockUsageMeter,
-    NewMessage, Passage, ProviderError, ProviderErrorKind, Quota, Recorded, ScoredMemory,
-    TokenBudget, TokenUsage, UsageEvent,
+    NewMessage, Passage, PendingMessage, ProviderError, ProviderErrorKind, Quota, Recorded,
+    ScoredMemory, TokenBudget, TokenUsage, UsageEvent,
 };
 use crate::{BudgetPeriod, ChatStream, MicroUsd};
 use futures::StreamExt;
@@ -249,7 +249,22 @@ impl Mocks {
             log.lock().unwrap().push(n.clone());
             Ok(stored(n))
         });
+        self.questions_commit_into(&inserted);
         inserted
+    }
+
+    /// Questions are prepared whenever asked; those committed are logged in `log`.
+    fn questions_commit_into(&mut self, log: &Arc<Mutex<Vec<NewMessage>>>) {
+        let log = log.clone();
+        self.messages
+            .expect_prepare_insert()
+            .returning(move |_, n| {
+                let log = log.clone();
+                Ok(PendingMessage::new(async move {
+                    log.lock().unwrap().push(n.clone());
+                    Ok(stored(n))
+                }))
+            });
     }
 
     /// Usage events are recorded into the returned log.
@@ -329,6 +344,9 @@ async fn a_user_over_their_quota_is_refused_with_the_reset_time_and_the_model_is
         .returning(|_, _, _, _| Ok(1500));
     m.conversation_reads(&conv, vec![]);
     m.messages.expect_insert().never();
+    // The question may be written while the quota is read, but is never committed.
+    let committed = Arc::new(Mutex::new(Vec::new()));
+    m.questions_commit_into(&committed);
     m.chat.expect_stream().never();
     m.chat.expect_complete().never();
     let err = m
@@ -336,6 +354,7 @@ async fn a_user_over_their_quota_is_refused_with_the_reset_time_and_the_model_is
         .answer(&ctx_as(t, u, Role::User), conv.id, ask("hello"))
         .await
         .unwrap_err();
+    assert!(committed.lock().unwrap().is_empty());
     let ContentError::QuotaExceeded {
         scope, resets_at, ..
     } = err
@@ -366,6 +385,15 @@ impl MessageRepo for SlowInserts {
             tokio::task::yield_now().await;
         }
         self.0.insert(ctx, new).await
+    }
+    async fn prepare_insert(&self, ctx: &TenantCtx, new: NewMessage) -> Result<PendingMessage> {
+        let pending = self.0.prepare_insert(ctx, new).await?;
+        Ok(PendingMessage::new(async move {
+            for _ in 0..10 {
+                tokio::task::yield_now().await;
+            }
+            pending.commit().await
+        }))
     }
     async fn insert_many(&self, ctx: &TenantCtx, new: Vec<NewMessage>) -> Result<Vec<Message>> {
         self.0.insert_many(ctx, new).await
@@ -398,11 +426,14 @@ fn question_cannot_be_stored(m: &mut Mocks, conv: &Conversation) -> Arc<Mutex<Ve
     m.conversation_reads(conv, vec![]);
     let tried = Arc::new(Mutex::new(Vec::new()));
     let log = tried.clone();
-    m.messages.expect_insert().returning(move |_, n| {
-        log.lock().unwrap().push(n.role);
-        Err(ContentError::Unexpected(anyhow::anyhow!(
-            "the database went away"
-        )))
+    m.messages.expect_prepare_insert().returning(move |_, n| {
+        let log = log.clone();
+        Ok(PendingMessage::new(async move {
+            log.lock().unwrap().push(n.role);
+            Err(ContentError::Unexpected(anyhow::anyhow!(
+                "the database went away"
+            )))
+        }))
     });
     tried
 }
@@ -657,6 +688,14 @@ async fn a_client_that_disconnects_mid_answer_leaves_an_unfinished_message_with_
     m.permissive();
     m.conversation_reads(&conv, vec![]);
     let (saved_tx, mut saved_rx) = tokio::sync::mpsc::unbounded_channel();
+    let question_tx = saved_tx.clone();
+    m.messages.expect_prepare_insert().returning(move |_, n| {
+        let tx = question_tx.clone();
+        Ok(PendingMessage::new(async move {
+            tx.send(n.clone()).unwrap();
+            Ok(stored(n))
+        }))
+    });
     m.messages.expect_insert().returning(move |_, n| {
         saved_tx.send(n.clone()).unwrap();
         Ok(stored(n))
