@@ -433,6 +433,8 @@ pub struct SearchFilter {
 
 /// The largest `top_k` a search may ask for.
 pub const MAX_TOP_K: u32 = 50;
+/// Most collections one search may name (an agent answers from at most 16).
+pub const MAX_FILTER_COLLECTIONS: usize = 100;
 
 /// A search request.
 #[derive(Debug, Clone, PartialEq)]
@@ -447,7 +449,8 @@ pub struct SearchQuery {
 
 impl SearchQuery {
     /// # Errors
-    /// When the text is empty or over 2000 characters, or `top_k` is outside 1–50.
+    /// When the text is empty or over 2000 characters, `top_k` is outside 1–50, or
+    /// the filter names more than [`MAX_FILTER_COLLECTIONS`] collections.
     pub fn validate(&self) -> Result<(), InvalidValue> {
         let n = self.text.trim().chars().count();
         if n == 0 || n > 2000 {
@@ -461,6 +464,12 @@ impl SearchQuery {
         }
         if self.min_score.is_some_and(|s| !s.is_finite()) {
             return Err(InvalidValue::new("min_score", "must be a number"));
+        }
+        if self.filter.collections.len() > MAX_FILTER_COLLECTIONS {
+            return Err(InvalidValue::new(
+                "collections",
+                format!("at most {MAX_FILTER_COLLECTIONS} collections"),
+            ));
         }
         validate_metadata(&self.filter.metadata)
     }
@@ -500,5 +509,22 @@ mod tests {
             let err = validate_metadata(&bad).unwrap_err();
             assert_eq!(err.field, "metadata", "{k:?}={v:?}");
         }
+    }
+
+    #[test]
+    fn a_search_naming_more_collections_than_allowed_is_refused_with_the_field_named() {
+        let query = |n: usize| SearchQuery {
+            text: "refunds".into(),
+            mode: SearchMode::Hybrid,
+            filter: SearchFilter {
+                collections: (0..n).map(|_| CollectionId::new()).collect(),
+                ..SearchFilter::default()
+            },
+            top_k: 5,
+            min_score: None,
+        };
+        assert!(query(MAX_FILTER_COLLECTIONS).validate().is_ok());
+        let err = query(MAX_FILTER_COLLECTIONS + 1).validate().unwrap_err();
+        assert_eq!(err.field, "collections");
     }
 }

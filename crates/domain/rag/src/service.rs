@@ -829,9 +829,12 @@ impl RagService {
         filter: &SearchFilter,
     ) -> Result<Vec<Collection>> {
         if !filter.collections.is_empty() {
+            // A few at a time: an agent's handful at once, without one search taking
+            // the whole pool for a long list.
             let mut out = Vec::with_capacity(filter.collections.len());
-            for id in &filter.collections {
-                out.push(self.collections.get(ctx, *id).await?);
+            for ids in filter.collections.chunks(4) {
+                let reads = ids.iter().map(|id| self.collections.get(ctx, *id));
+                out.extend(futures::future::try_join_all(reads).await?);
             }
             return Ok(out);
         }
