@@ -23,7 +23,7 @@ use trellis_kernel::{PasswordHasher, SystemClock, secrets::random_token};
 use trellis_memory::{
     InMemoryLoginThrottle, MemoryContent, MemoryRag, MemoryStore, ThrottleLimits, TokioSpawner,
 };
-use trellis_postgres::{PgCachedUsers, PgStore, PgVectorCache};
+use trellis_postgres::{PgCachedCollections, PgCachedUsers, PgStore, PgVectorCache};
 use trellis_rag::service::{RagConfig, RagPorts, RagService};
 use trellis_rag::{BlobStore, EmbedderRegistry};
 use trellis_tenancy::{SecretCipher, TenancyService};
@@ -110,6 +110,16 @@ pub async fn bootstrap(config: &Config) -> anyhow::Result<App> {
                 let default_dir = BlobSetting::Dir(std::path::PathBuf::from(".trellis/blobs"));
                 let blobs = blob_store(config.rag.blobs.as_ref().unwrap_or(&default_dir))?;
                 let mut rag_ports = rag_store_ports(&store, blobs);
+                if config.collection_cache_max > 0 {
+                    // One cache for both ports, so the worker's model-change steps
+                    // forget what `get` kept.
+                    let collections = Arc::new(PgCachedCollections::new(
+                        store.clone(),
+                        config.collection_cache_max,
+                    ));
+                    rag_ports.collections = collections.clone();
+                    rag_ports.model_changes = collections;
+                }
                 if config.rag.vector_cache_max_vectors > 0 {
                     // One replica answers both: vector search, and which chunks a
                     // full-text query can match.

@@ -24,6 +24,8 @@ pub struct Config {
     pub db_max_connections: u32,
     /// Users kept in process by the Postgres adapter (`PgCachedUsers`); 0: none.
     pub user_cache_max: usize,
+    /// Knowledge collections kept in process (`PgCachedCollections`); 0: none.
+    pub collection_cache_max: usize,
     pub jwt_secret: Option<Vec<u8>>,
     /// `(key id, base64 32-byte key)`.
     pub encryption_key: Option<(String, String)>,
@@ -165,6 +167,7 @@ impl Default for Config {
             migration_database_url: None,
             db_max_connections: 16,
             user_cache_max: trellis_postgres::DEFAULT_MAX_CACHED_USERS,
+            collection_cache_max: trellis_postgres::DEFAULT_MAX_CACHED_COLLECTIONS,
             jwt_secret: None,
             encryption_key: None,
             retired_encryption_keys: Vec::new(),
@@ -238,6 +241,7 @@ impl Config {
             migration_database_url: var("TRELLIS_MIGRATION_DATABASE_URL"),
             db_max_connections: parsed("TRELLIS_DB_MAX_CONNECTIONS", d.db_max_connections)?,
             user_cache_max: parsed("TRELLIS_USER_CACHE_MAX", d.user_cache_max)?,
+            collection_cache_max: parsed("TRELLIS_COLLECTION_CACHE_MAX", d.collection_cache_max)?,
             jwt_secret: var("TRELLIS_JWT_SECRET").map(String::into_bytes),
             encryption_key,
             retired_encryption_keys: key_list("TRELLIS_ENCRYPTION_RETIRED_KEYS")?,

@@ -18,5 +18,8 @@ mod store;
 mod txn;
 
 pub use migrate::migrate;
-pub use repo::{DEFAULT_MAX_CACHED_USERS, DEFAULT_MAX_VECTORS, PgCachedUsers, PgVectorCache};
+pub use repo::{
+    DEFAULT_MAX_CACHED_COLLECTIONS, DEFAULT_MAX_CACHED_USERS, DEFAULT_MAX_VECTORS,
+    PgCachedCollections, PgCachedUsers, PgVectorCache,
+};
 pub use store::PgStore;

@@ -10,6 +10,7 @@
 
 mod postgres {
     pub mod adapter;
+    pub mod collection_cache;
     pub mod conformance;
     pub mod content_conformance;
     pub mod content_repos;

@@ -3,6 +3,7 @@
 //! every query also names its `tenant_id` (defence in depth behind row-level security).
 
 mod api_keys;
+mod collection_cache;
 mod content_agents;
 mod content_catalog;
 mod content_common;
@@ -13,6 +14,7 @@ mod content_messages;
 mod content_tools;
 mod content_usage;
 mod memberships;
+mod notice_cache;
 mod platform_admins;
 mod rag_chunks;
 mod rag_collections;
@@ -37,5 +39,6 @@ fn to_json<T: serde::Serialize + ?Sized>(
     serde_json::to_value(value).with_context(|| format!("failed to serialise {what}"))
 }
 
+pub use collection_cache::{DEFAULT_MAX_CACHED_COLLECTIONS, PgCachedCollections};
 pub use rag_vector_cache::{DEFAULT_MAX_VECTORS, PgVectorCache};
 pub use user_cache::{DEFAULT_MAX_CACHED_USERS, PgCachedUsers};

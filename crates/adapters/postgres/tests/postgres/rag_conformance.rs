@@ -50,7 +50,7 @@ async fn ports() -> Ports {
     Ports::from_one(store().await)
 }
 
-async fn rag() -> RagPorts {
+pub(super) async fn rag() -> RagPorts {
     let store = store().await;
     let mut ports = RagPorts::from_one(store.clone());
     ports.jobs = Arc::new(LockedQueue {

@@ -31,7 +31,8 @@ async fn listening(store: PgStore) -> PgCachedUsers {
     panic!("the user-change listener never connected");
 }
 
-/// Reads until `done` holds (a notice takes a moment); the last read.
+/// Reads until `done` holds (a notice takes a moment); the last read. Gives up after
+/// 3 s, before entries expire on their own (5 s), so only a notice can make it hold.
 async fn eventually(
     cache: &PgCachedUsers,
     ctx: &TenantCtx,
@@ -39,7 +40,7 @@ async fn eventually(
     done: impl Fn(&Result<User, IdentityError>) -> bool,
 ) -> Result<User, IdentityError> {
     let mut last = cache.get(ctx, id).await;
-    for _ in 0..200 {
+    for _ in 0..60 {
         if done(&last) {
             break;
         }
