@@ -23,7 +23,9 @@ use trellis_kernel::{PasswordHasher, SystemClock, secrets::random_token};
 use trellis_memory::{
     InMemoryLoginThrottle, MemoryContent, MemoryRag, MemoryStore, ThrottleLimits, TokioSpawner,
 };
-use trellis_postgres::{PgCachedCollections, PgCachedUsers, PgStore, PgVectorCache};
+use trellis_postgres::{
+    PgCachedCollections, PgCachedTenants, PgCachedUsers, PgStore, PgVectorCache,
+};
 use trellis_rag::service::{RagConfig, RagPorts, RagService};
 use trellis_rag::{BlobStore, EmbedderRegistry};
 use trellis_tenancy::{SecretCipher, TenancyService};
@@ -136,10 +138,15 @@ pub async fn bootstrap(config: &Config) -> anyhow::Result<App> {
                     let users = PgCachedUsers::new(store.clone(), config.user_cache_max);
                     identity.users = Arc::new(users);
                 }
+                let tenants: Arc<dyn trellis_tenancy::TenantRepo> = if config.tenant_cache_max > 0 {
+                    Arc::new(PgCachedTenants::new(store.clone(), config.tenant_cache_max))
+                } else {
+                    Arc::new(store)
+                };
                 (
                     Storage::Postgres,
                     identity,
-                    Arc::new(store),
+                    tenants,
                     Some(readiness),
                     rag_ports,
                     content_ports,

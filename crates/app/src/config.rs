@@ -26,6 +26,8 @@ pub struct Config {
     pub user_cache_max: usize,
     /// Knowledge collections kept in process (`PgCachedCollections`); 0: none.
     pub collection_cache_max: usize,
+    /// Tenants' LLM configurations kept in process (`PgCachedTenants`); 0: none.
+    pub tenant_cache_max: usize,
     pub jwt_secret: Option<Vec<u8>>,
     /// `(key id, base64 32-byte key)`.
     pub encryption_key: Option<(String, String)>,
@@ -168,6 +170,7 @@ impl Default for Config {
             db_max_connections: 16,
             user_cache_max: trellis_postgres::DEFAULT_MAX_CACHED_USERS,
             collection_cache_max: trellis_postgres::DEFAULT_MAX_CACHED_COLLECTIONS,
+            tenant_cache_max: trellis_postgres::DEFAULT_MAX_CACHED_TENANTS,
             jwt_secret: None,
             encryption_key: None,
             retired_encryption_keys: Vec::new(),
@@ -242,6 +245,7 @@ impl Config {
             db_max_connections: parsed("TRELLIS_DB_MAX_CONNECTIONS", d.db_max_connections)?,
             user_cache_max: parsed("TRELLIS_USER_CACHE_MAX", d.user_cache_max)?,
             collection_cache_max: parsed("TRELLIS_COLLECTION_CACHE_MAX", d.collection_cache_max)?,
+            tenant_cache_max: parsed("TRELLIS_TENANT_CACHE_MAX", d.tenant_cache_max)?,
             jwt_secret: var("TRELLIS_JWT_SECRET").map(String::into_bytes),
             encryption_key,
             retired_encryption_keys: key_list("TRELLIS_ENCRYPTION_RETIRED_KEYS")?,

@@ -19,7 +19,7 @@ mod txn;
 
 pub use migrate::migrate;
 pub use repo::{
-    DEFAULT_MAX_CACHED_COLLECTIONS, DEFAULT_MAX_CACHED_USERS, DEFAULT_MAX_VECTORS,
-    PgCachedCollections, PgCachedUsers, PgVectorCache,
+    DEFAULT_MAX_CACHED_COLLECTIONS, DEFAULT_MAX_CACHED_TENANTS, DEFAULT_MAX_CACHED_USERS,
+    DEFAULT_MAX_VECTORS, PgCachedCollections, PgCachedTenants, PgCachedUsers, PgVectorCache,
 };
 pub use store::PgStore;

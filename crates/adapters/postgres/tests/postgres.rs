@@ -26,5 +26,6 @@ mod postgres {
     pub mod roles;
     pub mod schema;
     pub mod support;
+    pub mod tenant_cache;
     pub mod user_cache;
 }

@@ -26,6 +26,7 @@ mod rag_search;
 mod rag_text_candidates;
 mod rag_vector_cache;
 mod refresh_tokens;
+mod tenant_cache;
 mod tenants;
 mod user_cache;
 mod users;
@@ -41,4 +42,5 @@ fn to_json<T: serde::Serialize + ?Sized>(
 
 pub use collection_cache::{DEFAULT_MAX_CACHED_COLLECTIONS, PgCachedCollections};
 pub use rag_vector_cache::{DEFAULT_MAX_VECTORS, PgVectorCache};
+pub use tenant_cache::{DEFAULT_MAX_CACHED_TENANTS, PgCachedTenants};
 pub use user_cache::{DEFAULT_MAX_CACHED_USERS, PgCachedUsers};

@@ -24,7 +24,7 @@
 
 use crate::store::PgStore;
 use sea_orm::sqlx;
-use sea_orm::sqlx::postgres::PgListener;
+use sea_orm::sqlx::postgres::{PgListener, PgPoolOptions};
 use std::collections::HashMap;
 use std::hash::Hash;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -195,8 +195,17 @@ where
     K: Eq + Hash + Copy + Send + Sync + 'static,
     V: Clone + Send + Sync + 'static,
 {
-    let pool = store.connection().get_postgres_connection_pool();
-    let mut listener = PgListener::connect_with(pool).await?;
+    // A pool of its own, so the listening connection is not one of the store's: it
+    // is held for as long as the listener lives.
+    let options = store
+        .connection()
+        .get_postgres_connection_pool()
+        .connect_options();
+    let own = PgPoolOptions::new()
+        .max_connections(1)
+        .connect_with((*options).clone())
+        .await?;
+    let mut listener = PgListener::connect_with(&own).await?;
     listener.listen(channel).await?;
     let Some(c) = cache.upgrade() else {
         return Ok(());

@@ -133,3 +133,17 @@ async fn a_tenant_never_reads_another_tenants_cached_user() {
         "{other:?}"
     );
 }
+
+#[tokio::test]
+async fn the_listener_does_not_take_one_of_the_stores_connections() {
+    // With a pool of one, a listener holding a pooled connection would leave none for
+    // the store's own work (which would then time out).
+    super::support::migrated().await;
+    let store = PgStore::connect(&super::support::app_url(), 1)
+        .await
+        .unwrap();
+    let (_, ctx, admin) = tenant(&Ports::from_one(store.clone())).await;
+    let cache = listening(store.clone()).await;
+    assert_eq!(cache.get(&ctx, admin).await.unwrap().id, admin);
+    assert!(store.count(&ctx).await.unwrap() >= 1);
+}

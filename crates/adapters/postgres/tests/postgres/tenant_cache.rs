@@ -1,0 +1,120 @@
+//! `PgCachedTenants`: the tenancy and identity conformance suite with tenants through
+//! the cache (every change made through it is read back at once), and what only a
+//! cache can get wrong: an LLM configuration set, changed or removed elsewhere (another
+//! instance, an operator) must reach it, and tenants stay apart.
+
+use super::support::{owner_url, raw, store};
+use sea_orm::ConnectionTrait as _;
+use std::time::Duration;
+use trellis_conformance::fixtures::tenant;
+use trellis_conformance::{Ports, conformance_tests};
+use trellis_kernel::TenantCtx;
+use trellis_postgres::{PgCachedTenants, PgStore};
+use trellis_tenancy::{LlmConfig, LlmProvider, TenancyError, TenantRepo};
+
+async fn cached_ports() -> Ports {
+    let store = store().await;
+    let mut ports = Ports::from_one(store.clone());
+    ports.tenants = std::sync::Arc::new(listening(store).await);
+    ports
+}
+
+conformance_tests!(cached_ports());
+
+/// A cache whose listener is connected, so reads are kept from now on.
+async fn listening(store: PgStore) -> PgCachedTenants {
+    let cache = PgCachedTenants::new(store, 100);
+    for _ in 0..200 {
+        if cache.is_listening() {
+            return cache;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("the LLM-configuration listener never connected");
+}
+
+fn config(model: &str) -> LlmConfig {
+    LlmConfig {
+        provider: LlmProvider::Openai,
+        model: model.into(),
+        temperature: 0.2,
+        max_tokens: 512,
+        api_key: None,
+        api_key_hint: None,
+        updated_at: chrono::Utc::now(),
+    }
+}
+
+/// Reads until `done` holds (a notice takes a moment); the last read. Gives up after
+/// 3 s, before entries expire on their own (5 s), so only a notice can make it hold.
+async fn eventually(
+    cache: &PgCachedTenants,
+    ctx: &TenantCtx,
+    done: impl Fn(&Result<Option<LlmConfig>, TenancyError>) -> bool,
+) -> Result<Option<LlmConfig>, TenancyError> {
+    let mut last = cache.llm(ctx).await;
+    for _ in 0..60 {
+        if done(&last) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        last = cache.llm(ctx).await;
+    }
+    last
+}
+
+fn model_of(r: &Result<Option<LlmConfig>, TenancyError>) -> Option<String> {
+    r.as_ref()
+        .ok()
+        .and_then(|c| c.as_ref().map(|c| c.model.clone()))
+}
+
+#[tokio::test]
+async fn an_llm_configuration_set_changed_or_removed_elsewhere_is_read_fresh_once_the_notice_arrives()
+ {
+    let elsewhere = store().await;
+    let (t, ctx, _) = tenant(&Ports::from_one(elsewhere.clone())).await;
+    let cache = listening(store().await).await;
+    assert!(cache.llm(&ctx).await.unwrap().is_none(), "none yet, kept");
+
+    elsewhere.put_llm(&ctx, config("gpt-4o")).await.unwrap();
+    let set = eventually(&cache, &ctx, |r| model_of(r).as_deref() == Some("gpt-4o")).await;
+    assert_eq!(model_of(&set).as_deref(), Some("gpt-4o"));
+
+    elsewhere
+        .put_llm(&ctx, config("gpt-4o-mini"))
+        .await
+        .unwrap();
+    let changed = eventually(&cache, &ctx, |r| {
+        model_of(r).as_deref() == Some("gpt-4o-mini")
+    })
+    .await;
+    assert_eq!(model_of(&changed).as_deref(), Some("gpt-4o-mini"));
+
+    // An operator removes it by hand.
+    let owner = raw(&owner_url()).await;
+    owner
+        .execute_unprepared(&format!(
+            "SELECT set_config('trellis.tenant_id', '{}', false); \
+             DELETE FROM tenant_llm_configs WHERE tenant_id = '{}'",
+            t.id, t.id
+        ))
+        .await
+        .unwrap();
+    let removed = eventually(&cache, &ctx, |r| matches!(r, Ok(None))).await;
+    assert!(matches!(removed, Ok(None)), "{removed:?}");
+}
+
+#[tokio::test]
+async fn an_llm_configuration_kept_for_one_tenant_is_not_read_by_another() {
+    let cache = listening(store().await).await;
+    let ports = Ports::from_one(store().await);
+    let (_, a, _) = tenant(&ports).await;
+    let (_, b, _) = tenant(&ports).await;
+    cache.put_llm(&a, config("gpt-4o")).await.unwrap();
+    assert_eq!(
+        cache.llm(&a).await.unwrap().map(|c| c.model).as_deref(),
+        Some("gpt-4o")
+    );
+    assert!(cache.llm(&b).await.unwrap().is_none());
+}

@@ -1,0 +1,54 @@
+//! Tells every running Trellis when a tenant's LLM configuration changes.
+//!
+//! Every answer reads the tenant's LLM configuration (which provider, which model, the
+//! sealed API key) when it opens the model, and again when the model is the tenant's
+//! own rather than one of the catalogue's. The Postgres adapter keeps it in process and
+//! must drop it the moment any instance changes it: this trigger sends
+//! `tenant_id/tenant_id` on the channel `trellis_tenant_llm_changed` when an insert,
+//! update or delete commits. Inserts count here, unlike for users and collections: the
+//! cache also remembers that a tenant has no configuration yet.
+
+use sea_orm_migration::prelude::*;
+
+#[derive(DeriveMigrationName)]
+pub struct Migration;
+
+const UP: &str = r#"
+CREATE FUNCTION trellis_notify_tenant_llm_changed() RETURNS trigger LANGUAGE plpgsql AS $$
+DECLARE
+    tenant text;
+BEGIN
+    IF TG_OP = 'DELETE' THEN
+        tenant := OLD.tenant_id::text;
+    ELSE
+        tenant := NEW.tenant_id::text;
+    END IF;
+    PERFORM pg_notify('trellis_tenant_llm_changed', tenant || '/' || tenant);
+    IF TG_OP = 'UPDATE' AND OLD.tenant_id <> NEW.tenant_id THEN
+        PERFORM pg_notify('trellis_tenant_llm_changed', OLD.tenant_id::text || '/' || OLD.tenant_id::text);
+    END IF;
+    RETURN NULL;
+END
+$$;
+CREATE TRIGGER tenant_llm_configs_notify_changed
+    AFTER INSERT OR UPDATE OR DELETE ON tenant_llm_configs
+    FOR EACH ROW EXECUTE FUNCTION trellis_notify_tenant_llm_changed();
+"#;
+
+const DOWN: &str = r#"
+DROP TRIGGER IF EXISTS tenant_llm_configs_notify_changed ON tenant_llm_configs;
+DROP FUNCTION IF EXISTS trellis_notify_tenant_llm_changed();
+"#;
+
+#[async_trait::async_trait]
+impl MigrationTrait for Migration {
+    async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        manager.get_connection().execute_unprepared(UP).await?;
+        Ok(())
+    }
+
+    async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        manager.get_connection().execute_unprepared(DOWN).await?;
+        Ok(())
+    }
+}
