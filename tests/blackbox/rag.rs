@@ -354,4 +354,16 @@ async fn bad_search_requests_get_422() {
         422,
     )
     .await;
+    let ids: Vec<String> = (0..101).map(|_| uuid::Uuid::now_v7().to_string()).collect();
+    let body = problem(
+        app.post_json(
+            "/v1/rag/search",
+            tok,
+            &json!({"query": "x", "collection_ids": ids}),
+        )
+        .await,
+        422,
+    )
+    .await;
+    assert!(body.to_string().contains("collection_ids"), "{body}");
 }

@@ -467,7 +467,7 @@ impl SearchQuery {
         }
         if self.filter.collections.len() > MAX_FILTER_COLLECTIONS {
             return Err(InvalidValue::new(
-                "collections",
+                "collection_ids",
                 format!("at most {MAX_FILTER_COLLECTIONS} collections"),
             ));
         }
@@ -525,6 +525,6 @@ mod tests {
         };
         assert!(query(MAX_FILTER_COLLECTIONS).validate().is_ok());
         let err = query(MAX_FILTER_COLLECTIONS + 1).validate().unwrap_err();
-        assert_eq!(err.field, "collections");
+        assert_eq!(err.field, "collection_ids");
     }
 }
