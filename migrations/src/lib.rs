@@ -18,6 +18,7 @@ mod m20261202_000008_rank_chunk_text;
 mod m20261203_000009_user_change_notifications;
 mod m20261203_000010_collection_change_notifications;
 mod m20261203_000011_tenant_llm_change_notifications;
+mod m20261203_000012_catalog_change_notifications;
 
 pub use sea_orm_migration::MigratorTrait;
 
@@ -40,6 +41,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261203_000009_user_change_notifications::Migration),
             Box::new(m20261203_000010_collection_change_notifications::Migration),
             Box::new(m20261203_000011_tenant_llm_change_notifications::Migration),
+            Box::new(m20261203_000012_catalog_change_notifications::Migration),
         ]
     }
 }

@@ -26,7 +26,7 @@ async fn tenant_config(txn: &Txn, id: TenantId) -> Result<Option<TenantConfig>> 
     Ok(row.map(mapper::tenant).transpose()?.map(|t| t.config))
 }
 
-fn unavailable(provider: LlmProvider, model: &str) -> ContentError {
+pub(crate) fn unavailable(provider: LlmProvider, model: &str) -> ContentError {
     ContentError::ModelUnavailable(format!("{}/{model}", provider.as_str()))
 }
 

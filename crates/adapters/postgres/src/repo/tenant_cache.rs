@@ -1,67 +1,79 @@
-//! `TenantRepo` on Postgres with each tenant's LLM configuration kept in process. An
-//! answer reads it when it opens the model (and, for a model of the tenant's own rather
-//! than one of the catalogue's, once before); from memory, neither read waits for the
-//! database.
+//! `TenantRepo` and `LlmCatalog` on Postgres with each tenant's LLM configuration and
+//! its view of the model catalogue kept in process. An answer looks its model up in the
+//! catalogue and reads the LLM configuration when it opens the model (and, for a model
+//! of the tenant's own rather than one of the catalogue's, once before); from memory,
+//! none of these reads waits for the database.
 //!
-//! A trigger (migration 000011) sends `tenant_id/tenant_id` on
-//! `trellis_tenant_llm_changed` whenever a tenant's LLM configuration is inserted,
-//! updated or deleted; [`super::notice_cache`] explains how that, local forgetting, the
-//! epoch guard and a maximum age keep an entry from being stale for long. What is kept
-//! is what Postgres holds: the API key stays sealed until the tenancy service opens it.
+//! Triggers send `tenant_id/tenant_id` on `trellis_tenant_llm_changed` whenever a
+//! tenant's LLM configuration is inserted, updated or deleted (migration 000011), and
+//! on `trellis_catalog_changed` whenever a tenant row changes, or `*` whenever the
+//! catalogue does (migration 000012); [`super::notice_cache`] explains how that, local
+//! forgetting, the epoch guard and a maximum age keep an entry from being stale for
+//! long. What is kept is what Postgres holds: the API key stays sealed until the
+//! tenancy service opens it.
 
+use super::content_catalog::unavailable;
 use super::notice_cache::{self, ListenerGuard, NoticeCache};
 use crate::store::PgStore;
 use async_trait::async_trait;
 use std::sync::Arc;
+use trellis_content::{LlmCatalog, LlmModel, Result as ContentResult};
 use trellis_kernel::{Page, PageRequest, PlatformCtx, Slug, TenantCtx, TenantId};
 use trellis_tenancy::{
-    FirstAdmin, LlmConfig, NewTenant, Result, Tenant, TenantPatch, TenantRef, TenantRepo,
-    TenantStatus, WidgetConfig,
+    FirstAdmin, LlmConfig, LlmProvider, NewTenant, Result, Tenant, TenantPatch, TenantRef,
+    TenantRepo, TenantStatus, WidgetConfig,
 };
 
 /// The channel migration 000011's trigger notifies.
 const CHANNEL: &str = "trellis_tenant_llm_changed";
+/// The channel migration 000012's triggers notify.
+const CATALOG_CHANNEL: &str = "trellis_catalog_changed";
 
 /// Tenants whose LLM configuration is kept by default (under a kilobyte each).
 pub const DEFAULT_MAX_CACHED_TENANTS: usize = 10_000;
 
-/// [`PgStore`]'s tenants with `llm` served from memory while change notices arrive.
+/// [`PgStore`]'s tenants with `llm`, and its catalogue, served from memory while
+/// change notices arrive.
 #[derive(Clone)]
 pub struct PgCachedTenants {
     store: PgStore,
     llm: Arc<NoticeCache<(), Option<LlmConfig>>>,
-    _listener: Arc<ListenerGuard>,
+    catalog: Arc<NoticeCache<(), Vec<LlmModel>>>,
+    _listeners: [Arc<ListenerGuard>; 2],
 }
 
 impl PgCachedTenants {
-    /// Starts the listener (on its own connection, outside the pool) on the current
-    /// Tokio runtime. Until it listens, every read goes to Postgres.
+    /// Starts the listeners (each on its own connection, outside the pool) on the
+    /// current Tokio runtime. Until they listen, every read goes to Postgres.
     #[must_use]
     pub fn new(store: PgStore, max_entries: usize) -> Self {
-        let (llm, listener) = notice_cache::start(&store, CHANNEL, max_entries, |payload| {
-            notice_cache::parse_key(payload, |_| ())
-        });
+        let by_tenant = |payload: &str| notice_cache::parse_key(payload, |_| ());
+        let (llm, llm_listener) = notice_cache::start(&store, CHANNEL, max_entries, by_tenant);
+        let (catalog, catalog_listener) =
+            notice_cache::start(&store, CATALOG_CHANNEL, max_entries, by_tenant);
         Self {
             store,
             llm,
-            _listener: listener,
+            catalog,
+            _listeners: [llm_listener, catalog_listener],
         }
     }
 
     /// Whether reads may currently be answered from memory.
     #[must_use]
     pub fn is_listening(&self) -> bool {
-        self.llm.is_listening()
+        self.llm.is_listening() && self.catalog.is_listening()
     }
 
-    /// Runs a change, then drops the tenant's entry (the notice will too, later).
-    async fn changing<T>(
+    /// Runs a change, then drops the tenant's entries (the notices will too, later).
+    async fn changing<T, E>(
         &self,
         id: TenantId,
-        change: impl Future<Output = Result<T>>,
-    ) -> Result<T> {
+        change: impl Future<Output = std::result::Result<T, E>>,
+    ) -> std::result::Result<T, E> {
         let out = change.await;
         self.llm.forget(&(id, ()));
+        self.catalog.forget(&(id, ()));
         out
     }
 }
@@ -86,7 +98,8 @@ impl TenantRepo for PgCachedTenants {
         id: TenantId,
         status: TenantStatus,
     ) -> Result<Tenant> {
-        self.store.set_status(ctx, id, status).await
+        self.changing(id, self.store.set_status(ctx, id, status))
+            .await
     }
 
     async fn soft_delete(&self, ctx: &PlatformCtx, id: TenantId) -> Result<()> {
@@ -102,7 +115,8 @@ impl TenantRepo for PgCachedTenants {
     }
 
     async fn update(&self, ctx: &TenantCtx, patch: TenantPatch) -> Result<Tenant> {
-        TenantRepo::update(&self.store, ctx, patch).await
+        self.changing(ctx.tenant_id(), TenantRepo::update(&self.store, ctx, patch))
+            .await
     }
 
     async fn widget(&self, ctx: &TenantCtx) -> Result<Option<WidgetConfig>> {
@@ -122,5 +136,29 @@ impl TenantRepo for PgCachedTenants {
     async fn put_llm(&self, ctx: &TenantCtx, llm: LlmConfig) -> Result<LlmConfig> {
         self.changing(ctx.tenant_id(), self.store.put_llm(ctx, llm))
             .await
+    }
+}
+
+#[async_trait]
+impl LlmCatalog for PgCachedTenants {
+    async fn list(&self, ctx: &TenantCtx) -> ContentResult<Vec<LlmModel>> {
+        self.catalog
+            .get_or_read((ctx.tenant_id(), ()), LlmCatalog::list(&self.store, ctx))
+            .await
+    }
+
+    async fn get(
+        &self,
+        ctx: &TenantCtx,
+        provider: LlmProvider,
+        model: &str,
+    ) -> ContentResult<LlmModel> {
+        // The tenant's view is every catalogue model of an allowed provider, so a model
+        // missing from it is exactly one `get` would refuse.
+        LlmCatalog::list(self, ctx)
+            .await?
+            .into_iter()
+            .find(|m| m.provider == provider && m.name == model)
+            .ok_or_else(|| unavailable(provider, model))
     }
 }

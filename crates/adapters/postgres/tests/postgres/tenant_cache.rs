@@ -1,16 +1,17 @@
 //! `PgCachedTenants`: the tenancy and identity conformance suite with tenants through
 //! the cache (every change made through it is read back at once), and what only a
-//! cache can get wrong: an LLM configuration set, changed or removed elsewhere (another
-//! instance, an operator) must reach it, and tenants stay apart.
+//! cache can get wrong: an LLM configuration or a catalogue view changed elsewhere
+//! (another instance, the platform, an operator) must reach it, and tenants stay apart.
 
 use super::support::{owner_url, raw, store};
 use sea_orm::ConnectionTrait as _;
 use std::time::Duration;
 use trellis_conformance::fixtures::tenant;
 use trellis_conformance::{Ports, conformance_tests};
-use trellis_kernel::TenantCtx;
+use trellis_content::{ContentError, LlmCatalog, LlmModel, MicroUsd};
+use trellis_kernel::{PlatformCtx, TenantCtx};
 use trellis_postgres::{PgCachedTenants, PgStore};
-use trellis_tenancy::{LlmConfig, LlmProvider, TenancyError, TenantRepo};
+use trellis_tenancy::{LlmConfig, LlmProvider, TenancyError, TenantPatch, TenantRepo};
 
 async fn cached_ports() -> Ports {
     let store = store().await;
@@ -117,4 +118,85 @@ async fn an_llm_configuration_kept_for_one_tenant_is_not_read_by_another() {
         Some("gpt-4o")
     );
     assert!(cache.llm(&b).await.unwrap().is_none());
+}
+
+/// Asks the cached catalogue for `name` until `done` holds; gives up after 3 s, before
+/// entries expire on their own.
+async fn catalogue_until(
+    cache: &PgCachedTenants,
+    ctx: &TenantCtx,
+    name: &str,
+    done: impl Fn(&Result<LlmModel, ContentError>) -> bool,
+) -> Result<LlmModel, ContentError> {
+    let mut last = LlmCatalog::get(cache, ctx, LlmProvider::Openai, name).await;
+    for _ in 0..60 {
+        if done(&last) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        last = LlmCatalog::get(cache, ctx, LlmProvider::Openai, name).await;
+    }
+    last
+}
+
+#[tokio::test]
+async fn the_catalogue_a_tenant_sees_follows_changes_made_elsewhere() {
+    let elsewhere = store().await;
+    let (t, ctx, _) = tenant(&Ports::from_one(elsewhere.clone())).await;
+    let platform = PlatformCtx::system();
+    let model = LlmModel {
+        provider: LlmProvider::Openai,
+        name: format!("cached-{}", uuid::Uuid::now_v7().simple()),
+        context_window: 128_000,
+        supports_streaming: true,
+        input_price_per_1k: MicroUsd(2_500),
+        output_price_per_1k: MicroUsd(10_000),
+    };
+    elsewhere
+        .put_llm_model(&platform, model.clone())
+        .await
+        .unwrap();
+    let cache = listening(store().await).await;
+    assert_eq!(
+        LlmCatalog::get(&cache, &ctx, LlmProvider::Openai, &model.name)
+            .await
+            .unwrap(),
+        model,
+        "kept"
+    );
+
+    // The platform reprices it: every tenant's view is dropped.
+    let cheaper = LlmModel {
+        input_price_per_1k: MicroUsd(1),
+        ..model.clone()
+    };
+    elsewhere
+        .put_llm_model(&platform, cheaper.clone())
+        .await
+        .unwrap();
+    let seen = catalogue_until(&cache, &ctx, &model.name, |r| {
+        r.as_ref()
+            .is_ok_and(|m| m.input_price_per_1k == MicroUsd(1))
+    })
+    .await;
+    assert_eq!(seen.unwrap(), cheaper);
+
+    // The tenant stops allowing OpenAI: its view is dropped.
+    let mut config = t.config.clone();
+    config.allowed_llm_providers = vec![LlmProvider::Anthropic];
+    TenantRepo::update(
+        &elsewhere,
+        &ctx,
+        TenantPatch {
+            config: Some(config),
+            ..TenantPatch::default()
+        },
+    )
+    .await
+    .unwrap();
+    let refused = catalogue_until(&cache, &ctx, &model.name, |r| r.is_err()).await;
+    assert!(
+        matches!(refused, Err(ContentError::ModelUnavailable(_))),
+        "{refused:?}"
+    );
 }
