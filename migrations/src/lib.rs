@@ -7,6 +7,27 @@
 
 use sea_orm_migration::prelude::*;
 
+/// Defines `Migration` for a module whose migration is its `UP` and `DOWN` SQL.
+macro_rules! sql_migration {
+    () => {
+        #[derive(DeriveMigrationName)]
+        pub struct Migration;
+
+        #[async_trait::async_trait]
+        impl MigrationTrait for Migration {
+            async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+                manager.get_connection().execute_unprepared(UP).await?;
+                Ok(())
+            }
+
+            async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+                manager.get_connection().execute_unprepared(DOWN).await?;
+                Ok(())
+            }
+        }
+    };
+}
+
 mod m20261122_000001_create_tenancy;
 mod m20261122_000002_create_identity;
 mod m20261122_000003_create_rag;

@@ -10,9 +10,6 @@
 
 use sea_orm_migration::prelude::*;
 
-#[derive(DeriveMigrationName)]
-pub struct Migration;
-
 const UP: &str = r#"
 CREATE FUNCTION trellis_notify_collection_changed() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
@@ -29,15 +26,4 @@ DROP TRIGGER IF EXISTS knowledge_collections_notify_changed ON knowledge_collect
 DROP FUNCTION IF EXISTS trellis_notify_collection_changed();
 "#;
 
-#[async_trait::async_trait]
-impl MigrationTrait for Migration {
-    async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
-        manager.get_connection().execute_unprepared(UP).await?;
-        Ok(())
-    }
-
-    async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
-        manager.get_connection().execute_unprepared(DOWN).await?;
-        Ok(())
-    }
-}
+sql_migration!();

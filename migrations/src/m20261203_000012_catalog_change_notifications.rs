@@ -9,9 +9,6 @@
 
 use sea_orm_migration::prelude::*;
 
-#[derive(DeriveMigrationName)]
-pub struct Migration;
-
 const UP: &str = r#"
 CREATE FUNCTION trellis_notify_tenant_catalog_changed() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
@@ -39,15 +36,4 @@ DROP TRIGGER IF EXISTS tenants_notify_catalog_changed ON tenants;
 DROP FUNCTION IF EXISTS trellis_notify_tenant_catalog_changed();
 "#;
 
-#[async_trait::async_trait]
-impl MigrationTrait for Migration {
-    async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
-        manager.get_connection().execute_unprepared(UP).await?;
-        Ok(())
-    }
-
-    async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
-        manager.get_connection().execute_unprepared(DOWN).await?;
-        Ok(())
-    }
-}
+sql_migration!();

@@ -9,10 +9,9 @@
 //! here so that every change this process makes to a collection — a rename, or a step
 //! of a model change — forgets the entry at once.
 
-use super::notice_cache::{self, ListenerGuard, NoticeCache};
+use super::notice_cache::{self, Watched};
 use crate::store::PgStore;
 use async_trait::async_trait;
-use std::sync::Arc;
 use trellis_kernel::{Page, PageRequest, TenantCtx};
 use trellis_rag::index::{ChunkId, CollectionId, Embedding};
 use trellis_rag::{
@@ -30,8 +29,7 @@ pub const DEFAULT_MAX_CACHED_COLLECTIONS: usize = 10_000;
 #[derive(Clone)]
 pub struct PgCachedCollections {
     store: PgStore,
-    cache: Arc<NoticeCache<CollectionId, Collection>>,
-    _listener: Arc<ListenerGuard>,
+    cache: Watched<CollectionId, Collection>,
 }
 
 impl PgCachedCollections {
@@ -39,14 +37,10 @@ impl PgCachedCollections {
     /// Tokio runtime. Until it listens, every read goes to Postgres.
     #[must_use]
     pub fn new(store: PgStore, max_entries: usize) -> Self {
-        let (cache, listener) = notice_cache::start(&store, CHANNEL, max_entries, |payload| {
+        let cache = Watched::start(&store, CHANNEL, max_entries, |payload| {
             notice_cache::parse_key(payload, CollectionId::from_uuid)
         });
-        Self {
-            store,
-            cache,
-            _listener: listener,
-        }
+        Self { store, cache }
     }
 
     /// Whether reads may currently be answered from memory.
@@ -62,9 +56,7 @@ impl PgCachedCollections {
         id: CollectionId,
         change: impl Future<Output = Result<T>>,
     ) -> Result<T> {
-        let out = change.await;
-        self.cache.forget(&(ctx.tenant_id(), id));
-        out
+        self.cache.changing(&[(ctx.tenant_id(), id)], change).await
     }
 }
 

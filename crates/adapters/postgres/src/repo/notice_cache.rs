@@ -40,7 +40,7 @@ const RECONNECT_DELAY: Duration = Duration::from_secs(1);
 pub(crate) const MAX_AGE: Duration = Duration::from_secs(5);
 
 /// Entries keyed by `(tenant, row id)`.
-pub(crate) struct NoticeCache<K, V> {
+struct NoticeCache<K, V> {
     entries: RwLock<HashMap<(TenantId, K), (V, Instant)>>,
     /// Bumped, under the write lock, whenever an entry may have changed.
     epoch: AtomicU64,
@@ -62,7 +62,7 @@ where
         }
     }
 
-    pub(crate) fn lookup(&self, key: &(TenantId, K)) -> Option<V> {
+    fn lookup(&self, key: &(TenantId, K)) -> Option<V> {
         if !self.is_listening() {
             return None;
         }
@@ -76,7 +76,7 @@ where
 
     /// Reads through the cache: `read` runs only on a miss, and what it finds is
     /// kept unless anything changed while it ran.
-    pub(crate) async fn get_or_read<E, F>(&self, key: (TenantId, K), read: F) -> Result<V, E>
+    async fn get_or_read<E, F>(&self, key: (TenantId, K), read: F) -> Result<V, E>
     where
         F: Future<Output = Result<V, E>>,
     {
@@ -107,7 +107,7 @@ where
         entries.insert(key, (value.clone(), at));
     }
 
-    pub(crate) fn forget(&self, key: &(TenantId, K)) {
+    fn forget(&self, key: &(TenantId, K)) {
         let mut entries = self.entries.write().unwrap_or_else(PoisonError::into_inner);
         entries.remove(key);
         self.epoch.fetch_add(1, Ordering::AcqRel);
@@ -119,7 +119,7 @@ where
         self.epoch.fetch_add(1, Ordering::AcqRel);
     }
 
-    pub(crate) fn is_listening(&self) -> bool {
+    fn is_listening(&self) -> bool {
         self.listening.load(Ordering::Acquire)
     }
 }
@@ -135,7 +135,7 @@ pub(crate) fn parse_key<K>(payload: &str, id: impl Fn(uuid::Uuid) -> K) -> Optio
 }
 
 /// Ends the listener task when the last handle on the cache goes.
-pub(crate) struct ListenerGuard(tokio::task::JoinHandle<()>);
+struct ListenerGuard(tokio::task::JoinHandle<()>);
 
 impl Drop for ListenerGuard {
     fn drop(&mut self) {
@@ -143,27 +143,74 @@ impl Drop for ListenerGuard {
     }
 }
 
-/// A cache of at most `max_entries` rows and the task that keeps it fresh from the
-/// notices on `channel` (on its own connection, outside the pool, on the current
-/// Tokio runtime). Until that task listens, every read goes to Postgres.
-pub(crate) fn start<K, V>(
-    store: &PgStore,
-    channel: &'static str,
-    max_entries: usize,
-    parse: fn(&str) -> Option<(TenantId, K)>,
-) -> (Arc<NoticeCache<K, V>>, Arc<ListenerGuard>)
+/// A cache and the task that keeps it fresh, as the cached repositories hold them.
+/// Clones share both; the task ends with the last clone.
+pub(crate) struct Watched<K, V> {
+    cache: Arc<NoticeCache<K, V>>,
+    _listener: Arc<ListenerGuard>,
+}
+
+impl<K, V> Clone for Watched<K, V> {
+    fn clone(&self) -> Self {
+        Self {
+            cache: Arc::clone(&self.cache),
+            _listener: Arc::clone(&self._listener),
+        }
+    }
+}
+
+impl<K, V> Watched<K, V>
 where
     K: Eq + Hash + Copy + Send + Sync + 'static,
     V: Clone + Send + Sync + 'static,
 {
-    let cache = Arc::new(NoticeCache::new(max_entries));
-    let task = tokio::spawn(listen(
-        store.clone(),
-        channel,
-        parse,
-        Arc::downgrade(&cache),
-    ));
-    (cache, Arc::new(ListenerGuard(task)))
+    /// A cache of at most `max_entries` rows and the task that keeps it fresh from the
+    /// notices on `channel` (on its own connection, outside the pool, on the current
+    /// Tokio runtime). `parse` turns a notice into the key it names (`None`: drop
+    /// everything). Until the task listens, every read goes to Postgres.
+    pub(crate) fn start(
+        store: &PgStore,
+        channel: &'static str,
+        max_entries: usize,
+        parse: fn(&str) -> Option<(TenantId, K)>,
+    ) -> Self {
+        let cache = Arc::new(NoticeCache::new(max_entries));
+        let task = tokio::spawn(listen(
+            store.clone(),
+            channel,
+            parse,
+            Arc::downgrade(&cache),
+        ));
+        Self {
+            cache,
+            _listener: Arc::new(ListenerGuard(task)),
+        }
+    }
+
+    /// See [`NoticeCache::get_or_read`].
+    pub(crate) async fn get_or_read<E, F>(&self, key: (TenantId, K), read: F) -> Result<V, E>
+    where
+        F: Future<Output = Result<V, E>>,
+    {
+        self.cache.get_or_read(key, read).await
+    }
+
+    /// Runs a change, then drops the entries it touched (the notices will too, later).
+    pub(crate) async fn changing<T, E>(
+        &self,
+        keys: &[(TenantId, K)],
+        change: impl Future<Output = Result<T, E>>,
+    ) -> Result<T, E> {
+        let out = change.await;
+        for key in keys {
+            self.cache.forget(key);
+        }
+        out
+    }
+
+    pub(crate) fn is_listening(&self) -> bool {
+        self.cache.is_listening()
+    }
 }
 
 async fn listen<K, V>(

@@ -13,10 +13,9 @@
 //! tenancy service opens it.
 
 use super::content_catalog::unavailable;
-use super::notice_cache::{self, ListenerGuard, NoticeCache};
+use super::notice_cache::{self, Watched};
 use crate::store::PgStore;
 use async_trait::async_trait;
-use std::sync::Arc;
 use trellis_content::{LlmCatalog, LlmModel, Result as ContentResult};
 use trellis_kernel::{Page, PageRequest, PlatformCtx, Slug, TenantCtx, TenantId};
 use trellis_tenancy::{
@@ -37,9 +36,8 @@ pub const DEFAULT_MAX_CACHED_TENANTS: usize = 10_000;
 #[derive(Clone)]
 pub struct PgCachedTenants {
     store: PgStore,
-    llm: Arc<NoticeCache<(), Option<LlmConfig>>>,
-    catalog: Arc<NoticeCache<(), Vec<LlmModel>>>,
-    _listeners: [Arc<ListenerGuard>; 2],
+    llm: Watched<(), Option<LlmConfig>>,
+    catalog: Watched<(), Vec<LlmModel>>,
 }
 
 impl PgCachedTenants {
@@ -48,14 +46,10 @@ impl PgCachedTenants {
     #[must_use]
     pub fn new(store: PgStore, max_entries: usize) -> Self {
         let by_tenant = |payload: &str| notice_cache::parse_key(payload, |_| ());
-        let (llm, llm_listener) = notice_cache::start(&store, CHANNEL, max_entries, by_tenant);
-        let (catalog, catalog_listener) =
-            notice_cache::start(&store, CATALOG_CHANNEL, max_entries, by_tenant);
         Self {
+            llm: Watched::start(&store, CHANNEL, max_entries, by_tenant),
+            catalog: Watched::start(&store, CATALOG_CHANNEL, max_entries, by_tenant),
             store,
-            llm,
-            catalog,
-            _listeners: [llm_listener, catalog_listener],
         }
     }
 
@@ -71,10 +65,10 @@ impl PgCachedTenants {
         id: TenantId,
         change: impl Future<Output = std::result::Result<T, E>>,
     ) -> std::result::Result<T, E> {
-        let out = change.await;
-        self.llm.forget(&(id, ()));
-        self.catalog.forget(&(id, ()));
-        out
+        let keys = [(id, ())];
+        self.catalog
+            .changing(&keys, self.llm.changing(&keys, change))
+            .await
     }
 }
 

@@ -10,10 +10,9 @@
 //! platform tolerates. Inserts need no notice: the cache never remembers a user it did
 //! not find.
 
-use super::notice_cache::{self, ListenerGuard, NoticeCache};
+use super::notice_cache::{self, Watched};
 use crate::store::PgStore;
 use async_trait::async_trait;
-use std::sync::Arc;
 use trellis_identity::{LoginRecord, NewUser, Result, User, UserFilter, UserPatch, UserRepo};
 use trellis_kernel::{Email, Page, PageRequest, PasswordHash, TenantCtx, Timestamp, UserId};
 
@@ -27,8 +26,7 @@ pub const DEFAULT_MAX_CACHED_USERS: usize = 100_000;
 #[derive(Clone)]
 pub struct PgCachedUsers {
     store: PgStore,
-    cache: Arc<NoticeCache<UserId, User>>,
-    _listener: Arc<ListenerGuard>,
+    cache: Watched<UserId, User>,
 }
 
 impl PgCachedUsers {
@@ -36,14 +34,10 @@ impl PgCachedUsers {
     /// Tokio runtime. Until it listens, every read goes to Postgres.
     #[must_use]
     pub fn new(store: PgStore, max_entries: usize) -> Self {
-        let (cache, listener) = notice_cache::start(&store, CHANNEL, max_entries, |payload| {
+        let cache = Watched::start(&store, CHANNEL, max_entries, |payload| {
             notice_cache::parse_key(payload, UserId::from_uuid)
         });
-        Self {
-            store,
-            cache,
-            _listener: listener,
-        }
+        Self { store, cache }
     }
 
     /// Whether reads may currently be answered from memory.
@@ -57,11 +51,9 @@ impl PgCachedUsers {
         &self,
         ctx: &TenantCtx,
         id: UserId,
-        change: impl std::future::Future<Output = Result<T>>,
+        change: impl Future<Output = Result<T>>,
     ) -> Result<T> {
-        let out = change.await;
-        self.cache.forget(&(ctx.tenant_id(), id));
-        out
+        self.cache.changing(&[(ctx.tenant_id(), id)], change).await
     }
 }
 

@@ -3,9 +3,8 @@
 //! only a cache can get wrong: a change made elsewhere (another instance, the worker of
 //! another process, an operator) must reach it, and tenants stay apart.
 
-use super::support::store;
+use super::support::{eventually, store, until_listening};
 use std::sync::Arc;
-use std::time::Duration;
 use trellis_conformance::fixtures::tenant;
 use trellis_conformance::rag::RagPorts;
 use trellis_conformance::{Ports, rag_conformance_tests};
@@ -34,13 +33,8 @@ rag_conformance_tests!(ports(), cached_rag());
 /// A cache whose listener is connected, so reads are kept from now on.
 async fn listening(store: PgStore) -> PgCachedCollections {
     let cache = PgCachedCollections::new(store, 100);
-    for _ in 0..200 {
-        if cache.is_listening() {
-            return cache;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    panic!("the collection-change listener never connected");
+    until_listening(|| cache.is_listening()).await;
+    cache
 }
 
 async fn new_collection(store: &PgStore, ctx: &TenantCtx, name: &str) -> Collection {
@@ -62,25 +56,6 @@ async fn new_collection(store: &PgStore, ctx: &TenantCtx, name: &str) -> Collect
     .unwrap()
 }
 
-/// Reads until `done` holds (a notice takes a moment); the last read. Gives up after
-/// 3 s, before entries expire on their own (5 s), so only a notice can make it hold.
-async fn eventually(
-    cache: &PgCachedCollections,
-    ctx: &TenantCtx,
-    id: CollectionId,
-    done: impl Fn(&Result<Collection, RagError>) -> bool,
-) -> Result<Collection, RagError> {
-    let mut last = cache.get(ctx, id).await;
-    for _ in 0..60 {
-        if done(&last) {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-        last = cache.get(ctx, id).await;
-    }
-    last
-}
-
 #[tokio::test]
 async fn a_collection_changed_by_another_instance_is_read_fresh_once_the_notice_arrives() {
     let elsewhere = store().await;
@@ -97,9 +72,10 @@ async fn a_collection_changed_by_another_instance_is_read_fresh_once_the_notice_
     CollectionRepo::update(&elsewhere, &ctx, c.id, patch)
         .await
         .unwrap();
-    let after = eventually(&cache, &ctx, c.id, |r| {
-        r.as_ref().is_ok_and(|c| c.name == "Handbook 2")
-    })
+    let after = eventually(
+        || cache.get(&ctx, c.id),
+        |r| r.as_ref().is_ok_and(|c| c.name == "Handbook 2"),
+    )
     .await
     .unwrap();
     assert_eq!(
@@ -110,7 +86,7 @@ async fn a_collection_changed_by_another_instance_is_read_fresh_once_the_notice_
     CollectionRepo::delete(&elsewhere, &ctx, c.id)
         .await
         .unwrap();
-    let gone = eventually(&cache, &ctx, c.id, |r| r.is_err()).await;
+    let gone = eventually(|| cache.get(&ctx, c.id), |r| r.is_err()).await;
     assert!(matches!(gone, Err(RagError::NotFound(_))), "{gone:?}");
 }
 

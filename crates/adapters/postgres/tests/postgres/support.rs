@@ -154,3 +154,34 @@ pub async fn user(store: &PgStore, ctx: &TenantCtx, addr: &str) -> User {
     };
     UserRepo::insert(store, ctx, new).await.unwrap()
 }
+
+/// Waits until a cache's listener is connected (`listening` holds), so reads are kept
+/// from then on.
+pub async fn until_listening(listening: impl Fn() -> bool) {
+    for _ in 0..200 {
+        if listening() {
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    panic!("the change listener never connected");
+}
+
+/// Reads until `done` holds (a change notice takes a moment); the last read. Gives up
+/// after 3 s, before cache entries expire on their own (5 s), so only a notice can
+/// make it hold.
+pub async fn eventually<T, F, Fut>(read: F, done: impl Fn(&T) -> bool) -> T
+where
+    F: Fn() -> Fut,
+    Fut: std::future::Future<Output = T>,
+{
+    let mut last = read().await;
+    for _ in 0..60 {
+        if done(&last) {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        last = read().await;
+    }
+    last
+}

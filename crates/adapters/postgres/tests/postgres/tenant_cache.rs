@@ -3,13 +3,12 @@
 //! cache can get wrong: an LLM configuration or a catalogue view changed elsewhere
 //! (another instance, the platform, an operator) must reach it, and tenants stay apart.
 
-use super::support::{owner_url, raw, store};
+use super::support::{eventually, owner_url, raw, store, until_listening};
 use sea_orm::ConnectionTrait as _;
-use std::time::Duration;
 use trellis_conformance::fixtures::tenant;
 use trellis_conformance::{Ports, conformance_tests};
 use trellis_content::{ContentError, LlmCatalog, LlmModel, MicroUsd};
-use trellis_kernel::{PlatformCtx, TenantCtx};
+use trellis_kernel::PlatformCtx;
 use trellis_postgres::{PgCachedTenants, PgStore};
 use trellis_tenancy::{LlmConfig, LlmProvider, TenancyError, TenantPatch, TenantRepo};
 
@@ -22,16 +21,11 @@ async fn cached_ports() -> Ports {
 
 conformance_tests!(cached_ports());
 
-/// A cache whose listener is connected, so reads are kept from now on.
+/// A cache whose listeners are connected, so reads are kept from now on.
 async fn listening(store: PgStore) -> PgCachedTenants {
     let cache = PgCachedTenants::new(store, 100);
-    for _ in 0..200 {
-        if cache.is_listening() {
-            return cache;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    panic!("the LLM-configuration listener never connected");
+    until_listening(|| cache.is_listening()).await;
+    cache
 }
 
 fn config(model: &str) -> LlmConfig {
@@ -44,24 +38,6 @@ fn config(model: &str) -> LlmConfig {
         api_key_hint: None,
         updated_at: chrono::Utc::now(),
     }
-}
-
-/// Reads until `done` holds (a notice takes a moment); the last read. Gives up after
-/// 3 s, before entries expire on their own (5 s), so only a notice can make it hold.
-async fn eventually(
-    cache: &PgCachedTenants,
-    ctx: &TenantCtx,
-    done: impl Fn(&Result<Option<LlmConfig>, TenancyError>) -> bool,
-) -> Result<Option<LlmConfig>, TenancyError> {
-    let mut last = cache.llm(ctx).await;
-    for _ in 0..60 {
-        if done(&last) {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-        last = cache.llm(ctx).await;
-    }
-    last
 }
 
 fn model_of(r: &Result<Option<LlmConfig>, TenancyError>) -> Option<String> {
@@ -79,16 +55,21 @@ async fn an_llm_configuration_set_changed_or_removed_elsewhere_is_read_fresh_onc
     assert!(cache.llm(&ctx).await.unwrap().is_none(), "none yet, kept");
 
     elsewhere.put_llm(&ctx, config("gpt-4o")).await.unwrap();
-    let set = eventually(&cache, &ctx, |r| model_of(r).as_deref() == Some("gpt-4o")).await;
+    let set = eventually(
+        || cache.llm(&ctx),
+        |r| model_of(r).as_deref() == Some("gpt-4o"),
+    )
+    .await;
     assert_eq!(model_of(&set).as_deref(), Some("gpt-4o"));
 
     elsewhere
         .put_llm(&ctx, config("gpt-4o-mini"))
         .await
         .unwrap();
-    let changed = eventually(&cache, &ctx, |r| {
-        model_of(r).as_deref() == Some("gpt-4o-mini")
-    })
+    let changed = eventually(
+        || cache.llm(&ctx),
+        |r| model_of(r).as_deref() == Some("gpt-4o-mini"),
+    )
     .await;
     assert_eq!(model_of(&changed).as_deref(), Some("gpt-4o-mini"));
 
@@ -102,7 +83,7 @@ async fn an_llm_configuration_set_changed_or_removed_elsewhere_is_read_fresh_onc
         ))
         .await
         .unwrap();
-    let removed = eventually(&cache, &ctx, |r| matches!(r, Ok(None))).await;
+    let removed = eventually(|| cache.llm(&ctx), |r| matches!(r, Ok(None))).await;
     assert!(matches!(removed, Ok(None)), "{removed:?}");
 }
 
@@ -118,25 +99,6 @@ async fn an_llm_configuration_kept_for_one_tenant_is_not_read_by_another() {
         Some("gpt-4o")
     );
     assert!(cache.llm(&b).await.unwrap().is_none());
-}
-
-/// Asks the cached catalogue for `name` until `done` holds; gives up after 3 s, before
-/// entries expire on their own.
-async fn catalogue_until(
-    cache: &PgCachedTenants,
-    ctx: &TenantCtx,
-    name: &str,
-    done: impl Fn(&Result<LlmModel, ContentError>) -> bool,
-) -> Result<LlmModel, ContentError> {
-    let mut last = LlmCatalog::get(cache, ctx, LlmProvider::Openai, name).await;
-    for _ in 0..60 {
-        if done(&last) {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-        last = LlmCatalog::get(cache, ctx, LlmProvider::Openai, name).await;
-    }
-    last
 }
 
 #[tokio::test]
@@ -174,10 +136,13 @@ async fn the_catalogue_a_tenant_sees_follows_changes_made_elsewhere() {
         .put_llm_model(&platform, cheaper.clone())
         .await
         .unwrap();
-    let seen = catalogue_until(&cache, &ctx, &model.name, |r| {
-        r.as_ref()
-            .is_ok_and(|m| m.input_price_per_1k == MicroUsd(1))
-    })
+    let seen = eventually(
+        || LlmCatalog::get(&cache, &ctx, LlmProvider::Openai, &model.name),
+        |r| {
+            r.as_ref()
+                .is_ok_and(|m| m.input_price_per_1k == MicroUsd(1))
+        },
+    )
     .await;
     assert_eq!(seen.unwrap(), cheaper);
 
@@ -194,7 +159,11 @@ async fn the_catalogue_a_tenant_sees_follows_changes_made_elsewhere() {
     )
     .await
     .unwrap();
-    let refused = catalogue_until(&cache, &ctx, &model.name, |r| r.is_err()).await;
+    let refused = eventually(
+        || LlmCatalog::get(&cache, &ctx, LlmProvider::Openai, &model.name),
+        |r| r.is_err(),
+    )
+    .await;
     assert!(
         matches!(refused, Err(ContentError::ModelUnavailable(_))),
         "{refused:?}"

@@ -2,12 +2,10 @@
 //! through it is read back at once), and what only a cache can get wrong: a change made
 //! elsewhere (another instance, an operator) must reach it, and tenants stay apart.
 
-use super::support::store;
-use std::time::Duration;
+use super::support::{eventually, store, until_listening};
 use trellis_conformance::fixtures::tenant;
 use trellis_conformance::{Ports, conformance_tests};
-use trellis_identity::{IdentityError, User, UserPatch, UserRepo};
-use trellis_kernel::{TenantCtx, UserId};
+use trellis_identity::{IdentityError, UserPatch, UserRepo};
 use trellis_postgres::{PgCachedUsers, PgStore};
 
 async fn cached_ports() -> Ports {
@@ -22,32 +20,8 @@ conformance_tests!(cached_ports());
 /// A cache whose listener is connected, so reads are kept from now on.
 async fn listening(store: PgStore) -> PgCachedUsers {
     let cache = PgCachedUsers::new(store, 100);
-    for _ in 0..200 {
-        if cache.is_listening() {
-            return cache;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    panic!("the user-change listener never connected");
-}
-
-/// Reads until `done` holds (a notice takes a moment); the last read. Gives up after
-/// 3 s, before entries expire on their own (5 s), so only a notice can make it hold.
-async fn eventually(
-    cache: &PgCachedUsers,
-    ctx: &TenantCtx,
-    id: UserId,
-    done: impl Fn(&Result<User, IdentityError>) -> bool,
-) -> Result<User, IdentityError> {
-    let mut last = cache.get(ctx, id).await;
-    for _ in 0..60 {
-        if done(&last) {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-        last = cache.get(ctx, id).await;
-    }
-    last
+    until_listening(|| cache.is_listening()).await;
+    cache
 }
 
 fn renamed(name: &str) -> UserPatch {
@@ -70,9 +44,10 @@ async fn a_user_changed_by_another_instance_is_read_fresh_once_the_notice_arrive
         .update(&ctx, admin, renamed("Renamed Elsewhere"))
         .await
         .unwrap();
-    let after = eventually(&cache, &ctx, admin, |r| {
-        r.as_ref().is_ok_and(|u| u.name == "Renamed Elsewhere")
-    })
+    let after = eventually(
+        || cache.get(&ctx, admin),
+        |r| r.as_ref().is_ok_and(|u| u.name == "Renamed Elsewhere"),
+    )
     .await
     .unwrap();
     assert_eq!(after.name, "Renamed Elsewhere");
@@ -98,9 +73,10 @@ async fn a_user_deleted_elsewhere_is_no_longer_found_through_the_cache() {
         .soft_delete(&ctx, u.id, chrono::Utc::now())
         .await
         .unwrap();
-    let last = eventually(&cache, &ctx, u.id, |r| {
-        matches!(r, Err(IdentityError::NotFound(_)))
-    })
+    let last = eventually(
+        || cache.get(&ctx, u.id),
+        |r| matches!(r, Err(IdentityError::NotFound(_))),
+    )
     .await;
     assert!(matches!(last, Err(IdentityError::NotFound(_))), "{last:?}");
 }
