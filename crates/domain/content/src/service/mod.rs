@@ -851,25 +851,28 @@ impl ContentService {
         now: Timestamp,
     ) -> Result<Vec<BudgetUse>> {
         let q = self.quotas.quota(ctx).await?;
-        let mut uses = Vec::with_capacity(2);
-        for (scope, budget, meter_scope) in [
+        // The tenant's and the user's totals are independent reads: side by side.
+        let reads = [
             (QuotaScope::Tenant, q.tenant, UsageScope::Tenant),
             (QuotaScope::User, q.per_user, UsageScope::User(user)),
-        ] {
-            if let Some(budget) = budget {
-                let (from, until) = budget.period.window(now);
+        ]
+        .into_iter()
+        .filter_map(|(scope, budget, meter_scope)| {
+            let budget = budget?;
+            let (from, until) = budget.period.window(now);
+            Some(async move {
                 let used_tokens = self
                     .usage
                     .total_tokens(ctx, meter_scope, from, until)
                     .await?;
-                uses.push(BudgetUse {
+                Ok::<_, ContentError>(BudgetUse {
                     scope,
                     budget,
                     used_tokens,
-                });
-            }
-        }
-        Ok(uses)
+                })
+            })
+        });
+        futures::future::try_join_all(reads).await
     }
 
     /// Refuses, before any model is called, when a budget is used up.
