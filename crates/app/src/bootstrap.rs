@@ -140,10 +140,12 @@ pub async fn bootstrap(config: &Config) -> anyhow::Result<App> {
                 identity.users = Arc::new(users);
             }
             let tenants: Arc<dyn trellis_tenancy::TenantRepo> = if config.tenant_cache_max > 0 {
-                // One cache for both ports, so a change to the tenant made through
-                // it also forgets the tenant's view of the catalogue.
+                // One cache for all these ports, so a change to the tenant made
+                // through it also forgets the tenant's view of the catalogue.
                 let cached = Arc::new(PgCachedTenants::new(store.clone(), config.tenant_cache_max));
                 content_ports.catalog = cached.clone();
+                content_ports.quotas = cached.clone();
+                content_ports.quota_admin = cached.clone();
                 cached
             } else {
                 Arc::new(store)

@@ -1,22 +1,27 @@
-//! `TenantRepo` and `LlmCatalog` on Postgres with each tenant's LLM configuration and
-//! its view of the model catalogue kept in process. An answer looks its model up in the
-//! catalogue and reads the LLM configuration when it opens the model (and, for a model
-//! of the tenant's own rather than one of the catalogue's, once before); from memory,
-//! none of these reads waits for the database.
+//! `TenantRepo`, `LlmCatalog` and `QuotaSource` on Postgres with each tenant's LLM
+//! configuration, its view of the model catalogue and its token budgets kept in
+//! process. An answer checks the budgets, looks its model up in the catalogue and reads
+//! the LLM configuration when it opens the model (and, for a model of the tenant's own
+//! rather than one of the catalogue's, once before); from memory, none of these reads
+//! waits for the database. What was used against a budget is still summed on every
+//! check.
 //!
 //! Triggers send `tenant_id/tenant_id` on `trellis_tenant_llm_changed` whenever a
-//! tenant's LLM configuration is inserted, updated or deleted (migration 000011), and
-//! on `trellis_catalog_changed` whenever a tenant row changes, or `*` whenever the
-//! catalogue does (migration 000012); [`super::notice_cache`] explains how that, local
-//! forgetting, the epoch guard and a maximum age keep an entry from being stale for
-//! long. What is kept is what Postgres holds: the API key stays sealed until the
+//! tenant's LLM configuration is inserted, updated or deleted (migration 000011); on
+//! `trellis_catalog_changed` whenever a tenant row changes, or `*` whenever the
+//! catalogue does (migration 000012); and on `trellis_quota_changed` whenever a
+//! tenant's budgets do (migration 000013). [`super::notice_cache`] explains how that,
+//! local forgetting, the epoch guard and a maximum age keep an entry from being stale
+//! for long. What is kept is what Postgres holds: the API key stays sealed until the
 //! tenancy service opens it.
 
 use super::content_catalog::unavailable;
 use super::notice_cache::{self, Watched};
 use crate::store::PgStore;
 use async_trait::async_trait;
-use trellis_content::{LlmCatalog, LlmModel, Result as ContentResult};
+use trellis_content::{
+    LlmCatalog, LlmModel, Quota, QuotaAdmin, QuotaSource, Result as ContentResult,
+};
 use trellis_kernel::{Page, PageRequest, PlatformCtx, Slug, TenantCtx, TenantId};
 use trellis_tenancy::{
     FirstAdmin, LlmConfig, LlmProvider, NewTenant, Result, Tenant, TenantPatch, TenantRef,
@@ -27,6 +32,8 @@ use trellis_tenancy::{
 const CHANNEL: &str = "trellis_tenant_llm_changed";
 /// The channel migration 000012's triggers notify.
 const CATALOG_CHANNEL: &str = "trellis_catalog_changed";
+/// The channel migration 000013's trigger notifies.
+const QUOTA_CHANNEL: &str = "trellis_quota_changed";
 
 /// Tenants whose LLM configuration is kept by default (under a kilobyte each).
 pub const DEFAULT_MAX_CACHED_TENANTS: usize = 10_000;
@@ -38,6 +45,7 @@ pub struct PgCachedTenants {
     store: PgStore,
     llm: Watched<(), Option<LlmConfig>>,
     catalog: Watched<(), Vec<LlmModel>>,
+    quota: Watched<(), Quota>,
 }
 
 impl PgCachedTenants {
@@ -49,6 +57,7 @@ impl PgCachedTenants {
         Self {
             llm: Watched::start(&store, CHANNEL, max_entries, by_tenant),
             catalog: Watched::start(&store, CATALOG_CHANNEL, max_entries, by_tenant),
+            quota: Watched::start(&store, QUOTA_CHANNEL, max_entries, by_tenant),
             store,
         }
     }
@@ -56,7 +65,7 @@ impl PgCachedTenants {
     /// Whether reads may currently be answered from memory.
     #[must_use]
     pub fn is_listening(&self) -> bool {
-        self.llm.is_listening() && self.catalog.is_listening()
+        self.llm.is_listening() && self.catalog.is_listening() && self.quota.is_listening()
     }
 
     /// Runs a change, then drops the tenant's entries (the notices will too, later).
@@ -154,5 +163,35 @@ impl LlmCatalog for PgCachedTenants {
             .into_iter()
             .find(|m| m.provider == provider && m.name == model)
             .ok_or_else(|| unavailable(provider, model))
+    }
+}
+
+#[async_trait]
+impl QuotaSource for PgCachedTenants {
+    async fn quota(&self, ctx: &TenantCtx) -> ContentResult<Quota> {
+        self.quota
+            .get_or_read((ctx.tenant_id(), ()), self.store.quota(ctx))
+            .await
+    }
+}
+
+#[async_trait]
+impl QuotaAdmin for PgCachedTenants {
+    async fn quota_of(&self, ctx: &PlatformCtx, tenant: TenantId) -> ContentResult<Quota> {
+        self.store.quota_of(ctx, tenant).await
+    }
+
+    async fn replace_quota(
+        &self,
+        ctx: &PlatformCtx,
+        tenant: TenantId,
+        quota: Quota,
+    ) -> ContentResult<()> {
+        self.quota
+            .changing(
+                &[(tenant, ())],
+                self.store.replace_quota(ctx, tenant, quota),
+            )
+            .await
     }
 }

@@ -5,9 +5,14 @@
 
 use super::support::{eventually, owner_url, raw, store, until_listening};
 use sea_orm::ConnectionTrait as _;
+use trellis_conformance::content::ContentPorts;
+use trellis_conformance::content_conformance_tests;
 use trellis_conformance::fixtures::tenant;
 use trellis_conformance::{Ports, conformance_tests};
-use trellis_content::{ContentError, LlmCatalog, LlmModel, MicroUsd};
+use trellis_content::{
+    BudgetPeriod, ContentError, LlmCatalog, LlmModel, MicroUsd, Quota, QuotaAdmin as _,
+    QuotaSource, TokenBudget,
+};
 use trellis_kernel::PlatformCtx;
 use trellis_postgres::{PgCachedTenants, PgStore};
 use trellis_tenancy::{LlmConfig, LlmProvider, TenancyError, TenantPatch, TenantRepo};
@@ -168,4 +173,58 @@ async fn the_catalogue_a_tenant_sees_follows_changes_made_elsewhere() {
         matches!(refused, Err(ContentError::ModelUnavailable(_))),
         "{refused:?}"
     );
+}
+
+async fn plain_ports() -> Ports {
+    Ports::from_one(store().await)
+}
+
+/// The content ports with budgets through the cache.
+async fn cached_content() -> ContentPorts {
+    let store = store().await;
+    let cached = std::sync::Arc::new(listening(store.clone()).await);
+    let mut content = ContentPorts::from_one(store);
+    content.quotas = cached.clone();
+    content.quota_admin = cached;
+    content
+}
+
+content_conformance_tests!(plain_ports(), cached_content());
+
+#[tokio::test]
+async fn budgets_replaced_elsewhere_are_read_fresh_once_the_notice_arrives() {
+    let elsewhere = store().await;
+    let (t, ctx, _) = tenant(&Ports::from_one(elsewhere.clone())).await;
+    let cache = listening(store().await).await;
+    assert_eq!(
+        QuotaSource::quota(&cache, &ctx).await.unwrap(),
+        Quota::default(),
+        "kept"
+    );
+
+    let budget = |limit_tokens| Quota {
+        tenant: Some(TokenBudget {
+            limit_tokens,
+            period: BudgetPeriod::Month,
+        }),
+        per_user: None,
+    };
+    let platform = PlatformCtx::system();
+    elsewhere
+        .replace_quota(&platform, t.id, budget(1_000))
+        .await
+        .unwrap();
+    let seen = eventually(
+        || QuotaSource::quota(&cache, &ctx),
+        |r| r.as_ref().is_ok_and(|q| *q == budget(1_000)),
+    )
+    .await;
+    assert_eq!(seen.unwrap(), budget(1_000));
+
+    // Through the cache, the change is read back at once.
+    cache
+        .replace_quota(&platform, t.id, budget(5))
+        .await
+        .unwrap();
+    assert_eq!(QuotaSource::quota(&cache, &ctx).await.unwrap(), budget(5));
 }
