@@ -31,10 +31,10 @@ pub struct PgStore {
     /// The same pool as `db`, as sqlx sees it: units of work open their transactions
     /// on it directly ([`Txn`]).
     pool: sqlx::PgPool,
-    /// Permits for transactions handed back uncommitted, at most half the pool. Such a
-    /// transaction keeps its connection while the caller reads through others; were
-    /// every connection held that way, those reads would wait for a connection that
-    /// only they could free.
+    /// Permits for transactions handed back uncommitted, at most half the pool (none
+    /// for a pool of one). Such a transaction keeps its connection while the caller
+    /// reads through others; were every connection held that way, those reads would
+    /// wait for a connection that only they could free.
     uncommitted: Arc<Semaphore>,
 }
 
@@ -71,11 +71,11 @@ impl PgStore {
     #[must_use]
     pub fn new(db: DatabaseConnection) -> Self {
         let pool = db.get_postgres_connection_pool().clone();
-        let held = usize::try_from(pool.options().get_max_connections() / 2).unwrap_or(1);
+        let held = usize::try_from(pool.options().get_max_connections() / 2).unwrap_or(0);
         Self {
             db,
             pool,
-            uncommitted: Arc::new(Semaphore::new(held.max(1))),
+            uncommitted: Arc::new(Semaphore::new(held)),
         }
     }
 
@@ -136,6 +136,12 @@ impl PgStore {
     {
         self.unit_of_work(Scope::PlatformAndTenant(tenant), Access::ReadWrite, f)
             .await
+    }
+
+    /// Whether a transaction may be handed back uncommitted at all (the pool has room
+    /// for one besides the reads its caller makes meanwhile).
+    pub(crate) fn can_hold_uncommitted(&self) -> bool {
+        self.pool.options().get_max_connections() >= 2
     }
 
     /// Runs `f` in a transaction scoped to the caller's tenant and hands back the

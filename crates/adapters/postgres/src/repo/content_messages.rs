@@ -143,6 +143,14 @@ impl MessageRepo for PgStore {
     }
 
     async fn prepare_insert(&self, ctx: &TenantCtx, new: NewMessage) -> Result<PendingMessage> {
+        if !self.can_hold_uncommitted() {
+            // A pool of one cannot keep a transaction open while the caller reads:
+            // the whole insert waits for the commit instead.
+            let (store, ctx) = (self.clone(), ctx.clone());
+            return Ok(PendingMessage::new(async move {
+                MessageRepo::insert(&store, &ctx, new).await
+            }));
+        }
         let tenant = ctx.tenant_id();
         let (mut stored, txn) = self
             .in_tenant_uncommitted(ctx, move |txn| {

@@ -640,3 +640,24 @@ async fn questions_waiting_to_commit_never_take_the_connections_their_reads_need
         .unwrap();
     assert_eq!(seen.len(), 2);
 }
+
+#[tokio::test]
+async fn with_a_pool_of_one_a_prepared_question_still_lets_its_answer_read() {
+    // One connection cannot be kept in a transaction while the answer reads: the
+    // question is then written whole when it is committed.
+    super::support::migrated().await;
+    let store = PgStore::connect(&app_url(), 1).await.unwrap();
+    let (_, ctx, admin) = tenant(&store).await;
+    let conv = conversation(&store, &ctx, admin).await;
+    let ask = NewMessage::from_user(conv, None, admin, "alone".into(), vec![]);
+    let pending = store.prepare_insert(&ctx, ask.clone()).await.unwrap();
+    let seen = MessageRepo::for_conversation(&store, &ctx, conv)
+        .await
+        .unwrap();
+    assert!(seen.is_empty(), "nothing is committed yet");
+    assert_eq!(pending.commit().await.unwrap().id, ask.id);
+    let seen = MessageRepo::for_conversation(&store, &ctx, conv)
+        .await
+        .unwrap();
+    assert_eq!(seen.len(), 1);
+}
