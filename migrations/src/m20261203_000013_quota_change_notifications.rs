@@ -3,32 +3,19 @@
 //! Every answer checks the tenant's budgets before the model is called. The Postgres
 //! adapter keeps each tenant's budgets (not what has been used: that is summed on every
 //! check) in process and drops them when this trigger sends `tenant_id/tenant_id` on
-//! the channel `trellis_quota_changed`, after an insert, update or delete commits.
+//! the channel `trellis_quota_changed`, after an insert, update or delete commits
+//! (through migration 000011's trigger function).
 
 use sea_orm_migration::prelude::*;
 
 const UP: &str = r#"
-CREATE FUNCTION trellis_notify_quota_changed() RETURNS trigger LANGUAGE plpgsql AS $$
-DECLARE
-    tenant text;
-BEGIN
-    IF TG_OP = 'DELETE' THEN
-        tenant := OLD.tenant_id::text;
-    ELSE
-        tenant := NEW.tenant_id::text;
-    END IF;
-    PERFORM pg_notify('trellis_quota_changed', tenant || '/' || tenant);
-    RETURN NULL;
-END
-$$;
 CREATE TRIGGER tenant_quotas_notify_changed
     AFTER INSERT OR UPDATE OR DELETE ON tenant_quotas
-    FOR EACH ROW EXECUTE FUNCTION trellis_notify_quota_changed();
+    FOR EACH ROW EXECUTE FUNCTION trellis_notify_tenant_setting_changed('trellis_quota_changed');
 "#;
 
 const DOWN: &str = r#"
 DROP TRIGGER IF EXISTS tenant_quotas_notify_changed ON tenant_quotas;
-DROP FUNCTION IF EXISTS trellis_notify_quota_changed();
 "#;
 
 sql_migration!();

@@ -85,81 +85,11 @@ pub async fn bootstrap(config: &Config) -> anyhow::Result<App> {
     let clock = Arc::new(SystemClock);
 
     let embedders: Arc<dyn EmbedderRegistry> = Arc::new(embedders(&config.rag)?);
-    let (storage, ports, tenants, readiness, rag_ports, content_ports): Stores = match &config
-        .database_url
-    {
-        None => {
-            let store = MemoryStore::new();
-            let rag = MemoryRag::new();
-            let blobs: Arc<dyn BlobStore> = match &config.rag.blobs {
-                None | Some(BlobSetting::Memory) => Arc::new(rag.clone()),
-                Some(other) => blob_store(other)?,
-            };
-            let rag_ports = rag_store_ports(&rag, blobs);
-            (
-                Storage::Memory,
-                identity_ports(&store),
-                Arc::new(store),
-                None,
-                rag_ports,
-                content_store_ports(&MemoryContent::new()),
-            )
-        }
-        Some(url) => {
-            let store = PgStore::connect(url, config.db_max_connections)
-                .await
-                .context("failed to connect to PostgreSQL (DATABASE_URL)")?;
-            let readiness: Arc<dyn Readiness> = Arc::new(PgReadiness(store.clone()));
-            let default_dir = BlobSetting::Dir(std::path::PathBuf::from(".trellis/blobs"));
-            let blobs = blob_store(config.rag.blobs.as_ref().unwrap_or(&default_dir))?;
-            let mut rag_ports = rag_store_ports(&store, blobs);
-            if config.collection_cache_max > 0 {
-                // One cache for both ports, so the worker's model-change steps
-                // forget what `get` kept.
-                let collections = Arc::new(PgCachedCollections::new(
-                    store.clone(),
-                    config.collection_cache_max,
-                ));
-                rag_ports.collections = collections.clone();
-                rag_ports.model_changes = collections;
-            }
-            if config.rag.vector_cache_max_vectors > 0 {
-                // One replica answers both: vector search, and which chunks a
-                // full-text query can match.
-                let replica = Arc::new(PgVectorCache::new(
-                    store.clone(),
-                    config.rag.vector_cache_max_vectors,
-                ));
-                rag_ports.vectors = replica.clone();
-                rag_ports.text = replica;
-            }
-            let mut content_ports = content_store_ports(&store);
-            let mut identity = identity_ports(&store);
-            if config.user_cache_max > 0 {
-                let users = PgCachedUsers::new(store.clone(), config.user_cache_max);
-                identity.users = Arc::new(users);
-            }
-            let tenants: Arc<dyn trellis_tenancy::TenantRepo> = if config.tenant_cache_max > 0 {
-                // One cache for all these ports, so a change to the tenant made
-                // through it also forgets the tenant's view of the catalogue.
-                let cached = Arc::new(PgCachedTenants::new(store.clone(), config.tenant_cache_max));
-                content_ports.catalog = cached.clone();
-                content_ports.quotas = cached.clone();
-                content_ports.quota_admin = cached.clone();
-                cached
-            } else {
-                Arc::new(store)
-            };
-            (
-                Storage::Postgres,
-                identity,
-                tenants,
-                Some(readiness),
-                rag_ports,
-                content_ports,
-            )
-        }
-    };
+    let (storage, ports, tenants, readiness, rag_ports, content_ports): Stores =
+        match &config.database_url {
+            None => memory_stores(config)?,
+            Some(url) => postgres_stores(config, url).await?,
+        };
     let shared_blobs = rag_ports.blobs.clone();
     let extractor: Arc<dyn trellis_rag::TextExtractor> =
         Arc::new(Extractor::new(ExtractLimits::default()));
@@ -262,6 +192,81 @@ pub async fn bootstrap(config: &Config) -> anyhow::Result<App> {
 }
 
 /// What the storage choice yields: the adapters behind every repository port.
+/// The in-memory adapters: the embedded default, nothing persists.
+fn memory_stores(config: &Config) -> anyhow::Result<Stores> {
+    let store = MemoryStore::new();
+    let rag = MemoryRag::new();
+    let blobs: Arc<dyn BlobStore> = match &config.rag.blobs {
+        None | Some(BlobSetting::Memory) => Arc::new(rag.clone()),
+        Some(other) => blob_store(other)?,
+    };
+    let rag_ports = rag_store_ports(&rag, blobs);
+    Ok((
+        Storage::Memory,
+        identity_ports(&store),
+        Arc::new(store),
+        None,
+        rag_ports,
+        content_store_ports(&MemoryContent::new()),
+    ))
+}
+
+/// The Postgres adapters, with the caches and the replica the configuration asks for.
+async fn postgres_stores(config: &Config, url: &str) -> anyhow::Result<Stores> {
+    let store = PgStore::connect(url, config.db_max_connections)
+        .await
+        .context("failed to connect to PostgreSQL (DATABASE_URL)")?;
+    let readiness: Arc<dyn Readiness> = Arc::new(PgReadiness(store.clone()));
+    let default_dir = BlobSetting::Dir(std::path::PathBuf::from(".trellis/blobs"));
+    let blobs = blob_store(config.rag.blobs.as_ref().unwrap_or(&default_dir))?;
+    let mut rag_ports = rag_store_ports(&store, blobs);
+    if config.collection_cache_max > 0 {
+        // One cache for both ports, so the worker's model-change steps
+        // forget what `get` kept.
+        let collections = Arc::new(PgCachedCollections::new(
+            store.clone(),
+            config.collection_cache_max,
+        ));
+        rag_ports.collections = collections.clone();
+        rag_ports.model_changes = collections;
+    }
+    if config.rag.vector_cache_max_vectors > 0 {
+        // One replica answers both: vector search, and which chunks a
+        // full-text query can match.
+        let replica = Arc::new(PgVectorCache::new(
+            store.clone(),
+            config.rag.vector_cache_max_vectors,
+        ));
+        rag_ports.vectors = replica.clone();
+        rag_ports.text = replica;
+    }
+    let mut content_ports = content_store_ports(&store);
+    let mut identity = identity_ports(&store);
+    if config.user_cache_max > 0 {
+        let users = PgCachedUsers::new(store.clone(), config.user_cache_max);
+        identity.users = Arc::new(users);
+    }
+    let tenants: Arc<dyn trellis_tenancy::TenantRepo> = if config.tenant_cache_max > 0 {
+        // One cache for all these ports, so a change to the tenant made
+        // through it also forgets the tenant's view of the catalogue.
+        let cached = Arc::new(PgCachedTenants::new(store.clone(), config.tenant_cache_max));
+        content_ports.catalog = cached.clone();
+        content_ports.quotas = cached.clone();
+        content_ports.quota_admin = cached.clone();
+        cached
+    } else {
+        Arc::new(store)
+    };
+    Ok((
+        Storage::Postgres,
+        identity,
+        tenants,
+        Some(readiness),
+        rag_ports,
+        content_ports,
+    ))
+}
+
 type Stores = (
     Storage,
     StorePorts,

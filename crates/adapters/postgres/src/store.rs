@@ -31,11 +31,11 @@ pub struct PgStore {
     /// The same pool as `db`, as sqlx sees it: units of work open their transactions
     /// on it directly ([`Txn`]).
     pool: sqlx::PgPool,
-    /// Permits for transactions handed back uncommitted, at most half the pool (none
-    /// for a pool of one). Such a transaction keeps its connection while the caller
-    /// reads through others; were every connection held that way, those reads would
-    /// wait for a connection that only they could free.
-    uncommitted: Arc<Semaphore>,
+    /// Permits for transactions handed back uncommitted, at most half the pool; `None`
+    /// for a pool of one, which has no connection to spare. Such a transaction keeps its
+    /// connection while the caller reads through others; were every connection held
+    /// that way, those reads would wait for a connection that only they could free.
+    uncommitted: Option<Arc<Semaphore>>,
 }
 
 impl PgStore {
@@ -75,7 +75,7 @@ impl PgStore {
         Self {
             db,
             pool,
-            uncommitted: Arc::new(Semaphore::new(held)),
+            uncommitted: (held > 0).then(|| Arc::new(Semaphore::new(held))),
         }
     }
 
@@ -141,12 +141,13 @@ impl PgStore {
     /// Whether a transaction may be handed back uncommitted at all (the pool has room
     /// for one besides the reads its caller makes meanwhile).
     pub(crate) fn can_hold_uncommitted(&self) -> bool {
-        self.pool.options().get_max_connections() >= 2
+        self.uncommitted.is_some()
     }
 
     /// Runs `f` in a transaction scoped to the caller's tenant and hands back the
     /// transaction still open, for the caller to commit later or drop (which rolls it
-    /// back): a write whose commit waits for a decision made elsewhere.
+    /// back): a write whose commit waits for a decision made elsewhere. Only when
+    /// [`Self::can_hold_uncommitted`].
     pub(crate) async fn in_tenant_uncommitted<T, E, F>(
         &self,
         ctx: &TenantCtx,
@@ -157,61 +158,45 @@ impl PgStore {
         E: DomainError,
         F: for<'t> FnOnce(&'t Txn) -> BoxFuture<'t, Result<T, E>> + Send,
     {
-        let permit = Arc::clone(&self.uncommitted)
-            .acquire_owned()
-            .await
-            .map_err(|e| DbErr::Custom(e.to_string()))
-            .map_err(E::db("wait for a connection to hold"))?;
-        let txn = self
-            .open::<E>(Scope::Tenant(ctx.tenant_id()), Access::ReadWrite)
-            .await?;
-        match f(&txn).await {
-            Ok(value) => Ok((
-                value,
-                Uncommitted {
-                    txn,
-                    _permit: permit,
-                },
-            )),
-            Err(err) => {
-                txn.release();
-                Err(err)
-            }
+        let permit = match &self.uncommitted {
+            Some(permits) => Arc::clone(permits).acquire_owned().await.ok(),
+            None => None,
         }
+        .ok_or_else(|| DbErr::Custom("no connection to spare for an open transaction".into()))
+        .map_err(E::db("wait for a connection to hold"))?;
+        let (value, txn) = self
+            .run(Scope::Tenant(ctx.tenant_id()), Access::ReadWrite, f)
+            .await?;
+        Ok((
+            value,
+            Uncommitted {
+                txn,
+                _permit: permit,
+            },
+        ))
     }
 
-    async fn open<E: DomainError>(&self, scope: Scope, access: Access) -> Result<Txn, E> {
+    /// Opens a transaction and runs `f` in it; on failure the transaction is already
+    /// rolled back, on success it is handed back open.
+    async fn run<T, E, F>(&self, scope: Scope, access: Access, f: F) -> Result<(T, Txn), E>
+    where
+        T: Send,
+        E: DomainError,
+        F: for<'t> FnOnce(&'t Txn) -> BoxFuture<'t, Result<T, E>> + Send,
+    {
         // The opening runs on its own task. sqlx counts a transaction as open only once
         // the server has answered; a request dropped in between (the client hung up)
         // would return the connection to the pool inside that transaction, and the next
         // unit of work on it would commit with its own. On a task the opening always
         // completes, and a dropped request's transaction is then rolled back on drop.
         let pool = self.pool.clone();
-        tokio::spawn(async move { Txn::open(&pool, scope, access).await })
+        let txn = tokio::spawn(async move { Txn::open(&pool, scope, access).await })
             .await
             .map_err(|e| DbErr::Custom(format!("the task beginning a transaction failed: {e}")))
             .and_then(|opened| opened)
-            .map_err(E::db("begin a transaction"))
-    }
-
-    async fn unit_of_work<T, E, F>(&self, scope: Scope, access: Access, f: F) -> Result<T, E>
-    where
-        T: Send,
-        E: DomainError,
-        F: for<'t> FnOnce(&'t Txn) -> BoxFuture<'t, Result<T, E>> + Send,
-    {
-        let txn = self.open::<E>(scope, access).await?;
+            .map_err(E::db("begin a transaction"))?;
         match f(&txn).await {
-            Ok(value) => {
-                match access {
-                    Access::ReadWrite => txn
-                        .commit()
-                        .await
-                        .map_err(E::db("commit the transaction"))?,
-                    Access::ReadOnly => txn.release(),
-                }
-                Ok(value)
-            }
+            Ok(value) => Ok((value, txn)),
             Err(err) => {
                 // The domain error is what the caller needs; the rollback goes out with
                 // the pool's check of the returned connection, and a broken connection
@@ -220,6 +205,23 @@ impl PgStore {
                 Err(err)
             }
         }
+    }
+
+    async fn unit_of_work<T, E, F>(&self, scope: Scope, access: Access, f: F) -> Result<T, E>
+    where
+        T: Send,
+        E: DomainError,
+        F: for<'t> FnOnce(&'t Txn) -> BoxFuture<'t, Result<T, E>> + Send,
+    {
+        let (value, txn) = self.run(scope, access, f).await?;
+        match access {
+            Access::ReadWrite => txn
+                .commit()
+                .await
+                .map_err(E::db("commit the transaction"))?,
+            Access::ReadOnly => txn.release(),
+        }
+        Ok(value)
     }
 }
 

@@ -9,7 +9,7 @@
 //! here so that every change this process makes to a collection — a rename, or a step
 //! of a model change — forgets the entry at once.
 
-use super::notice_cache::{self, Watched};
+use super::notice_cache::Watched;
 use crate::store::PgStore;
 use async_trait::async_trait;
 use trellis_kernel::{Page, PageRequest, TenantCtx};
@@ -37,9 +37,7 @@ impl PgCachedCollections {
     /// Tokio runtime. Until it listens, every read goes to Postgres.
     #[must_use]
     pub fn new(store: PgStore, max_entries: usize) -> Self {
-        let cache = Watched::start(&store, CHANNEL, max_entries, |payload| {
-            notice_cache::parse_key(payload, CollectionId::from_uuid)
-        });
+        let cache = Watched::start(&store, CHANNEL, max_entries, CollectionId::from_uuid);
         Self { store, cache }
     }
 
@@ -47,16 +45,6 @@ impl PgCachedCollections {
     #[must_use]
     pub fn is_listening(&self) -> bool {
         self.cache.is_listening()
-    }
-
-    /// Runs a change, then drops the collection's entry (the notice will too, later).
-    async fn changing<T>(
-        &self,
-        ctx: &TenantCtx,
-        id: CollectionId,
-        change: impl Future<Output = Result<T>>,
-    ) -> Result<T> {
-        self.cache.changing(&[(ctx.tenant_id(), id)], change).await
     }
 }
 
@@ -85,7 +73,12 @@ impl CollectionRepo for PgCachedCollections {
         id: CollectionId,
         patch: CollectionPatch,
     ) -> Result<Collection> {
-        self.changing(ctx, id, CollectionRepo::update(&self.store, ctx, id, patch))
+        self.cache
+            .changing(
+                ctx.tenant_id(),
+                id,
+                CollectionRepo::update(&self.store, ctx, id, patch),
+            )
             .await
     }
 
@@ -95,12 +88,22 @@ impl CollectionRepo for PgCachedCollections {
         id: CollectionId,
         model: EmbeddingModel,
     ) -> Result<()> {
-        self.changing(ctx, id, self.store.set_embedding_model(ctx, id, model))
+        self.cache
+            .changing(
+                ctx.tenant_id(),
+                id,
+                self.store.set_embedding_model(ctx, id, model),
+            )
             .await
     }
 
     async fn delete(&self, ctx: &TenantCtx, id: CollectionId) -> Result<()> {
-        self.changing(ctx, id, CollectionRepo::delete(&self.store, ctx, id))
+        self.cache
+            .changing(
+                ctx.tenant_id(),
+                id,
+                CollectionRepo::delete(&self.store, ctx, id),
+            )
             .await
     }
 }
@@ -108,7 +111,8 @@ impl CollectionRepo for PgCachedCollections {
 #[async_trait]
 impl ModelChangeRepo for PgCachedCollections {
     async fn begin(&self, ctx: &TenantCtx, id: CollectionId, target: EmbeddingModel) -> Result<()> {
-        self.changing(ctx, id, self.store.begin(ctx, id, target))
+        self.cache
+            .changing(ctx.tenant_id(), id, self.store.begin(ctx, id, target))
             .await
     }
 
@@ -127,12 +131,13 @@ impl ModelChangeRepo for PgCachedCollections {
         id: CollectionId,
         vectors: Vec<(ChunkId, Embedding)>,
     ) -> Result<()> {
-        self.changing(
-            ctx,
-            id,
-            ModelChangeRepo::store(&self.store, ctx, id, vectors),
-        )
-        .await
+        self.cache
+            .changing(
+                ctx.tenant_id(),
+                id,
+                ModelChangeRepo::store(&self.store, ctx, id, vectors),
+            )
+            .await
     }
 
     async fn progress(&self, ctx: &TenantCtx, id: CollectionId) -> Result<ModelChangeProgress> {
@@ -140,15 +145,20 @@ impl ModelChangeRepo for PgCachedCollections {
     }
 
     async fn switch(&self, ctx: &TenantCtx, id: CollectionId) -> Result<bool> {
-        self.changing(ctx, id, self.store.switch(ctx, id)).await
+        self.cache
+            .changing(ctx.tenant_id(), id, self.store.switch(ctx, id))
+            .await
     }
 
     async fn fail(&self, ctx: &TenantCtx, id: CollectionId, error: &str) -> Result<()> {
-        self.changing(ctx, id, self.store.fail(ctx, id, error))
+        self.cache
+            .changing(ctx.tenant_id(), id, self.store.fail(ctx, id, error))
             .await
     }
 
     async fn cancel(&self, ctx: &TenantCtx, id: CollectionId) -> Result<()> {
-        self.changing(ctx, id, self.store.cancel(ctx, id)).await
+        self.cache
+            .changing(ctx.tenant_id(), id, self.store.cancel(ctx, id))
+            .await
     }
 }

@@ -37,7 +37,7 @@ const RECONNECT_DELAY: Duration = Duration::from_secs(1);
 
 /// An entry is read again from Postgres after this long even without a notice: the
 /// bound on staleness should notices stop arriving unnoticed.
-pub(crate) const MAX_AGE: Duration = Duration::from_secs(5);
+const MAX_AGE: Duration = Duration::from_secs(5);
 
 /// Entries keyed by `(tenant, row id)`.
 struct NoticeCache<K, V> {
@@ -126,7 +126,7 @@ where
 
 /// A notice's payload, `tenant_id/id`, as a key; `None` for anything else (which
 /// drops everything).
-pub(crate) fn parse_key<K>(payload: &str, id: impl Fn(uuid::Uuid) -> K) -> Option<(TenantId, K)> {
+fn parse_key<K>(payload: &str, id: fn(uuid::Uuid) -> K) -> Option<(TenantId, K)> {
     let (t, r) = payload.split_once('/')?;
     Some((
         TenantId::from_uuid(uuid::Uuid::parse_str(t).ok()?),
@@ -166,21 +166,16 @@ where
 {
     /// A cache of at most `max_entries` rows and the task that keeps it fresh from the
     /// notices on `channel` (on its own connection, outside the pool, on the current
-    /// Tokio runtime). `parse` turns a notice into the key it names (`None`: drop
-    /// everything). Until the task listens, every read goes to Postgres.
+    /// Tokio runtime). `id` turns the row id of a notice into the key. Until the task
+    /// listens, every read goes to Postgres.
     pub(crate) fn start(
         store: &PgStore,
         channel: &'static str,
         max_entries: usize,
-        parse: fn(&str) -> Option<(TenantId, K)>,
+        id: fn(uuid::Uuid) -> K,
     ) -> Self {
         let cache = Arc::new(NoticeCache::new(max_entries));
-        let task = tokio::spawn(listen(
-            store.clone(),
-            channel,
-            parse,
-            Arc::downgrade(&cache),
-        ));
+        let task = tokio::spawn(listen(store.clone(), channel, id, Arc::downgrade(&cache)));
         Self {
             cache,
             _listener: Arc::new(ListenerGuard(task)),
@@ -195,16 +190,16 @@ where
         self.cache.get_or_read(key, read).await
     }
 
-    /// Runs a change, then drops the entries it touched (the notices will too, later).
+    /// Runs a change to the row `id` of `tenant`, then drops its entry (the notice
+    /// will too, later).
     pub(crate) async fn changing<T, E>(
         &self,
-        keys: &[(TenantId, K)],
+        tenant: TenantId,
+        id: K,
         change: impl Future<Output = Result<T, E>>,
     ) -> Result<T, E> {
         let out = change.await;
-        for key in keys {
-            self.cache.forget(key);
-        }
+        self.cache.forget(&(tenant, id));
         out
     }
 
@@ -216,14 +211,14 @@ where
 async fn listen<K, V>(
     store: PgStore,
     channel: &'static str,
-    parse: fn(&str) -> Option<(TenantId, K)>,
+    id: fn(uuid::Uuid) -> K,
     cache: Weak<NoticeCache<K, V>>,
 ) where
     K: Eq + Hash + Copy + Send + Sync + 'static,
     V: Clone + Send + Sync + 'static,
 {
     while cache.strong_count() > 0 {
-        if let Err(e) = listen_until_lost(&store, channel, parse, &cache).await {
+        if let Err(e) = listen_until_lost(&store, channel, id, &cache).await {
             tracing::warn!(error = %e, channel, "could not LISTEN for changes");
         }
         tokio::time::sleep(RECONNECT_DELAY).await;
@@ -235,7 +230,7 @@ async fn listen<K, V>(
 async fn listen_until_lost<K, V>(
     store: &PgStore,
     channel: &'static str,
-    parse: fn(&str) -> Option<(TenantId, K)>,
+    id: fn(uuid::Uuid) -> K,
     cache: &Weak<NoticeCache<K, V>>,
 ) -> Result<(), sqlx::Error>
 where
@@ -267,7 +262,7 @@ where
             return Ok(());
         };
         match notice {
-            Ok(Some(n)) => match parse(n.payload()) {
+            Ok(Some(n)) => match parse_key(n.payload(), id) {
                 Some(key) => c.forget(&key),
                 None => c.forget_all(),
             },

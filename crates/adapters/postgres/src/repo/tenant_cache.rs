@@ -16,7 +16,7 @@
 //! tenancy service opens it.
 
 use super::content_catalog::unavailable;
-use super::notice_cache::{self, Watched};
+use super::notice_cache::Watched;
 use crate::store::PgStore;
 use async_trait::async_trait;
 use trellis_content::{
@@ -38,8 +38,8 @@ const QUOTA_CHANNEL: &str = "trellis_quota_changed";
 /// Tenants whose LLM configuration is kept by default (under a kilobyte each).
 pub const DEFAULT_MAX_CACHED_TENANTS: usize = 10_000;
 
-/// [`PgStore`]'s tenants with `llm`, and its catalogue, served from memory while
-/// change notices arrive.
+/// [`PgStore`]'s tenants with `llm`, the catalogue and the budgets served from memory
+/// while change notices arrive.
 #[derive(Clone)]
 pub struct PgCachedTenants {
     store: PgStore,
@@ -53,11 +53,12 @@ impl PgCachedTenants {
     /// current Tokio runtime. Until they listen, every read goes to Postgres.
     #[must_use]
     pub fn new(store: PgStore, max_entries: usize) -> Self {
-        let by_tenant = |payload: &str| notice_cache::parse_key(payload, |_| ());
+        // Keyed by tenant alone: the notices name the tenant twice.
+        let tenant_only = |_| ();
         Self {
-            llm: Watched::start(&store, CHANNEL, max_entries, by_tenant),
-            catalog: Watched::start(&store, CATALOG_CHANNEL, max_entries, by_tenant),
-            quota: Watched::start(&store, QUOTA_CHANNEL, max_entries, by_tenant),
+            llm: Watched::start(&store, CHANNEL, max_entries, tenant_only),
+            catalog: Watched::start(&store, CATALOG_CHANNEL, max_entries, tenant_only),
+            quota: Watched::start(&store, QUOTA_CHANNEL, max_entries, tenant_only),
             store,
         }
     }
@@ -74,9 +75,8 @@ impl PgCachedTenants {
         id: TenantId,
         change: impl Future<Output = std::result::Result<T, E>>,
     ) -> std::result::Result<T, E> {
-        let keys = [(id, ())];
         self.catalog
-            .changing(&keys, self.llm.changing(&keys, change))
+            .changing(id, (), self.llm.changing(id, (), change))
             .await
     }
 }
@@ -188,10 +188,7 @@ impl QuotaAdmin for PgCachedTenants {
         quota: Quota,
     ) -> ContentResult<()> {
         self.quota
-            .changing(
-                &[(tenant, ())],
-                self.store.replace_quota(ctx, tenant, quota),
-            )
+            .changing(tenant, (), self.store.replace_quota(ctx, tenant, quota))
             .await
     }
 }

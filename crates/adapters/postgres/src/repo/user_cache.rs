@@ -10,7 +10,7 @@
 //! platform tolerates. Inserts need no notice: the cache never remembers a user it did
 //! not find.
 
-use super::notice_cache::{self, Watched};
+use super::notice_cache::Watched;
 use crate::store::PgStore;
 use async_trait::async_trait;
 use trellis_identity::{LoginRecord, NewUser, Result, User, UserFilter, UserPatch, UserRepo};
@@ -34,9 +34,7 @@ impl PgCachedUsers {
     /// Tokio runtime. Until it listens, every read goes to Postgres.
     #[must_use]
     pub fn new(store: PgStore, max_entries: usize) -> Self {
-        let cache = Watched::start(&store, CHANNEL, max_entries, |payload| {
-            notice_cache::parse_key(payload, UserId::from_uuid)
-        });
+        let cache = Watched::start(&store, CHANNEL, max_entries, UserId::from_uuid);
         Self { store, cache }
     }
 
@@ -44,16 +42,6 @@ impl PgCachedUsers {
     #[must_use]
     pub fn is_listening(&self) -> bool {
         self.cache.is_listening()
-    }
-
-    /// Runs a change, then drops the user's entry (the notice will too, later).
-    async fn changing<T>(
-        &self,
-        ctx: &TenantCtx,
-        id: UserId,
-        change: impl Future<Output = Result<T>>,
-    ) -> Result<T> {
-        self.cache.changing(&[(ctx.tenant_id(), id)], change).await
     }
 }
 
@@ -83,22 +71,26 @@ impl UserRepo for PgCachedUsers {
     }
 
     async fn update(&self, ctx: &TenantCtx, id: UserId, patch: UserPatch) -> Result<User> {
-        self.changing(ctx, id, self.store.update(ctx, id, patch))
+        self.cache
+            .changing(ctx.tenant_id(), id, self.store.update(ctx, id, patch))
             .await
     }
 
     async fn set_password(&self, ctx: &TenantCtx, id: UserId, hash: PasswordHash) -> Result<()> {
-        self.changing(ctx, id, self.store.set_password(ctx, id, hash))
+        self.cache
+            .changing(ctx.tenant_id(), id, self.store.set_password(ctx, id, hash))
             .await
     }
 
     async fn soft_delete(&self, ctx: &TenantCtx, id: UserId, at: Timestamp) -> Result<()> {
-        self.changing(ctx, id, self.store.soft_delete(ctx, id, at))
+        self.cache
+            .changing(ctx.tenant_id(), id, self.store.soft_delete(ctx, id, at))
             .await
     }
 
     async fn record_login(&self, ctx: &TenantCtx, id: UserId, at: Timestamp) -> Result<()> {
-        self.changing(ctx, id, self.store.record_login(ctx, id, at))
+        self.cache
+            .changing(ctx.tenant_id(), id, self.store.record_login(ctx, id, at))
             .await
     }
 
