@@ -6,13 +6,13 @@ use crate::Ports;
 use crate::fixtures::{tenant, user};
 use std::sync::Arc;
 use trellis_content::{
-    AgentConfig, AgentFilter, AgentId, AgentRepo, AgentTier, BudgetPeriod, Citation, ContentError,
-    ConversationFilter, ConversationId, ConversationPatch, ConversationRepo, FileId, FileRepo,
-    FinishReason, InputSchema, KnowledgeCollectionId, KnowledgeDocumentId, MemoryId, MemoryPatch,
-    MemoryRepo, MemorySource, MessageId, MessageRepo, MessageRole, ModelParameters, NewAgent,
-    NewConversation, NewFile, NewMemory, NewMessage, NewTool, Quota, QuotaAdmin, QuotaSource,
-    Recorded, TokenBudget, TokenUsage, ToolId, ToolKind, ToolPatch, ToolRepo, UsageEvent,
-    UsageEventId, UsageMeter, UsageScope,
+    Agent, AgentConfig, AgentFilter, AgentId, AgentRepo, AgentTier, BudgetPeriod, Citation,
+    ContentError, Conversation, ConversationFilter, ConversationId, ConversationPatch,
+    ConversationRepo, FileId, FileRepo, FinishReason, InputSchema, KnowledgeCollectionId,
+    KnowledgeDocumentId, MemoryId, MemoryPatch, MemoryRepo, MemorySource, MessageId, MessageRepo,
+    MessageRole, ModelParameters, NewAgent, NewConversation, NewFile, NewMemory, NewMessage,
+    NewTool, Quota, QuotaAdmin, QuotaSource, Recorded, TokenBudget, TokenUsage, ToolId, ToolKind,
+    ToolPatch, ToolRepo, UsageEvent, UsageEventId, UsageMeter, UsageScope,
 };
 use trellis_kernel::{PageRequest, PlatformCtx, Role, TenantCtx, UserId};
 use trellis_tenancy::LlmProvider;
@@ -526,10 +526,17 @@ pub async fn conversations_are_tenant_scoped_and_filter_by_owner_archived_agent_
     assert_eq!(list(ConversationFilter::default()).await.len(), 3);
 }
 
-pub async fn a_conversations_agent_is_read_through_the_conversation_in_its_tenant_only(
-    p: &Ports,
-    c: &ContentPorts,
-) {
+/// Two tenants; in the first, an agent, a conversation with it and one without.
+struct TwoConversations {
+    a: TenantCtx,
+    b: TenantCtx,
+    admin: UserId,
+    agent: Agent,
+    with_agent: Conversation,
+    without: Conversation,
+}
+
+async fn two_conversations(p: &Ports, c: &ContentPorts) -> TwoConversations {
     let (_, a, admin) = tenant(p).await;
     let (_, b, _) = tenant(p).await;
     let agent = c
@@ -547,6 +554,28 @@ pub async fn a_conversations_agent_is_read_through_the_conversation_in_its_tenan
         .insert(&a, new_conversation(admin, "Plain", None))
         .await
         .unwrap();
+    TwoConversations {
+        a,
+        b,
+        admin,
+        agent,
+        with_agent,
+        without,
+    }
+}
+
+pub async fn a_conversations_agent_is_read_through_the_conversation_in_its_tenant_only(
+    p: &Ports,
+    c: &ContentPorts,
+) {
+    let TwoConversations {
+        a,
+        b,
+        agent,
+        with_agent,
+        without,
+        ..
+    } = two_conversations(p, c).await;
     let found = c
         .agents
         .for_conversation(&a, with_agent.id)
@@ -570,6 +599,63 @@ pub async fn a_conversations_agent_is_read_through_the_conversation_in_its_tenan
         None,
         "another tenant reads nothing through the conversation"
     );
+}
+
+pub async fn a_thread_is_the_conversation_with_its_messages_and_agent_in_its_tenant_only(
+    p: &Ports,
+    c: &ContentPorts,
+) {
+    let TwoConversations {
+        a,
+        b,
+        admin,
+        agent,
+        with_agent: conv,
+        without: plain,
+    } = two_conversations(p, c).await;
+    let q = c
+        .messages
+        .insert(&a, user_message(conv.id, None, admin, "Refunds?"))
+        .await
+        .unwrap();
+    let r = c
+        .messages
+        .insert(&a, answer(conv.id, q.id, "Within 14 days [1]."))
+        .await
+        .unwrap();
+
+    let thread = c.conversations.thread(&a, conv.id).await.unwrap();
+    assert_eq!(
+        thread.conversation,
+        c.conversations.get(&a, conv.id).await.unwrap(),
+        "the conversation as stored, last message time included"
+    );
+    assert_eq!(thread.messages, [q, r], "its messages, oldest first");
+    assert_eq!(
+        thread.agent,
+        Some(c.agents.get(&a, agent.id).await.unwrap())
+    );
+
+    let thread = c.conversations.thread(&a, plain.id).await.unwrap();
+    assert!(thread.messages.is_empty() && thread.agent.is_none());
+
+    c.agents.delete(&a, agent.id).await.unwrap();
+    let thread = c.conversations.thread(&a, conv.id).await.unwrap();
+    assert_eq!(
+        thread.agent, None,
+        "a deleted agent is no longer read with it"
+    );
+    assert_eq!(thread.messages.len(), 2);
+
+    for (ctx, id) in [(&b, conv.id), (&a, ConversationId::new())] {
+        assert!(
+            matches!(
+                c.conversations.thread(ctx, id).await,
+                Err(ContentError::NotFound(_))
+            ),
+            "another tenant's conversation, or none, is not found"
+        );
+    }
 }
 
 pub async fn messages_form_a_tree_that_reads_back_whole(p: &Ports, c: &ContentPorts) {

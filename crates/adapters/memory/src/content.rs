@@ -16,7 +16,7 @@ use trellis_content::{
     FinishReason, KnowledgeDocumentId, LlmCatalog, LlmModel, Memory, MemoryId, MemoryPatch,
     MemoryRepo, Message, MessageHit, MessageId, MessageRepo, MicroUsd, NewAgent, NewConversation,
     NewFile, NewMemory, NewMessage, NewTool, PendingMessage, Quota, QuotaAdmin, QuotaSource,
-    Recorded, Result, ScoredMemory, TaskSpawner, TokenUsage, ToolConfig, ToolId, ToolPatch,
+    Recorded, Result, ScoredMemory, TaskSpawner, Thread, TokenUsage, ToolConfig, ToolId, ToolPatch,
     ToolRepo, UsageEvent, UsageMeter, UsageScope,
 };
 use trellis_kernel::{Page, PageRequest, PlatformCtx, TenantCtx, TenantId, Timestamp, UserId};
@@ -37,6 +37,18 @@ struct ContentInner {
     usage: BTreeMap<(TenantId, String), UsageEvent>,
     quotas: HashMap<TenantId, Quota>,
     catalog: Vec<LlmModel>,
+}
+
+impl ContentInner {
+    /// A conversation's messages, oldest first (keyed by UUIDv7 ids, so iteration
+    /// order is creation order).
+    fn messages_of(&self, tid: TenantId, conversation: ConversationId) -> Vec<Message> {
+        self.messages
+            .iter()
+            .filter(|((t, _), m)| *t == tid && m.conversation_id == conversation)
+            .map(|(_, m)| m.clone())
+            .collect()
+    }
 }
 
 /// All content repositories, the usage meter, quotas and the model catalogue over
@@ -442,6 +454,25 @@ impl ConversationRepo for MemoryContent {
             .ok_or(ContentError::NotFound("conversation"))
     }
 
+    async fn thread(&self, ctx: &TenantCtx, id: ConversationId) -> Result<Thread> {
+        let tid = ctx.tenant_id();
+        let db = self.read();
+        let conversation = db
+            .conversations
+            .get(&(tid, id))
+            .cloned()
+            .ok_or(ContentError::NotFound("conversation"))?;
+        let agent = conversation
+            .agent_id
+            .and_then(|a| db.agents.get(&(tid, a)))
+            .cloned();
+        Ok(Thread {
+            messages: db.messages_of(tid, id),
+            conversation,
+            agent,
+        })
+    }
+
     async fn list(
         &self,
         ctx: &TenantCtx,
@@ -587,15 +618,7 @@ impl MessageRepo for MemoryContent {
         ctx: &TenantCtx,
         conversation: ConversationId,
     ) -> Result<Vec<Message>> {
-        let tid = ctx.tenant_id();
-        // Keyed by UUIDv7 ids, so iteration order is creation order.
-        Ok(self
-            .read()
-            .messages
-            .iter()
-            .filter(|((t, _), m)| *t == tid && m.conversation_id == conversation)
-            .map(|(_, m)| m.clone())
-            .collect())
+        Ok(self.read().messages_of(ctx.tenant_id(), conversation))
     }
 
     async fn search(

@@ -118,6 +118,22 @@ pub trait ConversationRepo: Send + Sync + 'static {
     /// # Errors
     /// `NotFound` when no such conversation exists in this tenant.
     async fn delete(&self, ctx: &TenantCtx, id: ConversationId) -> Result<()>;
+    /// The conversation with everything answering in it reads first: its messages
+    /// (as [`MessageRepo::for_conversation`] orders them) and its agent (`None` when it
+    /// has none, or the agent is gone), read together in one unit of work so that they
+    /// agree with each other.
+    ///
+    /// # Errors
+    /// `NotFound` when no such conversation exists in this tenant.
+    async fn thread(&self, ctx: &TenantCtx, id: ConversationId) -> Result<Thread>;
+}
+
+/// A conversation as answering reads it: see [`ConversationRepo::thread`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct Thread {
+    pub conversation: Conversation,
+    pub messages: Vec<Message>,
+    pub agent: Option<Agent>,
 }
 
 /// Messages. Inserting one also sets its conversation's `last_message_at`, in the

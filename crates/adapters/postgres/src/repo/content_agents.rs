@@ -36,7 +36,7 @@ fn select(tenant: TenantId) -> Select<Entity> {
         .filter(Column::TenantId.eq(tenant.as_uuid()))
 }
 
-async fn load(txn: &Txn, tenant: TenantId, id: AgentId) -> Result<Option<Agent>> {
+pub(super) async fn load(txn: &Txn, tenant: TenantId, id: AgentId) -> Result<Option<Agent>> {
     first(
         txn,
         select(tenant).filter(Column::Id.eq(id.as_uuid())),

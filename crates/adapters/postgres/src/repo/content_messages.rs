@@ -67,6 +67,25 @@ fn row(tenant: TenantId, n: &NewMessage) -> Result<ActiveModel> {
     })
 }
 
+/// A conversation's messages, oldest first.
+pub(super) async fn of_conversation(
+    txn: &Txn,
+    tenant: TenantId,
+    conversation: ConversationId,
+) -> Result<Vec<Message>> {
+    let rows = select(tenant)
+        .filter(Column::ConversationId.eq(conversation.as_uuid()))
+        .order_by_asc(Column::CreatedAt)
+        .order_by_asc(Column::Id)
+        .into_model::<MessageRow>()
+        .all(txn)
+        .await
+        .map_err(db("list messages"))?;
+    rows.into_iter()
+        .map(|r| Ok(content_mapper::message(r)?))
+        .collect()
+}
+
 /// A column of a raw search row.
 fn read<T: sea_orm::TryGetable>(row: &sea_orm::QueryResult, column: &str) -> Result<T> {
     row.try_get("", column).map_err(db("read message hit"))
@@ -201,19 +220,7 @@ impl MessageRepo for PgStore {
     ) -> Result<Vec<Message>> {
         let tenant = ctx.tenant_id();
         self.in_tenant_read(ctx, move |txn| {
-            Box::pin(async move {
-                let rows = select(tenant)
-                    .filter(Column::ConversationId.eq(conversation.as_uuid()))
-                    .order_by_asc(Column::CreatedAt)
-                    .order_by_asc(Column::Id)
-                    .into_model::<MessageRow>()
-                    .all(txn)
-                    .await
-                    .map_err(db("list messages"))?;
-                rows.into_iter()
-                    .map(|r| Ok(content_mapper::message(r)?))
-                    .collect()
-            })
+            Box::pin(of_conversation(txn, tenant, conversation))
         })
         .await
     }

@@ -29,14 +29,14 @@
 //! stays, and can be regenerated).
 
 use super::relay::{self, Ending, Produced, send};
-use super::{ContentService, acting_user, require};
+use super::{ContentService, acting_user, may_read_conversation, may_write_conversation, require};
 use crate::model::text;
 use crate::prompt::{self, AttachedText, PromptParts};
 use crate::tree;
 use crate::{
     Agent, ChatModel, ChatRequest, Citation, ContentError, Conversation, ConversationId, FileId,
     FinishReason, KnowledgeCollectionId, Memory, Message, MessageId, MessageRepo, MessageRole,
-    ModelParameters, NewMessage, Result, TokenUsage, UsageEvent, UsageEventId, UsageMeter,
+    ModelParameters, NewMessage, Result, Thread, TokenUsage, UsageEvent, UsageEventId, UsageMeter,
 };
 use futures::channel::{mpsc, oneshot};
 use futures::future::{Either, select};
@@ -125,13 +125,6 @@ struct Setup {
     collections: Vec<KnowledgeCollectionId>,
 }
 
-/// What answering reads about a conversation before anything else.
-struct Thread {
-    conv: Conversation,
-    messages: Vec<Message>,
-    agent: Option<Agent>,
-}
-
 impl ContentService {
     /// Sends a message in one's own conversation and starts the answer.
     ///
@@ -151,10 +144,10 @@ impl ContentService {
         let me = acting_user(ctx)?;
         let content = self.message_text(&message.content)?;
         let Thread {
-            conv,
+            conversation: conv,
             messages,
             agent,
-        } = self.conversation_and_messages(ctx, conversation).await?;
+        } = self.postable_thread(ctx, conversation).await?;
         self.check_files(ctx, me, conv.id, &message.files).await?;
         let parent = match message.parent {
             Some(p) if messages.iter().any(|m| m.id == p) => Some(p),
@@ -185,10 +178,10 @@ impl ContentService {
         let me = acting_user(ctx)?;
         let content = self.message_text(&content)?;
         let Thread {
-            conv,
+            conversation: conv,
             messages,
             agent,
-        } = self.conversation_and_messages(ctx, conversation).await?;
+        } = self.postable_thread(ctx, conversation).await?;
         let original = messages
             .iter()
             .find(|m| m.id == message)
@@ -213,10 +206,10 @@ impl ContentService {
     ) -> Result<Answer> {
         require(ctx, Permission::ChatUse)?;
         let Thread {
-            conv,
+            conversation: conv,
             messages,
             agent,
-        } = self.conversation_and_messages(ctx, conversation).await?;
+        } = self.postable_thread(ctx, conversation).await?;
         let question = tree::regeneration_parent(&messages, answer)?;
         let history = tree::path_to(&messages, question.id)?
             .into_iter()
@@ -225,41 +218,25 @@ impl ContentService {
         self.respond(ctx, &conv, agent, history, None).await
     }
 
-    /// One's own conversation, not archived, with its messages and its agent. All
-    /// three are read at once: the messages and agent of a conversation the caller may
-    /// not post in are read for nothing (and never returned), which costs less than
-    /// waiting for one read before the others.
-    async fn conversation_and_messages(
-        &self,
-        ctx: &TenantCtx,
-        id: ConversationId,
-    ) -> Result<Thread> {
-        let (conv, messages, agent) = futures::future::try_join3(
-            self.postable_conversation(ctx, id),
-            self.messages.for_conversation(ctx, id),
-            self.agents.for_conversation(ctx, id),
-        )
-        .await?;
-        Ok(Thread {
-            conv,
-            messages,
-            agent,
-        })
-    }
-
-    /// One's own conversation, not archived.
-    async fn postable_conversation(
-        &self,
-        ctx: &TenantCtx,
-        id: ConversationId,
-    ) -> Result<Conversation> {
-        let conv = self.writable_conversation(ctx, id).await?;
+    /// One's own conversation, not archived, with its messages and its agent, in one
+    /// read: the messages and agent of a conversation the caller may not post in are
+    /// read for nothing (and never returned), which costs less than a read before the
+    /// others.
+    async fn postable_thread(&self, ctx: &TenantCtx, id: ConversationId) -> Result<Thread> {
+        let thread = self.conversations.thread(ctx, id).await?;
+        let conv = &thread.conversation;
+        if !may_read_conversation(ctx, conv) {
+            return Err(ContentError::NotFound("conversation"));
+        }
+        if !may_write_conversation(ctx, conv) {
+            return Err(ContentError::Forbidden);
+        }
         if conv.archived {
             return Err(ContentError::Conflict(
                 "the conversation is archived; unarchive it to continue".into(),
             ));
         }
-        Ok(conv)
+        Ok(thread)
     }
 
     fn message_text(&self, content: &str) -> Result<String> {

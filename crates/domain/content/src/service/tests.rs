@@ -10,7 +10,7 @@ use crate::{
     NewMessage, Passage, PendingMessage, ProviderError, ProviderErrorKind, Quota, Recorded,
     ScoredMemory, TokenBudget, TokenUsage, UsageEvent,
 };
-use crate::{BudgetPeriod, ChatStream, MicroUsd};
+use crate::{BudgetPeriod, ChatStream, MicroUsd, Thread};
 use futures::StreamExt;
 use futures::future::BoxFuture;
 use std::sync::Mutex;
@@ -222,12 +222,21 @@ impl Mocks {
             .returning(|_, _, _, _| Ok(vec![]));
     }
 
-    /// The conversation is found with `existing` messages (and no agent read with it).
+    /// The conversation is found with `existing` messages (and no agent read with it),
+    /// alone or as a thread.
     fn conversation_reads(&mut self, conv: &Conversation, existing: Vec<Message>) {
         let c = conv.clone();
         self.conversations
             .expect_get()
             .returning(move |_, _| Ok(c.clone()));
+        let thread = Thread {
+            conversation: conv.clone(),
+            messages: existing.clone(),
+            agent: None,
+        };
+        self.conversations
+            .expect_thread()
+            .returning(move |_, _| Ok(thread.clone()));
         self.messages
             .expect_for_conversation()
             .returning(move |_, _| Ok(existing.clone()));
@@ -493,10 +502,16 @@ async fn an_answer_streams_citations_text_usage_and_done_and_stores_one_cited_me
     let conv = conversation(t, u, Some(a.id));
     let mut m = Mocks::new();
     m.permissive();
-    // Read with the conversation, so not again.
-    m.agents
-        .expect_for_conversation()
-        .returning(move |_, _| Ok(Some(a.clone())));
+    // Read with the conversation, so not again (the first expectation set is the one
+    // used, so this one takes precedence over `conversation_with`'s thread).
+    let thread = Thread {
+        conversation: conv.clone(),
+        messages: vec![],
+        agent: Some(a),
+    };
+    m.conversations
+        .expect_thread()
+        .returning(move |_, _| Ok(thread.clone()));
     m.agents.expect_get().never();
     m.retriever
         .expect_retrieve()
@@ -921,10 +936,7 @@ async fn posting_in_an_archived_conversation_is_refused() {
     let mut conv = conversation(t, u, None);
     conv.archived = true;
     let mut m = Mocks::new();
-    let c = conv.clone();
-    m.conversations
-        .expect_get()
-        .returning(move |_, _| Ok(c.clone()));
+    m.conversation_reads(&conv, vec![]);
     m.messages.expect_insert().never();
     let err = m
         .service()
@@ -939,10 +951,7 @@ async fn another_users_file_cannot_be_attached() {
     let (t, u) = (TenantId::new(), UserId::new());
     let conv = conversation(t, u, None);
     let mut m = Mocks::new();
-    let c = conv.clone();
-    m.conversations
-        .expect_get()
-        .returning(move |_, _| Ok(c.clone()));
+    m.conversation_reads(&conv, vec![]);
     m.files.expect_get().returning(|_, id| {
         Ok(FileAttachment {
             id,
@@ -957,13 +966,6 @@ async fn another_users_file_cannot_be_attached() {
             created_at: noon(),
         })
     });
-    // Read alongside the conversation.
-    m.agents
-        .expect_for_conversation()
-        .returning(|_, _| Ok(None));
-    m.messages
-        .expect_for_conversation()
-        .returning(|_, _| Ok(Vec::new()));
     m.messages.expect_insert().never();
     let err = m
         .service()
@@ -1173,10 +1175,7 @@ async fn a_supporter_reads_but_cannot_post_in_someone_elses_conversation() {
     let (t, owner, supporter) = (TenantId::new(), UserId::new(), UserId::new());
     let conv = conversation(t, owner, None);
     let mut m = Mocks::new();
-    let c = conv.clone();
-    m.conversations
-        .expect_get()
-        .returning(move |_, _| Ok(c.clone()));
+    m.conversation_reads(&conv, vec![]);
     m.messages.expect_insert().never();
     let svc = m.service();
     let ctx = ctx_as(t, supporter, Role::Supporter);
