@@ -5,12 +5,13 @@
 //! workers pick it up like any other).
 
 use async_trait::async_trait;
-use std::sync::Arc;
+use hashlink::LruCache;
+use std::sync::{Arc, Mutex, PoisonError};
 use trellis_content::{
-    AttachmentReader, ContentError, FileAttachment, FileBlobs, FileSniffer, KnowledgeCollectionId,
-    KnowledgeDocumentId, KnowledgeIntake,
+    AttachmentReader, ContentError, FileAttachment, FileBlobs, FileId, FileSniffer,
+    KnowledgeCollectionId, KnowledgeDocumentId, KnowledgeIntake,
 };
-use trellis_kernel::TenantCtx;
+use trellis_kernel::{TenantCtx, TenantId};
 use trellis_rag::index::CollectionId;
 use trellis_rag::service::{RagService, Upload};
 use trellis_rag::{BlobStore, RagError, TextExtractor};
@@ -46,38 +47,117 @@ impl FileSniffer for ExtractorSniffer {
 
 /// An attachment's text for a prompt: its bytes from blob storage, extracted like a
 /// knowledge document (PDF text layer, HTML without scripts, …) on a blocking thread,
-/// since a large PDF takes a while.
+/// since a large PDF takes a while. Every answer in a conversation puts its attached
+/// files in the prompt again, so what was extracted is kept in `cache`: an attachment
+/// never changes once uploaded, and re-reading a large PDF on every turn cost more
+/// than the rest of the answer.
 pub struct ExtractedAttachments {
     pub blobs: Arc<dyn BlobStore>,
     pub extractor: Arc<dyn TextExtractor>,
+    pub cache: AttachmentTexts,
 }
 
 #[async_trait]
 impl AttachmentReader for ExtractedAttachments {
     async fn text(
         &self,
-        _ctx: &TenantCtx,
+        ctx: &TenantCtx,
         file: &FileAttachment,
         max_chars: usize,
     ) -> trellis_content::Result<Option<String>> {
+        let key = (ctx.tenant_id(), file.id, max_chars);
+        if let Some(text) = self.cache.get(&key) {
+            return Ok(text.map(|t| t.to_string()));
+        }
         let bytes = self.blobs.get(&file.storage_key).await?;
         let extractor = self.extractor.clone();
         let filename = file.filename.clone();
         let extracted = tokio::task::spawn_blocking(move || extractor.extract(&bytes, &filename))
             .await
             .map_err(|e| ContentError::Unexpected(anyhow::Error::new(e)))?;
-        match extracted {
-            Ok(e) if !e.text.trim().is_empty() => {
-                Ok(Some(e.text.chars().take(max_chars).collect()))
-            }
-            Ok(_) => Ok(None),
+        let text: Option<String> = match extracted {
+            Ok(e) if !e.text.trim().is_empty() => Some(e.text.chars().take(max_chars).collect()),
+            Ok(_) => None,
             Err(e) => {
                 // The file was accepted when uploaded, so this is unusual (a type the
                 // sniffer knows but cannot read, a corrupt PDF): answer without it.
                 tracing::warn!(file = %file.id, error = %e, "an attached file has no readable text");
-                Ok(None)
+                None
+            }
+        };
+        self.cache.put(key, text.as_deref().map(Arc::from));
+        Ok(text)
+    }
+}
+
+/// Which attachment, for a prompt of how many characters at most.
+type TextKey = (TenantId, FileId, usize);
+
+/// Extracted attachment texts (or that a file has none), least recently used first,
+/// within a budget of bytes of text. Keys carry the tenant, so one tenant's file id
+/// can never bring up another's text. A deleted file stays until it ages out, but
+/// is never asked for: answering skips attachments whose file is gone.
+pub struct AttachmentTexts {
+    entries: Mutex<Entries>,
+    budget_bytes: usize,
+}
+
+struct Entries {
+    texts: LruCache<TextKey, Option<Arc<str>>>,
+    bytes: usize,
+}
+
+/// What an entry counts against the budget: its text plus a fixed allowance for the
+/// key and bookkeeping, so that many text-less files are bounded too.
+fn entry_bytes(text: Option<&Arc<str>>) -> usize {
+    64 + text.map_or(0, |t| t.len())
+}
+
+impl AttachmentTexts {
+    /// A cache holding at most `budget_bytes` of text; 0 turns it off.
+    #[must_use]
+    pub fn new(budget_bytes: usize) -> Self {
+        Self {
+            entries: Mutex::new(Entries {
+                texts: LruCache::new_unbounded(),
+                bytes: 0,
+            }),
+            budget_bytes,
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Entries> {
+        self.entries.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// The text kept for `key` (`Some(None)`: the file has none), and now the most
+    /// recently used.
+    fn get(&self, key: &TextKey) -> Option<Option<Arc<str>>> {
+        self.lock().texts.get(key).cloned()
+    }
+
+    fn put(&self, key: TextKey, text: Option<Arc<str>>) {
+        let size = entry_bytes(text.as_ref());
+        if size > self.budget_bytes {
+            return;
+        }
+        let mut entries = self.lock();
+        if let Some(old) = entries.texts.insert(key, text) {
+            entries.bytes -= entry_bytes(old.as_ref());
+        }
+        entries.bytes += size;
+        while entries.bytes > self.budget_bytes {
+            match entries.texts.remove_lru() {
+                Some((_, gone)) => entries.bytes -= entry_bytes(gone.as_ref()),
+                None => break,
             }
         }
+    }
+
+    /// Bytes counted against the budget now.
+    #[cfg(test)]
+    fn bytes(&self) -> usize {
+        self.lock().bytes
     }
 }
 
@@ -121,5 +201,164 @@ impl KnowledgeIntake for RagIntake {
         Ok(KnowledgeDocumentId::from_uuid(
             outcome.document.id.as_uuid(),
         ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use trellis_blob::InMemoryBlobStore;
+    use trellis_content::ConversationId;
+    use trellis_kernel::{Actor, Role, UserId};
+    use trellis_rag::{ExtractError, Extracted};
+
+    /// Reads bytes as UTF-8 text and counts how often it was asked to.
+    #[derive(Default)]
+    struct CountingExtractor {
+        calls: AtomicUsize,
+    }
+
+    impl TextExtractor for CountingExtractor {
+        fn sniff(&self, _bytes: &[u8], _filename: &str) -> Option<String> {
+            Some("text/plain".into())
+        }
+
+        fn extract(&self, bytes: &[u8], _filename: &str) -> Result<Extracted, ExtractError> {
+            self.calls.fetch_add(1, Ordering::SeqCst);
+            Ok(Extracted {
+                mime_type: "text/plain".into(),
+                text: String::from_utf8_lossy(bytes).into_owned(),
+                page_starts: Vec::new(),
+            })
+        }
+    }
+
+    struct Fixture {
+        reader: ExtractedAttachments,
+        extractor: Arc<CountingExtractor>,
+        blobs: Arc<InMemoryBlobStore>,
+    }
+
+    fn fixture(budget_bytes: usize) -> Fixture {
+        let extractor = Arc::new(CountingExtractor::default());
+        let blobs = Arc::new(InMemoryBlobStore::new());
+        Fixture {
+            reader: ExtractedAttachments {
+                blobs: blobs.clone(),
+                extractor: extractor.clone(),
+                cache: AttachmentTexts::new(budget_bytes),
+            },
+            extractor,
+            blobs,
+        }
+    }
+
+    impl Fixture {
+        async fn file(&self, text: &str) -> FileAttachment {
+            let id = FileId::new();
+            let storage_key = format!("files/{id}");
+            self.blobs
+                .put(&storage_key, text.as_bytes().to_vec())
+                .await
+                .unwrap();
+            FileAttachment {
+                id,
+                owner_id: UserId::new(),
+                conversation_id: Some(ConversationId::new()),
+                filename: "notes.txt".into(),
+                mime_type: "text/plain".into(),
+                size_bytes: text.len() as u64,
+                checksum: "x".into(),
+                storage_key,
+                knowledge_document_id: None,
+                created_at: chrono::Utc::now(),
+            }
+        }
+
+        fn extractions(&self) -> usize {
+            self.extractor.calls.load(Ordering::SeqCst)
+        }
+    }
+
+    fn ctx(tenant: TenantId) -> TenantCtx {
+        TenantCtx::authenticated(tenant, Actor::User(UserId::new()), Role::User, None)
+    }
+
+    #[tokio::test]
+    async fn an_attachment_is_extracted_once_however_many_answers_put_it_in_a_prompt() {
+        let f = fixture(1 << 20);
+        let file = f.file("Refunds take 14 days.").await;
+        let a = ctx(TenantId::new());
+        for _ in 0..3 {
+            let text = f.reader.text(&a, &file, 100).await.unwrap();
+            assert_eq!(text.as_deref(), Some("Refunds take 14 days."));
+        }
+        assert_eq!(f.extractions(), 1);
+        // A shorter limit is its own entry, cut to that limit.
+        let short = f.reader.text(&a, &file, 7).await.unwrap();
+        assert_eq!(short.as_deref(), Some("Refunds"));
+        assert_eq!(f.extractions(), 2);
+    }
+
+    #[tokio::test]
+    async fn a_file_without_text_is_remembered_as_having_none() {
+        let f = fixture(1 << 20);
+        let file = f.file("   ").await;
+        let a = ctx(TenantId::new());
+        assert_eq!(f.reader.text(&a, &file, 100).await.unwrap(), None);
+        assert_eq!(f.reader.text(&a, &file, 100).await.unwrap(), None);
+        assert_eq!(f.extractions(), 1);
+    }
+
+    #[tokio::test]
+    async fn the_same_file_id_in_another_tenant_is_never_answered_from_the_first_tenants_text() {
+        let f = fixture(1 << 20);
+        let mine = f.file("tenant A's contract").await;
+        let mut theirs = f.file("tenant B's contract").await;
+        theirs.id = mine.id;
+        let (a, b) = (ctx(TenantId::new()), ctx(TenantId::new()));
+        let read_a = f.reader.text(&a, &mine, 100).await.unwrap();
+        let read_b = f.reader.text(&b, &theirs, 100).await.unwrap();
+        assert_eq!(read_a.as_deref(), Some("tenant A's contract"));
+        assert_eq!(read_b.as_deref(), Some("tenant B's contract"));
+    }
+
+    #[tokio::test]
+    async fn beyond_its_budget_the_cache_forgets_the_least_recently_used_text() {
+        let text = "x".repeat(1000);
+        // Room for two texts of 1000 bytes, not three.
+        let f = fixture(2 * entry_bytes(Some(&Arc::from(text.as_str()))));
+        let (one, two, three) = (
+            f.file(&text).await,
+            f.file(&text).await,
+            f.file(&text).await,
+        );
+        let a = ctx(TenantId::new());
+        for file in [&one, &two] {
+            f.reader.text(&a, file, 5000).await.unwrap();
+        }
+        // `one` is used again, so `two` is the least recently used when `three` comes.
+        f.reader.text(&a, &one, 5000).await.unwrap();
+        f.reader.text(&a, &three, 5000).await.unwrap();
+        assert_eq!(f.extractions(), 3);
+        assert!(f.reader.cache.bytes() <= f.reader.cache.budget_bytes);
+
+        f.reader.text(&a, &one, 5000).await.unwrap();
+        f.reader.text(&a, &three, 5000).await.unwrap();
+        assert_eq!(f.extractions(), 3, "one and three are still kept");
+        f.reader.text(&a, &two, 5000).await.unwrap();
+        assert_eq!(f.extractions(), 4, "two was forgotten");
+    }
+
+    #[tokio::test]
+    async fn with_a_budget_of_zero_every_answer_extracts_again() {
+        let f = fixture(0);
+        let file = f.file("Refunds take 14 days.").await;
+        let a = ctx(TenantId::new());
+        f.reader.text(&a, &file, 100).await.unwrap();
+        f.reader.text(&a, &file, 100).await.unwrap();
+        assert_eq!(f.extractions(), 2);
+        assert_eq!(f.reader.cache.bytes(), 0);
     }
 }

@@ -1,7 +1,9 @@
 //! Choosing adapters and wiring them into services: the only place in Trellis that
 //! knows which technology stands behind each port.
 
-use crate::attachments::{ExtractedAttachments, ExtractorSniffer, RagIntake, SharedBlobs};
+use crate::attachments::{
+    AttachmentTexts, ExtractedAttachments, ExtractorSniffer, RagIntake, SharedBlobs,
+};
 use crate::chat::{TenantCatalog, TenantChatModel};
 use crate::config::{BlobSetting, Config, PasswordCost, RagSettings};
 use crate::retriever::RagRetriever;
@@ -146,6 +148,7 @@ pub async fn bootstrap(config: &Config) -> anyhow::Result<App> {
             attachments: Arc::new(ExtractedAttachments {
                 blobs: shared_blobs.clone(),
                 extractor: extractor.clone(),
+                cache: AttachmentTexts::new(config.attachment_cache_mb.saturating_mul(1 << 20)),
             }),
             usage: content_ports.usage,
             quotas: content_ports.quotas,

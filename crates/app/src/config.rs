@@ -28,6 +28,8 @@ pub struct Config {
     pub collection_cache_max: usize,
     /// Tenants' LLM configurations kept in process (`PgCachedTenants`); 0: none.
     pub tenant_cache_max: usize,
+    /// MiB of extracted attachment text kept in process for prompts; 0: none.
+    pub attachment_cache_mb: usize,
     pub jwt_secret: Option<Vec<u8>>,
     /// `(key id, base64 32-byte key)`.
     pub encryption_key: Option<(String, String)>,
@@ -171,6 +173,7 @@ impl Default for Config {
             user_cache_max: trellis_postgres::DEFAULT_MAX_CACHED_USERS,
             collection_cache_max: trellis_postgres::DEFAULT_MAX_CACHED_COLLECTIONS,
             tenant_cache_max: trellis_postgres::DEFAULT_MAX_CACHED_TENANTS,
+            attachment_cache_mb: 64,
             jwt_secret: None,
             encryption_key: None,
             retired_encryption_keys: Vec::new(),
@@ -246,6 +249,7 @@ impl Config {
             user_cache_max: parsed("TRELLIS_USER_CACHE_MAX", d.user_cache_max)?,
             collection_cache_max: parsed("TRELLIS_COLLECTION_CACHE_MAX", d.collection_cache_max)?,
             tenant_cache_max: parsed("TRELLIS_TENANT_CACHE_MAX", d.tenant_cache_max)?,
+            attachment_cache_mb: parsed("TRELLIS_ATTACHMENT_CACHE_MB", d.attachment_cache_mb)?,
             jwt_secret: var("TRELLIS_JWT_SECRET").map(String::into_bytes),
             encryption_key,
             retired_encryption_keys: key_list("TRELLIS_ENCRYPTION_RETIRED_KEYS")?,
