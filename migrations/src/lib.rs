@@ -41,6 +41,7 @@ mod m20261203_000010_collection_change_notifications;
 mod m20261203_000011_tenant_llm_change_notifications;
 mod m20261203_000012_catalog_change_notifications;
 mod m20261203_000013_quota_change_notifications;
+mod m20261203_000014_usage_day_totals;
 
 pub use sea_orm_migration::MigratorTrait;
 
@@ -65,6 +66,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261203_000011_tenant_llm_change_notifications::Migration),
             Box::new(m20261203_000012_catalog_change_notifications::Migration),
             Box::new(m20261203_000013_quota_change_notifications::Migration),
+            Box::new(m20261203_000014_usage_day_totals::Migration),
         ]
     }
 }

@@ -27,5 +27,6 @@ mod postgres {
     pub mod schema;
     pub mod support;
     pub mod tenant_cache;
+    pub mod usage_days;
     pub mod user_cache;
 }

@@ -1,7 +1,9 @@
 //! `UsageMeter` and `QuotaSource` on Postgres. Recording is `INSERT … ON CONFLICT
 //! (tenant_id, idempotency_key) DO NOTHING`: a retried write, even one racing the
 //! first, stores the event once, and the affected-row count says which happened.
-//! Totals are index-only sums over `(tenant_id[, user_id], occurred_at)`. Budgets are
+//! Totals come from the daily totals a trigger keeps (`usage_days`, migration 000014),
+//! with index-only sums over `(tenant_id[, user_id], occurred_at)` for the hours of a
+//! window that do not fill a day. Budgets are
 //! read in the tenant's scope and set only in platform mode ([`PgStore::set_quota`]).
 
 use super::content_common::db;
@@ -10,6 +12,7 @@ use crate::entity::{tenant_quota, usage_event};
 use crate::store::PgStore;
 use anyhow::Context as _;
 use async_trait::async_trait;
+use chrono::{NaiveDate, NaiveTime};
 use sea_orm::sea_query::{Expr, OnConflict};
 use sea_orm::{
     ColumnTrait as _, ConnectionTrait as _, DbBackend, EntityTrait as _, NotSet, QueryFilter as _,
@@ -70,29 +73,15 @@ impl UsageMeter for PgStore {
         from: Timestamp,
         until: Timestamp,
     ) -> Result<u64> {
+        if until <= from {
+            return Ok(0);
+        }
         let tenant = ctx.tenant_id();
+        let statement = total_statement(tenant, scope, from, until);
         self.in_tenant_read(ctx, move |txn| {
             Box::pin(async move {
-                let mut values: Vec<Value> =
-                    vec![tenant.as_uuid().into(), from.into(), until.into()];
-                let user = match scope {
-                    UsageScope::Tenant => "",
-                    UsageScope::User(u) => {
-                        values.push(u.as_uuid().into());
-                        " AND user_id = $4"
-                    }
-                };
-                let sql = format!(
-                    "SELECT COALESCE(sum(prompt_tokens + completion_tokens), 0)::bigint AS total
-                       FROM usage_events
-                      WHERE tenant_id = $1 AND occurred_at >= $2 AND occurred_at < $3{user}"
-                );
                 let row = txn
-                    .query_one_raw(Statement::from_sql_and_values(
-                        DbBackend::Postgres,
-                        sql,
-                        values,
-                    ))
+                    .query_one_raw(statement)
                     .await
                     .map_err(db("sum usage"))?
                     .context("a sum returned no row")?;
@@ -102,6 +91,81 @@ impl UsageMeter for PgStore {
         })
         .await
     }
+}
+
+/// `scope_id` of the tenant-wide rows of `usage_days`.
+const WHOLE_TENANT: uuid::Uuid = uuid::Uuid::nil();
+
+/// Midnight (UTC) at the start of `day`.
+fn midnight(day: NaiveDate) -> Timestamp {
+    day.and_time(NaiveTime::MIN).and_utc()
+}
+
+/// The whole UTC days inside `[from, until)`, as `[first, end)`, if there are any.
+fn whole_days(from: Timestamp, until: Timestamp) -> Option<(NaiveDate, NaiveDate)> {
+    let day = from.date_naive();
+    let first = if midnight(day) == from {
+        day
+    } else {
+        day.succ_opt()?
+    };
+    let end = until.date_naive();
+    (first < end).then_some((first, end))
+}
+
+/// The tokens of `[from, until)` for `scope`: whole days from the daily totals that
+/// migration 000014's trigger keeps, and only the hours at either end (none for a
+/// budget's day or month, which start and end at midnight) from the events.
+fn total_statement(
+    tenant: TenantId,
+    scope: UsageScope,
+    from: Timestamp,
+    until: Timestamp,
+) -> Statement {
+    let scope_id = match scope {
+        UsageScope::Tenant => WHOLE_TENANT,
+        UsageScope::User(u) => u.as_uuid(),
+    };
+    let user = match scope {
+        UsageScope::Tenant => "",
+        UsageScope::User(_) => " AND user_id = $2",
+    };
+    let mut values: Vec<Value> = vec![tenant.as_uuid().into(), scope_id.into()];
+    let events = |from: Timestamp, until: Timestamp, values: &mut Vec<Value>| {
+        values.push(from.into());
+        values.push(until.into());
+        let (a, b) = (values.len() - 1, values.len());
+        format!(
+            " + (SELECT COALESCE(sum(prompt_tokens + completion_tokens), 0) FROM usage_events \
+             WHERE tenant_id = $1{user} AND occurred_at >= ${a} AND occurred_at < ${b})"
+        )
+    };
+    let sql = match whole_days(from, until) {
+        Some((first, end)) => {
+            let head = if from < midnight(first) {
+                events(from, midnight(first), &mut values)
+            } else {
+                String::new()
+            };
+            let tail = if midnight(end) < until {
+                events(midnight(end), until, &mut values)
+            } else {
+                String::new()
+            };
+            values.push(first.into());
+            values.push(end.into());
+            let (a, b) = (values.len() - 1, values.len());
+            format!(
+                "SELECT ((SELECT COALESCE(sum(tokens), 0) FROM usage_days \
+                 WHERE tenant_id = $1 AND scope_id = $2 AND day >= ${a} AND day < ${b}){head}{tail})::bigint AS total"
+            )
+        }
+        None => format!(
+            "SELECT (0{})::bigint AS total",
+            events(from, until, &mut values)
+        ),
+    };
+    Statement::from_sql_and_values(DbBackend::Postgres, sql, values)
 }
 
 #[async_trait]

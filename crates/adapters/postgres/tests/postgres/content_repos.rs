@@ -23,7 +23,7 @@ use trellis_tenancy::{LlmProvider, TenantRepo};
 use uuid::Uuid;
 
 /// Every tenant table the content migration creates.
-const CONTENT_TABLES: [&str; 11] = [
+const CONTENT_TABLES: [&str; 12] = [
     "tool_configs",
     "agents",
     "agent_tools",
@@ -34,6 +34,7 @@ const CONTENT_TABLES: [&str; 11] = [
     "files",
     "memories",
     "usage_events",
+    "usage_days",
     "tenant_quotas",
 ];
 

@@ -2,8 +2,8 @@
 //! really undoes its `up` (checked in a scratch database, so the shared one that other
 //! tests use is never rolled back under them).
 
-use super::support::{migrated, owner_url, query, raw};
-use sea_orm::{ConnectionTrait, Database};
+use super::support::{Scratch, migrated, owner_url, query};
+use sea_orm::Database;
 use trellis_migrations::{Migrator, MigratorTrait};
 
 #[tokio::test]
@@ -14,29 +14,8 @@ async fn migrating_an_up_to_date_database_changes_nothing() {
 
 #[tokio::test]
 async fn every_migration_rolls_back_and_reapplies_cleanly() {
-    migrated().await;
-    let owner = raw(&owner_url()).await;
-    let name = format!("trellis_scratch_{}", uuid::Uuid::now_v7().simple());
-    owner
-        .execute_unprepared(&format!("CREATE DATABASE \"{name}\""))
-        .await
-        .expect("the migration role may create a scratch database (CREATEDB)");
-    let mut scratch_url = url::Url::parse(&owner_url()).unwrap();
-    scratch_url.set_path(&format!("/{name}"));
-    let scratch_url = scratch_url.to_string();
-    // pgvector is installed by a superuser (the owner role cannot), exactly as
-    // `cargo xtask db up` and docs/operations.md do for the main database.
-    if let Ok(admin) = std::env::var("TRELLIS_ADMIN_DATABASE_URL") {
-        let mut admin_url = url::Url::parse(&admin).unwrap();
-        admin_url.set_path(&format!("/{name}"));
-        let admin = raw(admin_url.as_str()).await;
-        admin
-            .execute_unprepared("CREATE EXTENSION IF NOT EXISTS vector")
-            .await
-            .unwrap();
-        admin.close().await.unwrap();
-    }
-
+    let scratch = Scratch::new().await;
+    let scratch_url = scratch.url.clone();
     trellis_postgres::migrate(&scratch_url).await.unwrap();
     let db = Database::connect(scratch_url.as_str()).await.unwrap();
     let tables = "SELECT count(*) AS n FROM pg_tables
@@ -52,9 +31,5 @@ async fn every_migration_rolls_back_and_reapplies_cleanly() {
     Migrator::up(&db, None).await.unwrap();
     assert!(count(query(&db, tables).await) >= 8);
     db.close().await.unwrap();
-
-    owner
-        .execute_unprepared(&format!("DROP DATABASE \"{name}\" WITH (FORCE)"))
-        .await
-        .unwrap();
+    scratch.drop_database().await;
 }

@@ -185,3 +185,49 @@ where
     }
     last
 }
+
+/// An empty database of its own on the same server, for tests that migrate up and
+/// down, so the shared database other tests use is never rolled back under them.
+/// [`Scratch::drop_database`] removes it.
+pub struct Scratch {
+    pub url: String,
+    name: String,
+    owner: DatabaseConnection,
+}
+
+impl Scratch {
+    pub async fn new() -> Self {
+        let owner = raw(&owner_url()).await;
+        let name = format!("trellis_scratch_{}", uuid::Uuid::now_v7().simple());
+        owner
+            .execute_unprepared(&format!("CREATE DATABASE \"{name}\""))
+            .await
+            .expect("the migration role may create a scratch database (CREATEDB)");
+        let mut url = url::Url::parse(&owner_url()).unwrap();
+        url.set_path(&format!("/{name}"));
+        // pgvector is installed by a superuser (the owner role cannot), exactly as
+        // `cargo xtask db up` and docs/operations.md do for the main database.
+        if let Ok(admin) = std::env::var("TRELLIS_ADMIN_DATABASE_URL") {
+            let mut admin_url = url::Url::parse(&admin).unwrap();
+            admin_url.set_path(&format!("/{name}"));
+            let admin = raw(admin_url.as_str()).await;
+            admin
+                .execute_unprepared("CREATE EXTENSION IF NOT EXISTS vector")
+                .await
+                .unwrap();
+            admin.close().await.unwrap();
+        }
+        Self {
+            url: url.to_string(),
+            name,
+            owner,
+        }
+    }
+
+    pub async fn drop_database(self) {
+        self.owner
+            .execute_unprepared(&format!("DROP DATABASE \"{}\" WITH (FORCE)", self.name))
+            .await
+            .unwrap();
+    }
+}
