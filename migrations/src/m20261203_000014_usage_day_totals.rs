@@ -8,8 +8,9 @@
 //! `usage_days`: one row for the tenant as a whole (`scope_id` is the nil UUID) and one
 //! for the event's user. An event skipped as a duplicate (same idempotency key) fires
 //! nothing, so it counts once here too; an update or delete moves the tokens out of the
-//! day they were counted in. Existing events are rolled up when this runs: with forced
-//! row-level security even the owner sees no rows, so the backfill lifts it on
+//! day they were counted in, and a `TRUNCATE` empties the totals with the events.
+//! Existing events are rolled up when this runs: with forced row-level security even
+//! the owner sees no rows, so the backfill lifts it on
 //! `usage_events` for the duration of this migration's transaction (whose `ALTER TABLE`
 //! also holds back inserts until the trigger is in place).
 
@@ -50,8 +51,10 @@ CREATE FUNCTION trellis_roll_up_usage() RETURNS trigger
 LANGUAGE plpgsql AS $$
 BEGIN
     IF TG_OP IN ('UPDATE', 'DELETE') THEN
+        -- Never below zero, so that a total someone changed by hand cannot block the
+        -- deletion of old events.
         UPDATE usage_days
-           SET tokens = tokens - (OLD.prompt_tokens + OLD.completion_tokens)
+           SET tokens = GREATEST(tokens - (OLD.prompt_tokens + OLD.completion_tokens), 0)
          WHERE tenant_id = OLD.tenant_id
            AND scope_id IN ('00000000-0000-0000-0000-000000000000'::uuid, OLD.user_id)
            AND day = (OLD.occurred_at AT TIME ZONE 'UTC')::date;
@@ -71,11 +74,28 @@ END
 $$;
 
 CREATE TRIGGER usage_events_roll_up
-    AFTER INSERT OR UPDATE OR DELETE ON usage_events
+    AFTER INSERT OR DELETE
+       OR UPDATE OF tenant_id, user_id, occurred_at, prompt_tokens, completion_tokens
+    ON usage_events
     FOR EACH ROW EXECUTE FUNCTION trellis_roll_up_usage();
+
+-- Row triggers do not see TRUNCATE: emptying the events empties their totals.
+CREATE FUNCTION trellis_truncate_usage_days() RETURNS trigger
+LANGUAGE plpgsql AS $$
+BEGIN
+    TRUNCATE usage_days;
+    RETURN NULL;
+END
+$$;
+
+CREATE TRIGGER usage_events_truncated
+    AFTER TRUNCATE ON usage_events
+    FOR EACH STATEMENT EXECUTE FUNCTION trellis_truncate_usage_days();
 "#;
 
 const DOWN: &str = r#"
+DROP TRIGGER IF EXISTS usage_events_truncated ON usage_events;
+DROP FUNCTION IF EXISTS trellis_truncate_usage_days();
 DROP TRIGGER IF EXISTS usage_events_roll_up ON usage_events;
 DROP FUNCTION IF EXISTS trellis_roll_up_usage();
 DROP TABLE IF EXISTS usage_days;

@@ -109,6 +109,17 @@ impl PgStore {
             .await
     }
 
+    /// As [`Self::in_tenant_read`], with all of `f`'s statements on one snapshot.
+    pub(crate) async fn in_tenant_snapshot<T, E, F>(&self, ctx: &TenantCtx, f: F) -> Result<T, E>
+    where
+        T: Send,
+        E: DomainError,
+        F: for<'t> FnOnce(&'t Txn) -> BoxFuture<'t, Result<T, E>> + Send,
+    {
+        self.unit_of_work(Scope::Tenant(ctx.tenant_id()), Access::Snapshot, f)
+            .await
+    }
+
     /// Runs `f` in a transaction in platform mode. Taking the `PlatformCtx` keeps
     /// platform mode reachable only from platform-scoped port methods.
     pub(crate) async fn in_platform<T, E, F>(&self, _ctx: &PlatformCtx, f: F) -> Result<T, E>
@@ -219,7 +230,7 @@ impl PgStore {
                 .commit()
                 .await
                 .map_err(E::db("commit the transaction"))?,
-            Access::ReadOnly => txn.release(),
+            Access::ReadOnly | Access::Snapshot => txn.release(),
         }
         Ok(value)
     }

@@ -32,6 +32,10 @@ pub(crate) enum Access {
     /// `BEGIN READ ONLY`: Postgres refuses any write, so ending it with a rollback
     /// instead of a commit cannot lose anything.
     ReadOnly,
+    /// `BEGIN READ ONLY ISOLATION LEVEL REPEATABLE READ`: read-only, and every
+    /// statement sees the same snapshot, for reads of several statements that must
+    /// agree with each other. Ends like [`Access::ReadOnly`].
+    Snapshot,
 }
 
 /// The text that opens a unit of work: `BEGIN` and the transaction-local settings the
@@ -42,6 +46,7 @@ pub(crate) fn opening_sql(scope: Scope, access: Access) -> String {
     let begin = match access {
         Access::ReadWrite => "BEGIN",
         Access::ReadOnly => "BEGIN READ ONLY",
+        Access::Snapshot => "BEGIN READ ONLY ISOLATION LEVEL REPEATABLE READ",
     };
     // A `TenantId` displays as a hyphenated UUID (hex digits and dashes only), so it
     // cannot close the literal it is placed in.
@@ -167,5 +172,9 @@ mod tests {
              '00000000-0000-0000-0000-000000000000', true)"
         );
         assert!(opening_sql(Scope::Platform, Access::ReadWrite).starts_with("BEGIN; "));
+        assert!(
+            opening_sql(Scope::Tenant(id), Access::Snapshot)
+                .starts_with("BEGIN READ ONLY ISOLATION LEVEL REPEATABLE READ; ")
+        );
     }
 }

@@ -67,7 +67,9 @@ impl ConversationRepo for PgStore {
         let tenant = ctx.tenant_id();
         // One unit of work, statement after statement: on two cores three round trips
         // on one connection cost an answer less than three transactions side by side.
-        self.in_tenant_read(ctx, move |txn| {
+        // One snapshot, so a message or agent change committed between two of the
+        // statements is seen by all three or by none.
+        self.in_tenant_snapshot(ctx, move |txn| {
             Box::pin(async move {
                 let conversation = load(txn, tenant, id).await?;
                 let messages = content_messages::of_conversation(txn, tenant, id).await?;

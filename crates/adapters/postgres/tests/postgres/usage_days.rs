@@ -1,7 +1,8 @@
 //! Token totals from the daily totals of migration 000014: what a quota check reads
 //! agrees with the events for any window (whole days, parts of days, duplicates, events
 //! without a user), it really comes from the daily totals, events changed or deleted
-//! move their tokens, and the migration rolls up events recorded before it.
+//! move their tokens, and the migration rolls up events recorded before it (and a
+//! `TRUNCATE` of the events empties the totals).
 
 use super::support::{Scratch, begin_in, owner_url, raw, stmt_with, store, tenant, user};
 use chrono::{DateTime, Duration, TimeZone, Utc};
@@ -243,6 +244,11 @@ async fn the_migration_rolls_up_events_recorded_before_it() {
         (at(1, 0, 0), at(31, 0, 0)),
     ];
     agree_with_events(&store, &ctx, &counted, [admin, other], &days).await;
+
+    db.execute_unprepared("TRUNCATE usage_events")
+        .await
+        .unwrap();
+    agree_with_events(&store, &ctx, &[], [admin, other], &days).await;
     drop(store);
     db.close().await.unwrap();
     scratch.drop_database().await;
