@@ -88,6 +88,10 @@ impl AttachmentReader for ExtractedAttachments {
         self.cache.put(key, text.as_deref().map(Arc::from));
         Ok(text)
     }
+
+    fn forget(&self, ctx: &TenantCtx, file: FileId) {
+        self.cache.forget(ctx.tenant_id(), file);
+    }
 }
 
 /// Which attachment, for a prompt of how many characters at most.
@@ -95,8 +99,9 @@ type TextKey = (TenantId, FileId, usize);
 
 /// Extracted attachment texts (or that a file has none), least recently used first,
 /// within a budget of bytes of text. Keys carry the tenant, so one tenant's file id
-/// can never bring up another's text. A deleted file stays until it ages out, but
-/// is never asked for: answering skips attachments whose file is gone.
+/// can never bring up another's text. Deleting a file forgets its text on the
+/// instance that deleted it; elsewhere it stays until it ages out, but is never asked
+/// for: answering skips attachments whose file is gone.
 pub struct AttachmentTexts {
     entries: Mutex<Entries>,
     budget_bytes: usize,
@@ -150,6 +155,22 @@ impl AttachmentTexts {
             match entries.texts.remove_lru() {
                 Some((_, gone)) => entries.bytes -= entry_bytes(gone.as_ref()),
                 None => break,
+            }
+        }
+    }
+
+    /// Drops every text kept for the file (under any limit).
+    fn forget(&self, tenant: TenantId, file: FileId) {
+        let mut entries = self.lock();
+        let keys: Vec<TextKey> = entries
+            .texts
+            .iter()
+            .map(|(k, _)| *k)
+            .filter(|(t, f, _)| *t == tenant && *f == file)
+            .collect();
+        for key in keys {
+            if let Some(gone) = entries.texts.remove(&key) {
+                entries.bytes -= entry_bytes(gone.as_ref());
             }
         }
     }
@@ -349,6 +370,31 @@ mod tests {
         assert_eq!(f.extractions(), 3, "one and three are still kept");
         f.reader.text(&a, &two, 5000).await.unwrap();
         assert_eq!(f.extractions(), 4, "two was forgotten");
+    }
+
+    #[tokio::test]
+    async fn a_deleted_files_text_is_forgotten_and_only_in_its_tenant() {
+        let f = fixture(1 << 20);
+        let file = f.file("Refunds take 14 days.").await;
+        let (a, b) = (ctx(TenantId::new()), ctx(TenantId::new()));
+        f.reader.text(&a, &file, 100).await.unwrap();
+        f.reader.text(&a, &file, 7).await.unwrap();
+        f.reader.text(&b, &file, 100).await.unwrap();
+        assert_eq!(f.extractions(), 3);
+
+        f.reader.forget(&a, file.id);
+        f.reader.text(&b, &file, 100).await.unwrap();
+        assert_eq!(f.extractions(), 3, "the other tenant's entry is kept");
+        let kept_for_b = f.reader.cache.bytes();
+        f.reader.forget(&b, file.id);
+        assert_eq!(
+            f.reader.cache.bytes(),
+            0,
+            "both limits of a's, then b's, are gone"
+        );
+        assert!(kept_for_b > 0);
+        f.reader.text(&a, &file, 100).await.unwrap();
+        assert_eq!(f.extractions(), 4, "read again after being forgotten");
     }
 
     #[tokio::test]

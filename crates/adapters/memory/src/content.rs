@@ -1051,6 +1051,8 @@ mod tests {
         ) -> Result<Option<String>> {
             Ok(None)
         }
+
+        fn forget(&self, _ctx: &TenantCtx, _file: FileId) {}
     }
 
     #[async_trait]

@@ -305,6 +305,9 @@ pub trait AttachmentReader: Send + Sync + 'static {
         file: &FileAttachment,
         max_chars: usize,
     ) -> Result<Option<String>>;
+    /// The file was deleted: drop whatever this reader keeps of its text, so that
+    /// none of it outlives the file here.
+    fn forget(&self, ctx: &TenantCtx, file: FileId);
 }
 
 /// Hands a file to a knowledge collection as a document upload (an adapter wraps the

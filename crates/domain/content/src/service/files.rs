@@ -200,6 +200,7 @@ impl FileService {
     pub async fn delete(&self, ctx: &TenantCtx, id: FileId) -> Result<()> {
         let f = self.owned(ctx, id).await?;
         self.content.files.delete(ctx, id).await?;
+        self.content.attachments.forget(ctx, id);
         if let Err(e) = self.blobs.delete(&f.storage_key).await {
             // The metadata is gone, so nobody can reach the bytes; they are garbage.
             tracing::warn!(file = %id, error = %e, "could not delete a file's bytes");
