@@ -74,7 +74,7 @@ async fn principal(parts: &mut Parts, identity: &IdentityService) -> Result<Prin
             span.record("tenant_id", tracing::field::display(ctx.tenant_id()));
         }
         Principal::Platform(_) => {
-            span.record("tenant_id", "platform");
+            span.record("tenant_id", tracing::field::display("platform"));
         }
     }
     parts.extensions.insert(principal.clone());

@@ -116,7 +116,10 @@ pub fn router(state: AppState) -> Router {
 }
 
 /// The span every request's logs are recorded in. `tenant_id` is filled in by the
-/// auth extractors once the caller is known.
+/// auth extractors once the caller is known. Every field is recorded with `%`: the log
+/// formatter writes a `&str` field through `Debug`, quoting and escaping it character
+/// by character, and that cost every request a few microseconds even when nothing was
+/// logged.
 fn make_span(req: &Request) -> tracing::Span {
     let request_id = req
         .extensions()
@@ -125,13 +128,13 @@ fn make_span(req: &Request) -> tracing::Span {
     let route = req
         .extensions()
         .get::<MatchedPath>()
-        .map(MatchedPath::as_str);
+        .map_or("-", MatchedPath::as_str);
     tracing::info_span!(
         "request",
         method = %req.method(),
         path = %req.uri().path(),
-        route,
-        request_id,
+        route = %route,
+        request_id = %request_id,
         tenant_id = tracing::field::Empty,
     )
 }
