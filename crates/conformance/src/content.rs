@@ -601,7 +601,7 @@ pub async fn a_conversations_agent_is_read_through_the_conversation_in_its_tenan
     );
 }
 
-pub async fn a_thread_is_the_conversation_with_the_branch_asked_for_and_its_agent_in_its_tenant_only(
+pub async fn a_thread_is_the_conversation_with_its_messages_and_agent_in_its_tenant_only(
     p: &Ports,
     c: &ContentPorts,
 ) {
@@ -613,67 +613,44 @@ pub async fn a_thread_is_the_conversation_with_the_branch_asked_for_and_its_agen
         with_agent: conv,
         without: plain,
     } = two_conversations(p, c).await;
-    let insert = |m: NewMessage| {
-        let (c, a) = (c.clone(), a.clone());
-        async move { c.messages.insert(&a, m).await.unwrap() }
-    };
-    // q1 → r1 → q2 → r2a, and r2b (regenerated, newest) beside r2a; q1b (an edit of q1)
-    // is a second root.
-    let q1 = insert(user_message(conv.id, None, admin, "Refunds?")).await;
-    let r1 = insert(answer(conv.id, q1.id, "Within 14 days [1].")).await;
-    let q2 = insert(user_message(conv.id, Some(r1.id), admin, "And exchanges?")).await;
-    let r2a = insert(answer(conv.id, q2.id, "Within 30 days.")).await;
-    let q1b = insert(user_message(conv.id, None, admin, "Refund policy?")).await;
-    let r2b = insert(answer(conv.id, q2.id, "Within a month.")).await;
-    let other = insert(user_message(plain.id, None, admin, "Elsewhere")).await;
+    let q = c
+        .messages
+        .insert(&a, user_message(conv.id, None, admin, "Refunds?"))
+        .await
+        .unwrap();
+    let r = c
+        .messages
+        .insert(&a, answer(conv.id, q.id, "Within 14 days [1]."))
+        .await
+        .unwrap();
 
-    let thread = c.conversations.thread(&a, conv.id, None).await.unwrap();
+    let thread = c.conversations.thread(&a, conv.id).await.unwrap();
     assert_eq!(
         thread.conversation,
         c.conversations.get(&a, conv.id).await.unwrap(),
         "the conversation as stored, last message time included"
     );
-    assert_eq!(
-        thread.messages,
-        [q1.clone(), r1.clone(), q2.clone(), r2b.clone()],
-        "the branch down to the newest message, oldest first"
-    );
+    assert_eq!(thread.messages, [q, r], "its messages, oldest first");
     assert_eq!(
         thread.agent,
         Some(c.agents.get(&a, agent.id).await.unwrap())
     );
-    let through = |m: MessageId| {
-        let (c, a) = (c.clone(), a.clone());
-        async move {
-            let t = c.conversations.thread(&a, conv.id, Some(m)).await.unwrap();
-            t.messages.into_iter().map(|m| m.id).collect::<Vec<_>>()
-        }
-    };
-    assert_eq!(through(r2a.id).await, [q1.id, r1.id, q2.id, r2a.id]);
-    assert_eq!(through(q2.id).await, [q1.id, r1.id, q2.id]);
-    assert_eq!(through(q1b.id).await, [q1b.id]);
-    assert!(
-        through(other.id).await.is_empty(),
-        "another conversation's message gives no branch"
-    );
-    assert!(through(MessageId::new()).await.is_empty());
 
-    let thread = c.conversations.thread(&a, plain.id, None).await.unwrap();
-    assert_eq!(thread.messages, [other]);
-    assert!(thread.agent.is_none());
+    let thread = c.conversations.thread(&a, plain.id).await.unwrap();
+    assert!(thread.messages.is_empty() && thread.agent.is_none());
 
     c.agents.delete(&a, agent.id).await.unwrap();
-    let thread = c.conversations.thread(&a, conv.id, None).await.unwrap();
+    let thread = c.conversations.thread(&a, conv.id).await.unwrap();
     assert_eq!(
         thread.agent, None,
         "a deleted agent is no longer read with it"
     );
-    assert_eq!(thread.messages.len(), 4);
+    assert_eq!(thread.messages.len(), 2);
 
     for (ctx, id) in [(&b, conv.id), (&a, ConversationId::new())] {
         assert!(
             matches!(
-                c.conversations.thread(ctx, id, None).await,
+                c.conversations.thread(ctx, id).await,
                 Err(ContentError::NotFound(_))
             ),
             "another tenant's conversation, or none, is not found"

@@ -136,7 +136,7 @@ macro_rules! content_conformance_tests {
             tools_are_tenant_scoped_and_names_unique,
             conversations_are_tenant_scoped_and_filter_by_owner_archived_agent_and_title,
             a_conversations_agent_is_read_through_the_conversation_in_its_tenant_only,
-            a_thread_is_the_conversation_with_the_branch_asked_for_and_its_agent_in_its_tenant_only,
+            a_thread_is_the_conversation_with_its_messages_and_agent_in_its_tenant_only,
             messages_form_a_tree_that_reads_back_whole,
             a_message_cannot_hang_under_another_conversations_message,
             inserting_many_messages_is_all_or_nothing,

@@ -454,12 +454,7 @@ impl ConversationRepo for MemoryContent {
             .ok_or(ContentError::NotFound("conversation"))
     }
 
-    async fn thread(
-        &self,
-        ctx: &TenantCtx,
-        id: ConversationId,
-        through: Option<MessageId>,
-    ) -> Result<Thread> {
+    async fn thread(&self, ctx: &TenantCtx, id: ConversationId) -> Result<Thread> {
         let tid = ctx.tenant_id();
         let db = self.read();
         let conversation = db
@@ -471,20 +466,8 @@ impl ConversationRepo for MemoryContent {
             .agent_id
             .and_then(|a| db.agents.get(&(tid, a)))
             .cloned();
-        let all = db.messages_of(tid, id);
-        let anchor = match through {
-            Some(m) => all.iter().find(|x| x.id == m),
-            None => all.iter().max_by_key(|m| (m.created_at, m.id)),
-        };
-        let mut path: Vec<Message> = Vec::new();
-        let mut next = anchor;
-        while let Some(m) = next {
-            path.push(m.clone());
-            next = m.parent_id.and_then(|p| all.iter().find(|x| x.id == p));
-        }
-        path.reverse();
         Ok(Thread {
-            messages: path,
+            messages: db.messages_of(tid, id),
             conversation,
             agent,
         })

@@ -118,30 +118,20 @@ pub trait ConversationRepo: Send + Sync + 'static {
     /// # Errors
     /// `NotFound` when no such conversation exists in this tenant.
     async fn delete(&self, ctx: &TenantCtx, id: ConversationId) -> Result<()>;
-    /// The conversation with everything answering in it reads first, in one unit of
-    /// work so that they agree with each other: its agent (`None` when it has none, or
-    /// the agent is gone) and the branch an answer continues. That branch is the path
-    /// of messages from the root down to `through`, or down to the conversation's
-    /// newest message when `through` is `None`, oldest first; other branches are not
-    /// read, so an answer costs the same in a long conversation as in a short one. The
-    /// path is empty when the conversation has no messages or `through` is not one of
-    /// them.
+    /// The conversation with everything answering in it reads first: its messages
+    /// (as [`MessageRepo::for_conversation`] orders them) and its agent (`None` when it
+    /// has none, or the agent is gone), read together in one unit of work so that they
+    /// agree with each other.
     ///
     /// # Errors
     /// `NotFound` when no such conversation exists in this tenant.
-    async fn thread(
-        &self,
-        ctx: &TenantCtx,
-        id: ConversationId,
-        through: Option<MessageId>,
-    ) -> Result<Thread>;
+    async fn thread(&self, ctx: &TenantCtx, id: ConversationId) -> Result<Thread>;
 }
 
 /// A conversation as answering reads it: see [`ConversationRepo::thread`].
 #[derive(Debug, Clone, PartialEq)]
 pub struct Thread {
     pub conversation: Conversation,
-    /// The path from the root to the message asked for (or the newest), oldest first.
     pub messages: Vec<Message>,
     pub agent: Option<Agent>,
 }

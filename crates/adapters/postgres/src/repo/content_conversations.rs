@@ -13,7 +13,7 @@ use sea_orm::sea_query::{Expr, SimpleExpr};
 use sea_orm::{ActiveModelTrait as _, ColumnTrait as _, EntityTrait as _, QueryFilter as _, Set};
 use trellis_content::{
     ContentError, Conversation, ConversationFilter, ConversationId, ConversationPatch,
-    ConversationRepo, MessageId, NewConversation, Result, Thread,
+    ConversationRepo, NewConversation, Result, Thread,
 };
 use trellis_kernel::{Page, PageRequest, TenantCtx, TenantId};
 
@@ -63,12 +63,7 @@ impl ConversationRepo for PgStore {
             .await
     }
 
-    async fn thread(
-        &self,
-        ctx: &TenantCtx,
-        id: ConversationId,
-        through: Option<MessageId>,
-    ) -> Result<Thread> {
+    async fn thread(&self, ctx: &TenantCtx, id: ConversationId) -> Result<Thread> {
         let tenant = ctx.tenant_id();
         // One unit of work, statement after statement: on two cores three round trips
         // on one connection cost an answer less than three transactions side by side.
@@ -77,7 +72,7 @@ impl ConversationRepo for PgStore {
         self.in_tenant_snapshot(ctx, move |txn| {
             Box::pin(async move {
                 let conversation = load(txn, tenant, id).await?;
-                let messages = content_messages::path_to(txn, tenant, id, through).await?;
+                let messages = content_messages::of_conversation(txn, tenant, id).await?;
                 let agent = match conversation.agent_id {
                     Some(agent) => content_agents::load(txn, tenant, agent).await?,
                     None => None,

@@ -73,62 +73,17 @@ pub(super) async fn of_conversation(
     tenant: TenantId,
     conversation: ConversationId,
 ) -> Result<Vec<Message>> {
-    let query = select(tenant).filter(Column::ConversationId.eq(conversation.as_uuid()));
-    oldest_first(txn, query, "list messages").await
-}
-
-/// The messages `query` selects, oldest first.
-async fn oldest_first(
-    txn: &Txn,
-    query: Select<Entity>,
-    what: &'static str,
-) -> Result<Vec<Message>> {
-    let rows = query
+    let rows = select(tenant)
+        .filter(Column::ConversationId.eq(conversation.as_uuid()))
         .order_by_asc(Column::CreatedAt)
         .order_by_asc(Column::Id)
         .into_model::<MessageRow>()
         .all(txn)
         .await
-        .map_err(db(what))?;
+        .map_err(db("list messages"))?;
     rows.into_iter()
         .map(|r| Ok(content_mapper::message(r)?))
         .collect()
-}
-
-/// The ids on the path from the root down to the anchor, `"messages"."id" IN (…)`:
-/// the anchor is the message `$3` if given, else the conversation's newest (the order
-/// of `tree::latest_leaf`), and each step up is one primary-key lookup. Binds tenant,
-/// conversation and anchor.
-const PATH_IDS_SQL: &str = r#""messages"."id" IN (
-    WITH RECURSIVE path (id, parent_id) AS (
-        (SELECT a.id, a.parent_id FROM messages a
-          WHERE a.tenant_id = $1 AND a.conversation_id = $2 AND ($3::uuid IS NULL OR a.id = $3)
-          ORDER BY a.created_at DESC, a.id DESC
-          LIMIT 1)
-        UNION ALL
-        SELECT m.id, m.parent_id FROM messages m JOIN path p
-            ON m.tenant_id = $1 AND m.conversation_id = $2 AND m.id = p.parent_id
-    )
-    SELECT id FROM path)"#;
-
-/// The path of a conversation's messages from the root to `through` (or to its
-/// newest message), oldest first; empty when `through` is not in the conversation.
-pub(super) async fn path_to(
-    txn: &Txn,
-    tenant: TenantId,
-    conversation: ConversationId,
-    through: Option<MessageId>,
-) -> Result<Vec<Message>> {
-    let (t, c, m) = (
-        tenant.as_uuid(),
-        conversation.as_uuid(),
-        through.map(|m| m.as_uuid()),
-    );
-    let query = select(tenant).filter(Expr::cust_with_values(
-        PATH_IDS_SQL,
-        [sea_orm::Value::from(t), c.into(), m.into()],
-    ));
-    oldest_first(txn, query, "read a branch of messages").await
 }
 
 /// A column of a raw search row.

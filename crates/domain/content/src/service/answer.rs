@@ -147,9 +147,7 @@ impl ContentService {
             conversation: conv,
             messages,
             agent,
-        } = self
-            .postable_thread(ctx, conversation, message.parent)
-            .await?;
+        } = self.postable_thread(ctx, conversation).await?;
         self.check_files(ctx, me, conv.id, &message.files).await?;
         let parent = match message.parent {
             Some(p) if messages.iter().any(|m| m.id == p) => Some(p),
@@ -183,9 +181,7 @@ impl ContentService {
             conversation: conv,
             messages,
             agent,
-        } = self
-            .postable_thread(ctx, conversation, Some(message))
-            .await?;
+        } = self.postable_thread(ctx, conversation).await?;
         let original = messages
             .iter()
             .find(|m| m.id == message)
@@ -213,9 +209,7 @@ impl ContentService {
             conversation: conv,
             messages,
             agent,
-        } = self
-            .postable_thread(ctx, conversation, Some(answer))
-            .await?;
+        } = self.postable_thread(ctx, conversation).await?;
         let question = tree::regeneration_parent(&messages, answer)?;
         let history = tree::path_to(&messages, question.id)?
             .into_iter()
@@ -224,17 +218,12 @@ impl ContentService {
         self.respond(ctx, &conv, agent, history, None).await
     }
 
-    /// One's own conversation, not archived, with the branch through `through` (or
-    /// its newest message) and its agent, in one read: the messages and agent of a
-    /// conversation the caller may not post in are read for nothing (and never
-    /// returned), which costs less than a read before the others.
-    async fn postable_thread(
-        &self,
-        ctx: &TenantCtx,
-        id: ConversationId,
-        through: Option<MessageId>,
-    ) -> Result<Thread> {
-        let thread = self.conversations.thread(ctx, id, through).await?;
+    /// One's own conversation, not archived, with its messages and its agent, in one
+    /// read: the messages and agent of a conversation the caller may not post in are
+    /// read for nothing (and never returned), which costs less than a read before the
+    /// others.
+    async fn postable_thread(&self, ctx: &TenantCtx, id: ConversationId) -> Result<Thread> {
+        let thread = self.conversations.thread(ctx, id).await?;
         let conv = &thread.conversation;
         if !may_read_conversation(ctx, conv) {
             return Err(ContentError::NotFound("conversation"));

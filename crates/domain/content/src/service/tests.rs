@@ -223,8 +223,7 @@ impl Mocks {
     }
 
     /// The conversation is found with `existing` messages (and no agent read with it),
-    /// alone or as a thread (whose path the mock gives as all of `existing`: the tree
-    /// functions walk a superset of the path just the same).
+    /// alone or as a thread.
     fn conversation_reads(&mut self, conv: &Conversation, existing: Vec<Message>) {
         let c = conv.clone();
         self.conversations
@@ -237,7 +236,7 @@ impl Mocks {
         };
         self.conversations
             .expect_thread()
-            .returning(move |_, _, _| Ok(thread.clone()));
+            .returning(move |_, _| Ok(thread.clone()));
         self.messages
             .expect_for_conversation()
             .returning(move |_, _| Ok(existing.clone()));
@@ -512,7 +511,7 @@ async fn an_answer_streams_citations_text_usage_and_done_and_stores_one_cited_me
     };
     m.conversations
         .expect_thread()
-        .returning(move |_, _, _| Ok(thread.clone()));
+        .returning(move |_, _| Ok(thread.clone()));
     m.agents.expect_get().never();
     m.retriever
         .expect_retrieve()
