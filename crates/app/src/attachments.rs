@@ -49,8 +49,8 @@ impl FileSniffer for ExtractorSniffer {
 /// knowledge document (PDF text layer, HTML without scripts, …) on a blocking thread,
 /// since a large PDF takes a while. Every answer in a conversation puts its attached
 /// files in the prompt again, so what was extracted is kept in `cache`: an attachment
-/// never changes once uploaded, and re-reading a large PDF on every turn cost more
-/// than the rest of the answer.
+/// never changes once uploaded, and fetching and extracting it again on every turn
+/// would repeat the slowest part of a turn.
 pub struct ExtractedAttachments {
     pub blobs: Arc<dyn BlobStore>,
     pub extractor: Arc<dyn TextExtractor>,
@@ -65,8 +65,8 @@ impl AttachmentReader for ExtractedAttachments {
         file: &FileAttachment,
         max_chars: usize,
     ) -> trellis_content::Result<Option<String>> {
-        let key = (ctx.tenant_id(), file.id, max_chars);
-        if let Some(text) = self.cache.get(&key) {
+        let key = (ctx.tenant_id(), file.id);
+        if let Some(text) = self.cache.get(&key, max_chars) {
             return Ok(text.map(|t| t.to_string()));
         }
         let bytes = self.blobs.get(&file.storage_key).await?;
@@ -85,17 +85,18 @@ impl AttachmentReader for ExtractedAttachments {
                 None
             }
         };
-        self.cache.put(key, text.as_deref().map(Arc::from));
+        self.cache
+            .put(key, max_chars, text.as_deref().map(Arc::from));
         Ok(text)
     }
 
     fn forget(&self, ctx: &TenantCtx, file: FileId) {
-        self.cache.forget(ctx.tenant_id(), file);
+        self.cache.forget(&(ctx.tenant_id(), file));
     }
 }
 
-/// Which attachment, for a prompt of how many characters at most.
-type TextKey = (TenantId, FileId, usize);
+/// Which attachment.
+type TextKey = (TenantId, FileId);
 
 /// Extracted attachment texts (or that a file has none), least recently used first,
 /// within a budget of bytes of text. Keys carry the tenant, so one tenant's file id
@@ -108,7 +109,8 @@ pub struct AttachmentTexts {
 }
 
 struct Entries {
-    texts: LruCache<TextKey, Option<Arc<str>>>,
+    /// The text cut at how many characters, and the text (`None`: the file has none).
+    texts: LruCache<TextKey, (usize, Option<Arc<str>>)>,
     bytes: usize,
 }
 
@@ -135,43 +137,39 @@ impl AttachmentTexts {
         self.entries.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// The text kept for `key` (`Some(None)`: the file has none), and now the most
-    /// recently used.
-    fn get(&self, key: &TextKey) -> Option<Option<Arc<str>>> {
-        self.lock().texts.get(key).cloned()
+    /// The text kept for `key` cut at `max_chars` (`Some(None)`: the file has none),
+    /// and now the most recently used. A text kept at another limit is a miss (the
+    /// limit is one setting, so that happens only in tests).
+    fn get(&self, key: &TextKey, max_chars: usize) -> Option<Option<Arc<str>>> {
+        match self.lock().texts.get(key) {
+            Some((limit, text)) if *limit == max_chars => Some(text.clone()),
+            _ => None,
+        }
     }
 
-    fn put(&self, key: TextKey, text: Option<Arc<str>>) {
+    fn put(&self, key: TextKey, max_chars: usize, text: Option<Arc<str>>) {
         let size = entry_bytes(text.as_ref());
         if size > self.budget_bytes {
             return;
         }
         let mut entries = self.lock();
-        if let Some(old) = entries.texts.insert(key, text) {
+        if let Some((_, old)) = entries.texts.insert(key, (max_chars, text)) {
             entries.bytes -= entry_bytes(old.as_ref());
         }
         entries.bytes += size;
         while entries.bytes > self.budget_bytes {
             match entries.texts.remove_lru() {
-                Some((_, gone)) => entries.bytes -= entry_bytes(gone.as_ref()),
+                Some((_, (_, gone))) => entries.bytes -= entry_bytes(gone.as_ref()),
                 None => break,
             }
         }
     }
 
-    /// Drops every text kept for the file (under any limit).
-    fn forget(&self, tenant: TenantId, file: FileId) {
+    /// Drops the text kept for the file.
+    fn forget(&self, key: &TextKey) {
         let mut entries = self.lock();
-        let keys: Vec<TextKey> = entries
-            .texts
-            .iter()
-            .map(|(k, _)| *k)
-            .filter(|(t, f, _)| *t == tenant && *f == file)
-            .collect();
-        for key in keys {
-            if let Some(gone) = entries.texts.remove(&key) {
-                entries.bytes -= entry_bytes(gone.as_ref());
-            }
+        if let Some((_, gone)) = entries.texts.remove(key) {
+            entries.bytes -= entry_bytes(gone.as_ref());
         }
     }
 
@@ -316,7 +314,7 @@ mod tests {
             assert_eq!(text.as_deref(), Some("Refunds take 14 days."));
         }
         assert_eq!(f.extractions(), 1);
-        // A shorter limit is its own entry, cut to that limit.
+        // Another limit is extracted again, cut to that limit.
         let short = f.reader.text(&a, &file, 7).await.unwrap();
         assert_eq!(short.as_deref(), Some("Refunds"));
         assert_eq!(f.extractions(), 2);

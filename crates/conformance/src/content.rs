@@ -564,43 +564,6 @@ async fn two_conversations(p: &Ports, c: &ContentPorts) -> TwoConversations {
     }
 }
 
-pub async fn a_conversations_agent_is_read_through_the_conversation_in_its_tenant_only(
-    p: &Ports,
-    c: &ContentPorts,
-) {
-    let TwoConversations {
-        a,
-        b,
-        agent,
-        with_agent,
-        without,
-        ..
-    } = two_conversations(p, c).await;
-    let found = c
-        .agents
-        .for_conversation(&a, with_agent.id)
-        .await
-        .unwrap()
-        .expect("the conversation's agent");
-    assert_eq!(found, c.agents.get(&a, agent.id).await.unwrap());
-    assert_eq!(
-        c.agents.for_conversation(&a, without.id).await.unwrap(),
-        None
-    );
-    assert_eq!(
-        c.agents
-            .for_conversation(&a, ConversationId::new())
-            .await
-            .unwrap(),
-        None
-    );
-    assert_eq!(
-        c.agents.for_conversation(&b, with_agent.id).await.unwrap(),
-        None,
-        "another tenant reads nothing through the conversation"
-    );
-}
-
 pub async fn a_thread_is_the_conversation_with_its_messages_and_agent_in_its_tenant_only(
     p: &Ports,
     c: &ContentPorts,

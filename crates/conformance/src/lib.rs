@@ -135,7 +135,6 @@ macro_rules! content_conformance_tests {
             agents_list_by_published_role_and_tool,
             tools_are_tenant_scoped_and_names_unique,
             conversations_are_tenant_scoped_and_filter_by_owner_archived_agent_and_title,
-            a_conversations_agent_is_read_through_the_conversation_in_its_tenant_only,
             a_thread_is_the_conversation_with_its_messages_and_agent_in_its_tenant_only,
             messages_form_a_tree_that_reads_back_whole,
             a_message_cannot_hang_under_another_conversations_message,

@@ -201,21 +201,6 @@ impl AgentRepo for MemoryContent {
             .ok_or(ContentError::NotFound("agent"))
     }
 
-    async fn for_conversation(
-        &self,
-        ctx: &TenantCtx,
-        conversation: ConversationId,
-    ) -> Result<Option<Agent>> {
-        let tid = ctx.tenant_id();
-        let db = self.read();
-        Ok(db
-            .conversations
-            .get(&(tid, conversation))
-            .and_then(|c| c.agent_id)
-            .and_then(|a| db.agents.get(&(tid, a)))
-            .cloned())
-    }
-
     async fn find_by_name(&self, ctx: &TenantCtx, name: &str) -> Result<Option<Agent>> {
         let tid = ctx.tenant_id();
         Ok(self

@@ -31,14 +31,6 @@ pub trait AgentRepo: Send + Sync + 'static {
     async fn get(&self, ctx: &TenantCtx, id: AgentId) -> Result<Agent>;
     /// The agent with exactly this name, if any.
     async fn find_by_name(&self, ctx: &TenantCtx, name: &str) -> Result<Option<Agent>>;
-    /// The agent the conversation answers with: `None` when the conversation has
-    /// none, does not exist, or its agent was deleted. One read, so answering can
-    /// fetch it alongside the conversation instead of after it.
-    async fn for_conversation(
-        &self,
-        ctx: &TenantCtx,
-        conversation: ConversationId,
-    ) -> Result<Option<Agent>>;
     async fn list(
         &self,
         ctx: &TenantCtx,

@@ -8,19 +8,19 @@ use super::content_common::db;
 use super::to_json;
 use crate::content_mapper;
 use crate::entity::agent::{self, ActiveModel, AgentRow, Column, Entity, TOOL_IDS};
-use crate::entity::{agent_tool, agent_version, conversation};
+use crate::entity::{agent_tool, agent_version};
 use crate::store::{PgStore, finish_page, keyset};
 use crate::txn::Txn;
 use anyhow::Context as _;
 use async_trait::async_trait;
-use sea_orm::sea_query::{Expr, ExprTrait as _, Query};
+use sea_orm::sea_query::{Expr, ExprTrait as _};
 use sea_orm::{
     ActiveModelTrait as _, ColumnTrait as _, EntityTrait as _, QueryFilter as _, QueryOrder as _,
     QuerySelect as _, Select, Set,
 };
 use trellis_content::{
-    Agent, AgentConfig, AgentFilter, AgentId, AgentRepo, AgentVersion, ContentError,
-    ConversationId, NewAgent, Result,
+    Agent, AgentConfig, AgentFilter, AgentId, AgentRepo, AgentVersion, ContentError, NewAgent,
+    Result,
 };
 use trellis_kernel::{Page, PageRequest, TenantCtx, TenantId, UserId};
 
@@ -175,27 +175,6 @@ impl AgentRepo for PgStore {
                 load(txn, tenant, id)
                     .await?
                     .ok_or(ContentError::NotFound("agent"))
-            })
-        })
-        .await
-    }
-
-    async fn for_conversation(
-        &self,
-        ctx: &TenantCtx,
-        conversation: ConversationId,
-    ) -> Result<Option<Agent>> {
-        let tenant = ctx.tenant_id();
-        self.in_tenant_read(ctx, move |txn| {
-            Box::pin(async move {
-                let agent_of_conversation = Query::select()
-                    .column(conversation::Column::AgentId)
-                    .from(conversation::Entity)
-                    .and_where(conversation::Column::TenantId.eq(tenant.as_uuid()))
-                    .and_where(conversation::Column::Id.eq(conversation.as_uuid()))
-                    .to_owned();
-                let query = select(tenant).filter(Column::Id.in_subquery(agent_of_conversation));
-                first(txn, query, "load a conversation's agent").await
             })
         })
         .await

@@ -131,7 +131,11 @@ fn total_statement(
         UsageScope::User(_) => " AND user_id = $2",
     };
     let mut values: Vec<Value> = vec![tenant.as_uuid().into(), scope_id.into()];
+    // The events' share of `[from, until)`, as a term to add; none for an empty range.
     let events = |from: Timestamp, until: Timestamp, values: &mut Vec<Value>| {
+        if until <= from {
+            return String::new();
+        }
         values.push(from.into());
         values.push(until.into());
         let (a, b) = (values.len() - 1, values.len());
@@ -142,16 +146,8 @@ fn total_statement(
     };
     let sql = match whole_days(from, until) {
         Some((first, end)) => {
-            let head = if from < midnight(first) {
-                events(from, midnight(first), &mut values)
-            } else {
-                String::new()
-            };
-            let tail = if midnight(end) < until {
-                events(midnight(end), until, &mut values)
-            } else {
-                String::new()
-            };
+            let head = events(from, midnight(first), &mut values);
+            let tail = events(midnight(end), until, &mut values);
             values.push(first.into());
             values.push(end.into());
             let (a, b) = (values.len() - 1, values.len());

@@ -272,28 +272,15 @@ impl ContentService {
     }
 
     /// The conversation's (or its agent's) model and grounding. `agent`: the agent as
-    /// read alongside the conversation.
-    async fn setup(
-        &self,
-        ctx: &TenantCtx,
-        conv: &Conversation,
-        agent: Option<Agent>,
-    ) -> Result<Setup> {
+    /// read with the conversation, on the same snapshot ([`crate::ConversationRepo::thread`]),
+    /// so `None` for a conversation that names one means the agent is gone.
+    fn setup(ctx: &TenantCtx, conv: &Conversation, agent: Option<Agent>) -> Result<Setup> {
         let (provider, model, parameters, instructions, output_format, collections) =
             match conv.agent_id {
                 Some(id) => {
-                    let read = match agent {
-                        Some(a) if a.id == id => Ok(a),
-                        // Deleted, or the conversation moved to another agent between
-                        // the two reads: ask for the one the conversation names.
-                        _ => self.agents.get(ctx, id).await,
-                    };
-                    let agent = match read {
-                        Ok(a) if a.usable_by(ctx) => a,
-                        Ok(_) | Err(ContentError::NotFound(_)) => {
-                            return Err(ContentError::NotFound("agent"));
-                        }
-                        Err(e) => return Err(e),
+                    let agent = match agent {
+                        Some(a) if a.id == id && a.usable_by(ctx) => a,
+                        _ => return Err(ContentError::NotFound("agent")),
                     };
                     let c = agent.config;
                     (
@@ -389,7 +376,7 @@ impl ContentService {
         // waits for the slowest of these, not for their sum. The first failure (a spent
         // quota, typically the quickest read) drops the others, embedding call included.
         let setup_and_passages = async {
-            let setup = self.setup(ctx, conv, agent).await?;
+            let setup = Self::setup(ctx, conv, agent)?;
             let passages = async {
                 if setup.collections.is_empty() || question.trim().is_empty() {
                     return Ok(Vec::new());

@@ -240,9 +240,19 @@ impl Mocks {
         self.messages
             .expect_for_conversation()
             .returning(move |_, _| Ok(existing.clone()));
-        self.agents
-            .expect_for_conversation()
-            .returning(|_, _| Ok(None));
+    }
+
+    /// The new conversation `conv` is read as a thread with `agent`. Set before
+    /// [`Self::conversation_reads`]: the first expectation set is the one used.
+    fn agent_read_with(&mut self, conv: &Conversation, agent: Agent) {
+        let thread = Thread {
+            conversation: conv.clone(),
+            messages: vec![],
+            agent: Some(agent),
+        };
+        self.conversations
+            .expect_thread()
+            .returning(move |_, _| Ok(thread.clone()));
     }
 
     /// The conversation is found; messages are `existing`; inserts are recorded.
@@ -502,16 +512,8 @@ async fn an_answer_streams_citations_text_usage_and_done_and_stores_one_cited_me
     let conv = conversation(t, u, Some(a.id));
     let mut m = Mocks::new();
     m.permissive();
-    // Read with the conversation, so not again (the first expectation set is the one
-    // used, so this one takes precedence over `conversation_with`'s thread).
-    let thread = Thread {
-        conversation: conv.clone(),
-        messages: vec![],
-        agent: Some(a),
-    };
-    m.conversations
-        .expect_thread()
-        .returning(move |_, _| Ok(thread.clone()));
+    // Read with the conversation, so not again.
+    m.agent_read_with(&conv, a);
     m.agents.expect_get().never();
     m.retriever
         .expect_retrieve()
@@ -593,7 +595,7 @@ async fn the_prompt_carries_instructions_memories_numbered_sources_and_the_quest
             score: 1.0,
         }])
     });
-    m.agents.expect_get().returning(move |_, _| Ok(a.clone()));
+    m.agent_read_with(&conv, a);
     m.retriever
         .expect_retrieve()
         .returning(|_, _, _, _| Ok(vec![passage()]));
@@ -1064,9 +1066,6 @@ async fn forking_copies_the_path_into_a_new_conversation_of_the_caller() {
             move |_, _| Ok(c.clone())
         });
     let messages = vec![q1.clone(), a1.clone(), a1b];
-    m.agents
-        .expect_for_conversation()
-        .returning(|_, _| Ok(None));
     m.messages
         .expect_for_conversation()
         .returning(move |_, _| Ok(messages.clone()));
