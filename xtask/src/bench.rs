@@ -57,7 +57,7 @@ const LIST_PATH: &str = "/v1/users?limit=20";
 /// What opens a read-only unit of work, `BEGIN` and its scope in one simple-protocol
 /// message, with the tenant id as a literal where `$1` stands
 /// (`crates/adapters/postgres/src/txn.rs`).
-const OPEN_READ_SQL: &str = "BEGIN READ ONLY; SELECT set_config('trellis.tenant_id', $1, true)";
+const OPEN_READ_SQL: &str = "BEGIN READ ONLY; SET LOCAL trellis.tenant_id = $1";
 /// `UserRepo::list` without filters or cursor, as SeaORM renders it
 /// (`crates/adapters/postgres/src/repo/users.rs`, `store::keyset`): `$1` is the tenant
 /// id, `$2` the page size plus one. The bench checks it against `pg_stat_activity`.
@@ -185,7 +185,7 @@ pub fn api(root: &Path, args: &ApiArgs) -> Result<ExitCode> {
     let list = load.run(LIST_PATH, Some(&sampler))?;
     server.stop()?;
 
-    let script = pgbench_script();
+    let script = pgbench_script(&tenant.id);
     let script_path = out_dir.join("list_users.sql");
     fs::write(&script_path, &script)
         .with_context(|| format!("could not write {}", script_path.display()))?;
@@ -640,16 +640,17 @@ fn is_uuid(s: &str) -> bool {
 }
 
 /// The list endpoint's unit of work as a pgbench script: the adapter's statements with
-/// `$1`/`$2` turned into pgbench variables, which `-M prepared` sends as parameters.
-/// The adapter sends `BEGIN` and the scope as one message; prepared mode cannot take
-/// two statements in one, so they go in one pipeline (one round trip, like the
-/// adapter's). The adapter's `ROLLBACK` travels with the pool's check of the returned
-/// connection, one round trip too, only off the request's path.
-fn pgbench_script() -> String {
+/// the `SELECT`'s `$1`/`$2` turned into pgbench variables, which `-M prepared` sends as
+/// parameters. `SET` takes no parameters, so the tenant id goes into it as the literal
+/// the adapter sends too. The adapter sends `BEGIN` and the scope as one message;
+/// prepared mode cannot take two statements in one, so they go in one pipeline (one
+/// round trip, like the adapter's). The adapter's `ROLLBACK` travels with the pool's
+/// check of the returned connection, one round trip too, only off the request's path.
+fn pgbench_script(tenant_id: &str) -> String {
     let (begin, set) = OPEN_READ_SQL
         .split_once("; ")
         .unwrap_or(("BEGIN READ ONLY", OPEN_READ_SQL));
-    let set = set.replace("$1", ":tenant");
+    let set = set.replace("$1", &format!("'{tenant_id}'"));
     let list = LIST_USERS_SQL
         .replace("$1", ":tenant")
         .replace("$2", ":limit");
@@ -987,14 +988,14 @@ tps = 15061.700000 (without initial connection time)
 
     #[test]
     fn the_pgbench_script_is_the_adapters_unit_of_work() {
-        let script = pgbench_script();
+        let script = pgbench_script("01a23d69-ced5-7463-830a-2cd3cefc0b40");
         let lines: Vec<&str> = script.lines().collect();
         assert_eq!(lines.len(), 6);
         assert_eq!(lines[0], "\\startpipeline");
         assert_eq!(lines[1], "BEGIN READ ONLY;");
         assert_eq!(
             lines[2],
-            "SELECT set_config('trellis.tenant_id', :tenant, true);"
+            "SET LOCAL trellis.tenant_id = '01a23d69-ced5-7463-830a-2cd3cefc0b40';"
         );
         assert_eq!(lines[3], "\\endpipeline");
         assert!(lines[4].ends_with("= :tenant AND \"users\".\"deleted_at\" IS NULL ORDER BY \"users\".\"id\" ASC LIMIT :limit;"));
