@@ -61,7 +61,7 @@ const OPEN_READ_SQL: &str = "BEGIN READ ONLY; SET LOCAL trellis.tenant_id = $1";
 /// `UserRepo::list` without filters or cursor, as SeaORM renders it
 /// (`crates/adapters/postgres/src/repo/users.rs`, `store::keyset`): `$1` is the tenant
 /// id, `$2` the page size plus one. The bench checks it against `pg_stat_activity`.
-const LIST_USERS_SQL: &str = r#"SELECT "users"."tenant_id", "users"."id", "users"."email", "users"."email_verified", "users"."password_hash", "users"."name", "users"."username", "users"."avatar_url", "users"."role", "users"."tier", "users"."oauth_provider", "users"."oauth_subject", "users"."preferences", "users"."active", "users"."last_login_at", "users"."created_at", "users"."updated_at", "users"."deleted_at" FROM "users" WHERE "users"."tenant_id" = $1 AND "users"."deleted_at" IS NULL ORDER BY "users"."id" ASC LIMIT $2"#;
+const LIST_USERS_SQL: &str = r#"SELECT "users"."tenant_id", "users"."id", "users"."email", "users"."email_verified", "users"."name", "users"."username", "users"."avatar_url", "users"."role", "users"."tier", "users"."oauth_provider", "users"."oauth_subject", "users"."preferences", "users"."active", "users"."last_login_at", "users"."created_at", "users"."updated_at" FROM "users" WHERE "users"."tenant_id" = $1 AND "users"."deleted_at" IS NULL ORDER BY "users"."id" ASC LIMIT $2"#;
 
 /// `cargo xtask bench api` options.
 #[derive(Debug, Clone, clap::Args)]

@@ -6,6 +6,8 @@ use std::collections::HashSet;
 use trellis_identity::{
     IdentityError, Membership, NewApiKey, NewPlatformAdmin, UserFilter, UserPatch,
 };
+use trellis_identity::{NewUser, OAuthLink, Preferences, Tier, Username};
+use trellis_kernel::HttpUrl;
 use trellis_kernel::{
     ApiKeyId, MembershipId, PageRequest, PasswordHash, Permission, PlatformAdminId, PlatformCtx,
     Role, SessionFamilyId,
@@ -22,6 +24,68 @@ pub async fn a_user_reads_back_as_inserted(p: &Ports) {
         (Role::Sales, t.id, true)
     );
     assert_eq!(got.name, inserted.name);
+}
+
+pub async fn every_field_of_a_user_reads_back_through_get_and_list(p: &Ports) {
+    let (_, ctx, _) = tenant(p).await;
+    // Every optional field set, every text field different, so a column read into the
+    // wrong field cannot go unnoticed.
+    let new = NewUser {
+        email_verified: true,
+        name: "Name Field".into(),
+        username: Some(Username::parse("username_field").unwrap()),
+        avatar_url: Some(HttpUrl::parse("https://avatars.example.com/a.png").unwrap()),
+        tier: Tier::Pro,
+        oauth: Some(OAuthLink::new("github", "subject-field").unwrap()),
+        preferences: Preferences::new(Some("dark"), Some("pt-BR"), Some("large")).unwrap(),
+        ..new_user("fields@example.com", Role::Support)
+    };
+    p.users.insert(&ctx, new.clone()).await.unwrap();
+    let at = chrono::DateTime::parse_from_rfc3339("2026-05-06T07:08:09.123456Z")
+        .unwrap()
+        .with_timezone(&chrono::Utc);
+    p.users.record_login(&ctx, new.id, at).await.unwrap();
+
+    let got = p.users.get(&ctx, new.id).await.unwrap();
+    assert_eq!(
+        (
+            got.id,
+            got.tenant_id,
+            got.email.as_str(),
+            got.email_verified
+        ),
+        (new.id, ctx.tenant_id(), "fields@example.com", true)
+    );
+    assert_eq!(
+        (
+            got.name.as_str(),
+            got.username.as_ref(),
+            got.avatar_url.as_ref()
+        ),
+        ("Name Field", new.username.as_ref(), new.avatar_url.as_ref())
+    );
+    assert_eq!(
+        (got.role, got.tier, got.active),
+        (Role::Support, Tier::Pro, true)
+    );
+    assert_eq!(
+        (&got.oauth, &got.preferences),
+        (&new.oauth, &new.preferences)
+    );
+    assert_eq!(got.last_login_at, Some(at));
+    assert!(got.created_at <= got.updated_at);
+
+    let listed = p
+        .users
+        .list(
+            &ctx,
+            &UserFilter::default(),
+            PageRequest::new(Some(10), None).unwrap(),
+        )
+        .await
+        .unwrap();
+    let listed: Vec<_> = listed.items.into_iter().filter(|u| u.id == new.id).collect();
+    assert_eq!(listed, vec![got]);
 }
 
 pub async fn an_email_is_unique_within_a_tenant_but_not_across(p: &Ports) {

@@ -64,6 +64,7 @@ macro_rules! conformance_tests {
             tenancy::a_custom_domain_can_belong_to_one_tenant_only,
             tenancy::widget_and_llm_configs_round_trip_per_tenant,
             identity::a_user_reads_back_as_inserted,
+            identity::every_field_of_a_user_reads_back_through_get_and_list,
             identity::an_email_is_unique_within_a_tenant_but_not_across,
             identity::a_user_of_another_tenant_is_not_found,
             identity::updating_a_user_from_another_tenant_changes_nothing,

@@ -14,6 +14,7 @@
 //! is also analysed, planned, run and sent back as a row, while a utility statement
 //! is only parsed. That was about 14 µs of Postgres CPU per unit of work.
 
+use sea_orm::sqlx::postgres::PgRow;
 use sea_orm::sqlx::{self, AssertSqlSafe, Postgres};
 use sea_orm::{ConnectionTrait, DbBackend, DbErr, ExecResult, QueryResult, RuntimeErr, Statement};
 use sea_query_sqlx::SqlxValues;
@@ -94,6 +95,13 @@ impl Txn {
     /// Commits and waits for the server to confirm it.
     pub(crate) async fn commit(self) -> Result<(), DbErr> {
         self.inner.into_inner().commit().await.map_err(exec_err)
+    }
+
+    /// The rows of `stmt` as sqlx returns them, for hot reads that decode by position
+    /// instead of through SeaORM's by-name `FromQueryResult` (see `repo::users`).
+    pub(crate) async fn rows(&self, stmt: &Statement) -> Result<Vec<PgRow>, DbErr> {
+        let mut txn = self.inner.lock().await;
+        bound(stmt).fetch_all(&mut **txn).await.map_err(query_err)
     }
 
     /// Ends the transaction without waiting: sqlx queues a `ROLLBACK` that goes out
