@@ -84,7 +84,11 @@ pub async fn every_field_of_a_user_reads_back_through_get_and_list(p: &Ports) {
         )
         .await
         .unwrap();
-    let listed: Vec<_> = listed.items.into_iter().filter(|u| u.id == new.id).collect();
+    let listed: Vec<_> = listed
+        .items
+        .into_iter()
+        .filter(|u| u.id == new.id)
+        .collect();
     assert_eq!(listed, vec![got]);
 }
 

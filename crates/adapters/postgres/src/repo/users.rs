@@ -78,8 +78,9 @@ async fn user_rows(txn: &Txn, select: Select<Entity>, what: &'static str) -> Res
         })
 }
 
-/// Reading by position is only right if the row has [`USER_COLUMNS`] in order; a
-/// mistake there would swap text fields silently, so it is checked once per query.
+/// Reading by position is only right if the row has [`USER_COLUMNS`] in order. A query
+/// not built on [`live_users`] would have all the table's columns, and its text fields
+/// would land in the wrong places silently, so the names are checked once per query.
 fn check_user_columns(row: &PgRow) -> Result<()> {
     use sea_orm::sqlx::Column as _;
     let names = row.columns().iter().map(|c| c.name());
