@@ -185,6 +185,9 @@ pub fn api(root: &Path, args: &ApiArgs) -> Result<ExitCode> {
     let list = load.run(LIST_PATH, Some(&sampler))?;
     server.stop()?;
 
+    if !is_uuid(&tenant.id) {
+        bail!("the bench tenant's id {:?} is not a UUID", tenant.id);
+    }
     let script = pgbench_script(&tenant.id);
     let script_path = out_dir.join("list_users.sql");
     fs::write(&script_path, &script)
@@ -641,8 +644,8 @@ fn is_uuid(s: &str) -> bool {
 
 /// The list endpoint's unit of work as a pgbench script: the adapter's statements with
 /// the `SELECT`'s `$1`/`$2` turned into pgbench variables, which `-M prepared` sends as
-/// parameters. `SET` takes no parameters, so the tenant id goes into it as the literal
-/// the adapter sends too. The adapter sends `BEGIN` and the scope as one message;
+/// parameters. `SET` takes no parameters, so the tenant id (a UUID, checked by the
+/// caller) goes into it as the literal the adapter sends too. The adapter sends `BEGIN` and the scope as one message;
 /// prepared mode cannot take two statements in one, so they go in one pipeline (one
 /// round trip, like the adapter's). The adapter's `ROLLBACK` travels with the pool's
 /// check of the returned connection, one round trip too, only off the request's path.
@@ -1013,7 +1016,7 @@ tps = 15061.700000 (without initial connection time)
         assert!(sql_matches(&sampled));
         assert!(!sql_matches(&sampled[..2]));
         let unscoped = [
-            OPEN_READ_SQL.replace("$1", "'x'); DROP TABLE users; --"),
+            OPEN_READ_SQL.replace("$1", "'x'; DROP TABLE users; --'"),
             sampled[2].clone(),
         ];
         assert!(!sql_matches(&unscoped));

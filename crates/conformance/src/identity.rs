@@ -45,6 +45,13 @@ pub async fn every_field_of_a_user_reads_back_through_get_and_list(p: &Ports) {
         .unwrap()
         .with_timezone(&chrono::Utc);
     p.users.record_login(&ctx, new.id, at).await.unwrap();
+    // Inactive, so `active` differs from `email_verified`; the update also moves
+    // `updated_at` past `created_at`.
+    let patch = UserPatch {
+        active: Some(false),
+        ..UserPatch::default()
+    };
+    p.users.update(&ctx, new.id, patch).await.unwrap();
 
     let got = p.users.get(&ctx, new.id).await.unwrap();
     assert_eq!(
@@ -66,14 +73,14 @@ pub async fn every_field_of_a_user_reads_back_through_get_and_list(p: &Ports) {
     );
     assert_eq!(
         (got.role, got.tier, got.active),
-        (Role::Support, Tier::Pro, true)
+        (Role::Support, Tier::Pro, false)
     );
     assert_eq!(
         (&got.oauth, &got.preferences),
         (&new.oauth, &new.preferences)
     );
     assert_eq!(got.last_login_at, Some(at));
-    assert!(got.created_at <= got.updated_at);
+    assert!(got.created_at < got.updated_at);
 
     let listed = p
         .users

@@ -4,7 +4,7 @@
 //! [`migrate`].
 //!
 //! Tenancy is enforced here twice: every unit of work is a transaction scoped with
-//! `set_config('trellis.tenant_id', …, true)` (or platform mode) so the database's
+//! `SET LOCAL trellis.tenant_id = '…'` (or platform mode) so the database's
 //! row-level security policies apply, and every query filters by `tenant_id` as well.
 
 mod content_mapper;

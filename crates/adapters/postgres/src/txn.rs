@@ -3,7 +3,7 @@
 //! entities run on it unchanged (it implements SeaORM's `ConnectionTrait`).
 //!
 //! SeaORM's own `begin()` sends a bare `BEGIN` and waits for it, and the scope
-//! (`set_config`) then takes a second round trip. On loopback a round trip costs about
+//! (`SET LOCAL`) then takes a second round trip. On loopback a round trip costs about
 //! as much as the statements of a typical read, and every answer of the chat path takes
 //! five units of work one after another, so the two are sent as one simple-protocol
 //! message here. The tenant id is a UUID and is the only value spliced into that text;

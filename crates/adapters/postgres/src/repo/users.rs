@@ -66,7 +66,7 @@ async fn user_rows(txn: &Txn, select: Select<Entity>, what: &'static str) -> Res
         .await
         .map_err(E::db(what))?;
     if let Some(first) = rows.first() {
-        check_user_columns(first)?;
+        check_user_columns(first, what)?;
     }
     rows.iter()
         .map(user_row)
@@ -81,13 +81,14 @@ async fn user_rows(txn: &Txn, select: Select<Entity>, what: &'static str) -> Res
 /// Reading by position is only right if the row has [`USER_COLUMNS`] in order. A query
 /// not built on [`live_users`] would have all the table's columns, and its text fields
 /// would land in the wrong places silently, so the names are checked once per query.
-fn check_user_columns(row: &PgRow) -> Result<()> {
+fn check_user_columns(row: &PgRow, what: &'static str) -> Result<()> {
     use sea_orm::sqlx::Column as _;
     let names = row.columns().iter().map(|c| c.name());
     if names.ne(USER_COLUMNS.iter().map(|c| c.to_string())) {
-        return Err(
-            anyhow::anyhow!("a user query returned columns other than USER_COLUMNS").into(),
-        );
+        return Err(anyhow::anyhow!(
+            "failed to {what}: the query returned columns other than USER_COLUMNS"
+        )
+        .into());
     }
     Ok(())
 }
