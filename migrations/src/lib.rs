@@ -42,6 +42,7 @@ mod m20261203_000011_tenant_llm_change_notifications;
 mod m20261203_000012_catalog_change_notifications;
 mod m20261203_000013_quota_change_notifications;
 mod m20261203_000014_usage_day_totals;
+mod m20261204_000015_pin_function_search_paths;
 
 pub use sea_orm_migration::MigratorTrait;
 
@@ -67,6 +68,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261203_000012_catalog_change_notifications::Migration),
             Box::new(m20261203_000013_quota_change_notifications::Migration),
             Box::new(m20261203_000014_usage_day_totals::Migration),
+            Box::new(m20261204_000015_pin_function_search_paths::Migration),
         ]
     }
 }

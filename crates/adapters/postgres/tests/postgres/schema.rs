@@ -242,3 +242,34 @@ async fn full_text_indexes_keep_no_pending_list_that_searches_would_scan() {
         .collect();
     fail_if_any(&problems);
 }
+
+#[tokio::test]
+async fn every_trellis_function_resolves_names_through_a_fixed_path_with_pg_temp_last() {
+    let db = raw(&owner_url()).await;
+    let rows = query(
+        &db,
+        "SELECT p.oid::regprocedure::text AS function,
+                coalesce((SELECT c FROM unnest(p.proconfig) AS c
+                           WHERE c LIKE 'search_path=%'), '') AS path
+           FROM pg_proc p
+           JOIN pg_namespace n ON n.oid = p.pronamespace
+          WHERE n.nspname = 'public' AND p.proname LIKE 'trellis\\_%'
+          ORDER BY 1",
+    )
+    .await;
+    assert!(rows.len() >= 10, "the migrations' functions were not found");
+    let problems: Vec<String> = rows
+        .iter()
+        .filter_map(|r| {
+            let function: String = r.try_get("", "function").unwrap();
+            let path: String = r.try_get("", "path").unwrap();
+            (!path.ends_with(", pg_temp")).then(|| {
+                format!(
+                    "{function}: search_path must be fixed with pg_temp last (got {path:?}); \
+                     add `SET search_path = public, pg_temp` to the function"
+                )
+            })
+        })
+        .collect();
+    fail_if_any(&problems);
+}

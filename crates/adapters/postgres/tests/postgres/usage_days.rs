@@ -253,3 +253,47 @@ async fn the_migration_rolls_up_events_recorded_before_it() {
     db.close().await.unwrap();
     scratch.drop_database().await;
 }
+
+#[tokio::test]
+async fn a_sessions_temporary_table_cannot_take_the_usage_roll_up() {
+    let store = store().await;
+    let (t, ctx, admin) = tenant(&store).await;
+    // The app role may create temporary tables, which come first in a default search
+    // path; migration 000015 pins the trigger function's path with pg_temp last.
+    let db = raw(&super::support::app_url()).await;
+    let txn = begin_in(&db, t.id).await;
+    txn.execute_unprepared(
+        "CREATE TEMPORARY TABLE usage_days (tenant_id uuid, scope_id uuid, day date, \
+         tokens bigint, PRIMARY KEY (tenant_id, scope_id, day)) ON COMMIT DROP",
+    )
+    .await
+    .unwrap();
+    txn.execute_raw(stmt_with(
+        "INSERT INTO usage_events (tenant_id, id, idempotency_key, user_id, provider, model, \
+         prompt_tokens, completion_tokens, occurred_at) \
+         VALUES ($1, gen_random_uuid(), 'temp-shadow', $2, 'openai', 'gpt-4o', 30, 12, $3)",
+        vec![
+            t.id.as_uuid().into(),
+            admin.as_uuid().into(),
+            at(14, 9, 0).into(),
+        ],
+    ))
+    .await
+    .unwrap();
+    let shadowed = txn
+        .query_one_raw(stmt_with(
+            "SELECT count(*) AS n FROM pg_temp.usage_days",
+            vec![],
+        ))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(shadowed.try_get::<i64>("", "n").unwrap(), 0);
+    txn.commit().await.unwrap();
+
+    let used =
+        UsageMeter::total_tokens(&store, &ctx, UsageScope::Tenant, at(14, 0, 0), at(15, 0, 0))
+            .await
+            .unwrap();
+    assert_eq!(used, 42);
+}
