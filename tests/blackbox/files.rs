@@ -58,6 +58,13 @@ async fn a_markdown_file_attached_to_a_conversation_is_sent_to_a_collection_and_
     assert_eq!(file["size_bytes"], HANDBOOK.len());
     assert_eq!(file["conversation_id"], conv.as_str());
     assert!(file.get("storage_key").is_none(), "{file}");
+    // Timestamps read like every other of the API: RFC 3339 in UTC with a `Z`.
+    let created = file["created_at"].as_str().unwrap();
+    assert!(created.ends_with('Z'), "{file}");
+    assert!(
+        chrono::DateTime::parse_from_rfc3339(created).is_ok(),
+        "{file}"
+    );
 
     let list: Value = app
         .get(

@@ -131,6 +131,10 @@ async fn a_user_sees_their_usage_and_is_refused_once_their_daily_budget_is_used_
     assert!(res.headers().contains_key("retry-after"));
     let body = problem(res, 429).await;
     assert_eq!(body["resets_at"], budget["resets_at"], "{body}");
+    assert!(
+        body["resets_at"].as_str().is_some_and(|t| t.ends_with('Z')),
+        "{body}"
+    );
     assert_eq!(requests.lock().unwrap().len(), 1);
 
     // The admin has a budget of their own and may still chat.

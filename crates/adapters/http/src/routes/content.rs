@@ -94,7 +94,8 @@ impl From<ContentError> for ApiError {
                 Self::quota_exceeded(
                     e.to_string(),
                     u64::try_from(secs).unwrap_or(1),
-                    resets_at.to_rfc3339(),
+                    // The same form as every timestamp of the API (`…Z`).
+                    resets_at.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true),
                 )
             }
             e @ ContentError::TooLarge { .. } => {

@@ -61,7 +61,7 @@ pub struct FileResponse {
     pub checksum: String,
     /// The knowledge document made from it, once sent to a collection.
     pub knowledge_document_id: Option<Uuid>,
-    pub created_at: String,
+    pub created_at: chrono::DateTime<chrono::Utc>,
 }
 
 impl From<FileAttachment> for FileResponse {
@@ -75,7 +75,7 @@ impl From<FileAttachment> for FileResponse {
             size_bytes: f.size_bytes,
             checksum: f.checksum,
             knowledge_document_id: f.knowledge_document_id.map(|d| d.as_uuid()),
-            created_at: f.created_at.to_rfc3339(),
+            created_at: f.created_at,
         }
     }
 }

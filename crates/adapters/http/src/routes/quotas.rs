@@ -160,7 +160,7 @@ pub struct BudgetStatusResponse {
     pub used_tokens: u64,
     pub remaining_tokens: u64,
     /// When the period ends and the budget is whole again (RFC 3339).
-    pub resets_at: String,
+    pub resets_at: chrono::DateTime<chrono::Utc>,
 }
 
 impl From<BudgetStatus> for BudgetStatusResponse {
@@ -174,7 +174,7 @@ impl From<BudgetStatus> for BudgetStatusResponse {
             limit_tokens: s.limit_tokens,
             used_tokens: s.used_tokens,
             remaining_tokens: s.remaining_tokens,
-            resets_at: s.resets_at.to_rfc3339(),
+            resets_at: s.resets_at,
         }
     }
 }
