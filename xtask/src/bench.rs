@@ -25,6 +25,7 @@
 //!
 //! The results are printed as a table and written to `target/bench/api.json`.
 
+use std::collections::HashMap;
 use std::fmt::Write as _;
 use std::fs;
 use std::net::SocketAddr;
@@ -422,6 +423,10 @@ struct Run {
     wrk: WrkFigures,
     /// Server CPU time (user + system) per request, in microseconds.
     server_cpu_us_per_req: f64,
+    /// PostgreSQL's CPU time per request (`None` when the database is not local).
+    postgres_cpu_us_per_req: Option<f64>,
+    /// wrk's CPU time per request.
+    client_cpu_us_per_req: Option<f64>,
     /// Share of all cores busy during the run (server, PostgreSQL, wrk, anything else).
     machine_busy_pct: f64,
     /// `Some(true)` when the sampled SQL matched the pgbench script (list run only).
@@ -473,6 +478,8 @@ impl Load<'_> {
         );
         let cpu_before = process_ticks(self.server_pid)?;
         let machine_before = machine_ticks()?;
+        let children_before = children_ticks()?;
+        let postgres_before = postgres_ticks();
         let child = cmd
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -489,6 +496,8 @@ impl Load<'_> {
         let output = child.wait_with_output()?;
         let cpu_after = process_ticks(self.server_pid)?;
         let machine_after = machine_ticks()?;
+        let client_ticks = children_ticks()?.saturating_sub(children_before);
+        let postgres_ticks = postgres_ticks_between(&postgres_before, &postgres_ticks());
         let stdout = String::from_utf8_lossy(&output.stdout);
         if !output.status.success() {
             bail!(
@@ -512,6 +521,8 @@ impl Load<'_> {
             } else {
                 cpu_secs * 1e6 / wrk.requests as f64
             },
+            postgres_cpu_us_per_req: us_per(postgres_ticks, self.clk_tck, wrk.requests as f64),
+            client_cpu_us_per_req: us_per(client_ticks, self.clk_tck, wrk.requests as f64),
             machine_busy_pct: if total == 0 {
                 0.0
             } else {
@@ -583,15 +594,66 @@ fn clock_ticks_per_second() -> f64 {
         .unwrap_or(100.0)
 }
 
+/// A process's name and the numbered fields of its `/proc/<pid>/stat` from field 3 on
+/// (the name, field 2, may contain spaces, so it is cut out by its parentheses).
+fn stat_of(pid: &str) -> Option<(String, Vec<u64>)> {
+    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let (head, rest) = stat.rsplit_once(')')?;
+    let name = head.split_once('(')?.1.to_owned();
+    // State (field 3) is a letter; keep the numbering by reading it as 0.
+    let fields = rest
+        .split_whitespace()
+        .map(|v| v.parse().unwrap_or(0))
+        .collect();
+    Some((name, fields))
+}
+
+/// Field `n` (1-based, as in `proc(5)`) of what [`stat_of`] returns.
+fn stat_field(fields: &[u64], n: usize) -> u64 {
+    fields.get(n - 3).copied().unwrap_or(0)
+}
+
 /// User + system CPU ticks of one process.
 fn process_ticks(pid: u32) -> Result<u64> {
-    let stat = fs::read_to_string(format!("/proc/{pid}/stat"))
-        .with_context(|| format!("could not read /proc/{pid}/stat"))?;
-    // Fields after the `(comm)`, which may contain spaces: state is field 3, utime 14.
-    let after = stat.rsplit_once(')').map_or("", |(_, rest)| rest);
-    let fields: Vec<&str> = after.split_whitespace().collect();
-    let field = |n: usize| -> u64 { fields.get(n - 3).and_then(|v| v.parse().ok()).unwrap_or(0) };
-    Ok(field(14) + field(15))
+    let (_, fields) =
+        stat_of(&pid.to_string()).with_context(|| format!("could not read /proc/{pid}/stat"))?;
+    Ok(stat_field(&fields, 14) + stat_field(&fields, 15))
+}
+
+/// User + system CPU ticks of this process's children that have been waited for: what
+/// `wrk` and `pgbench` used, measured around each run.
+fn children_ticks() -> Result<u64> {
+    let (_, fields) = stat_of("self").context("could not read /proc/self/stat")?;
+    Ok(stat_field(&fields, 16) + stat_field(&fields, 17))
+}
+
+/// CPU ticks of every PostgreSQL process on this machine, by pid. Empty when the
+/// database runs elsewhere.
+fn postgres_ticks() -> HashMap<u32, u64> {
+    let Ok(dir) = fs::read_dir("/proc") else {
+        return HashMap::new();
+    };
+    dir.filter_map(|entry| {
+        let name = entry.ok()?.file_name().into_string().ok()?;
+        let pid: u32 = name.parse().ok()?;
+        let (comm, fields) = stat_of(&name)?;
+        (comm == "postgres").then(|| (pid, stat_field(&fields, 14) + stat_field(&fields, 15)))
+    })
+    .collect()
+}
+
+/// Ticks that the PostgreSQL processes running at both snapshots spent in between
+/// (the server's pooled connections and pgbench's stay open for the whole run).
+fn postgres_ticks_between(before: &HashMap<u32, u64>, after: &HashMap<u32, u64>) -> u64 {
+    after
+        .iter()
+        .filter_map(|(pid, t)| before.get(pid).map(|b| t.saturating_sub(*b)))
+        .sum()
+}
+
+/// Microseconds of CPU per unit of work: `ticks` over `units`, `None` without either.
+fn us_per(ticks: u64, clk_tck: f64, units: f64) -> Option<f64> {
+    (ticks > 0 && units > 0.0).then(|| ticks as f64 / clk_tck * 1e6 / units)
 }
 
 // ----- the SQL and pgbench ---------------------------------------------------------------
@@ -667,6 +729,11 @@ struct PgFigures {
     latency_avg_ms: f64,
     transactions: u64,
     failed: u64,
+    /// PostgreSQL's CPU time per transaction, sampled inside the run (`None` when the
+    /// database is not local or the run is too short to sample).
+    postgres_cpu_us_per_txn: Option<f64>,
+    /// pgbench's own CPU time per transaction.
+    client_cpu_us_per_txn: Option<f64>,
 }
 
 fn run_pgbench(
@@ -689,9 +756,41 @@ fn run_pgbench(
         .arg(script);
     url.apply(&mut cmd);
     say!("bench: running `{}`", sys::describe(&cmd));
-    let output = sys::run_captured(&mut cmd)?;
+    let children_before = children_ticks()?;
+    let child = cmd
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .context("could not start pgbench")?;
+    // pgbench's server processes start with it and end with it, so PostgreSQL's CPU is
+    // sampled inside the run, a second after the start and a second before the end.
+    let window = args.duration.saturating_sub(2);
+    let postgres = if window >= 2 {
+        std::thread::sleep(Duration::from_secs(1));
+        let before = postgres_ticks();
+        std::thread::sleep(Duration::from_secs(u64::from(window)));
+        Some(postgres_ticks_between(&before, &postgres_ticks()))
+    } else {
+        None
+    };
+    let output = child.wait_with_output()?;
     let stdout = String::from_utf8_lossy(&output.stdout);
-    parse_pgbench(&stdout).with_context(|| format!("unexpected pgbench output:\n{stdout}"))
+    if !output.status.success() {
+        bail!(
+            "pgbench failed ({}):\n{stdout}{}",
+            output.status,
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+    let mut figures =
+        parse_pgbench(&stdout).with_context(|| format!("unexpected pgbench output:\n{stdout}"))?;
+    let clk_tck = clock_ticks_per_second();
+    let client_ticks = children_ticks()?.saturating_sub(children_before);
+    figures.client_cpu_us_per_txn = us_per(client_ticks, clk_tck, figures.transactions as f64);
+    figures.postgres_cpu_us_per_txn =
+        postgres.and_then(|ticks| us_per(ticks, clk_tck, figures.tps * f64::from(window)));
+    Ok(figures)
 }
 
 /// Parses pgbench's summary.
@@ -737,6 +836,12 @@ struct Report<'a> {
     scratch: bool,
 }
 
+/// See [`Report::server_budget_us`]: `pgbench` is the machine's CPU per pgbench
+/// transaction, `others` what Postgres and wrk spend per list request.
+fn server_budget_us(pgbench: f64, others: f64) -> f64 {
+    (pgbench / LIST_RATIO_TARGET - others).max(0.0)
+}
+
 fn met(ok: bool) -> &'static str {
     if ok { "met" } else { "NOT met" }
 }
@@ -748,6 +853,17 @@ impl Report<'_> {
         } else {
             0.0
         }
+    }
+
+    /// The server CPU per list request at which the list would reach the ratio target,
+    /// if both runs keep the machine's cores busy: the list may then cost the machine
+    /// `1 / target` times what a pgbench transaction does, and Postgres and wrk take
+    /// their share of that first.
+    fn server_budget_us(&self) -> Option<f64> {
+        Some(server_budget_us(
+            self.pg.postgres_cpu_us_per_txn? + self.pg.client_cpu_us_per_txn?,
+            self.list.postgres_cpu_us_per_req? + self.list.client_cpu_us_per_req?,
+        ))
     }
 
     fn me_ratio(&self) -> f64 {
@@ -806,6 +922,37 @@ impl Report<'_> {
             format!("avg {:.2}", self.pg.latency_avg_ms)
         );
         let _ = writeln!(out);
+        let us = |v: Option<f64>| v.map_or_else(|| "n/a".to_owned(), |v| format!("{v:.0} µs"));
+        let _ = writeln!(
+            out,
+            "{:<30} {:>9} {:>9} {:>17}",
+            "CPU per request / transaction", "server", "Postgres", "load generator"
+        );
+        let _ = writeln!(
+            out,
+            "{:<30} {:>9} {:>9} {:>17}",
+            format!("GET {}", self.list.path),
+            format!("{:.0} µs", self.list.server_cpu_us_per_req),
+            us(self.list.postgres_cpu_us_per_req),
+            format!("{} (wrk)", us(self.list.client_cpu_us_per_req)),
+        );
+        let _ = writeln!(
+            out,
+            "{:<30} {:>9} {:>9} {:>17}",
+            "pgbench: list SQL",
+            "",
+            us(self.pg.postgres_cpu_us_per_txn),
+            format!("{} (pgbench)", us(self.pg.client_cpu_us_per_txn)),
+        );
+        if let Some(budget) = self.server_budget_us() {
+            let _ = writeln!(
+                out,
+                "with both runs CPU-bound, list / pgbench ≥ {LIST_RATIO_TARGET} leaves the server \
+                 {budget:.0} µs per list request (it spends {:.0})",
+                self.list.server_cpu_us_per_req
+            );
+        }
+        let _ = writeln!(out);
         let _ = writeln!(
             out,
             "list / pgbench:        {:.2}  (target ≥ {LIST_RATIO_TARGET}: {})",
@@ -853,6 +1000,8 @@ impl Report<'_> {
                 "non_2xx": r.wrk.non_2xx,
                 "socket_errors": r.wrk.socket_errors,
                 "server_cpu_us_per_request": r.server_cpu_us_per_req,
+                "postgres_cpu_us_per_request": r.postgres_cpu_us_per_req,
+                "wrk_cpu_us_per_request": r.client_cpu_us_per_req,
                 "machine_cpu_busy_pct": r.machine_busy_pct,
             })
         };
@@ -894,11 +1043,14 @@ impl Report<'_> {
                 "latency_avg_ms": self.pg.latency_avg_ms,
                 "transactions": self.pg.transactions,
                 "failed": self.pg.failed,
+                "postgres_cpu_us_per_transaction": self.pg.postgres_cpu_us_per_txn,
+                "pgbench_cpu_us_per_transaction": self.pg.client_cpu_us_per_txn,
                 "script": script,
             },
             "sql_matches_pg_stat_activity": self.list.sql_matches,
             "ratios": {
                 "list_over_pgbench": self.list_ratio(),
+                "server_cpu_budget_us_for_list_target": self.server_budget_us(),
                 "me_over_target": self.me_ratio(),
             },
             "targets": {
@@ -1020,6 +1172,37 @@ tps = 15061.700000 (without initial connection time)
             sampled[2].clone(),
         ];
         assert!(!sql_matches(&unscoped));
+    }
+
+    #[test]
+    fn postgres_cpu_counts_only_processes_that_ran_through_the_whole_window() {
+        let before = HashMap::from([(1, 10), (2, 5)]);
+        let after = HashMap::from([(1, 25), (3, 100)]);
+        assert_eq!(postgres_ticks_between(&before, &after), 15);
+    }
+
+    #[test]
+    fn cpu_ticks_become_microseconds_per_unit_of_work() {
+        assert_eq!(us_per(250, 100.0, 1000.0), Some(2500.0));
+        assert_eq!(us_per(0, 100.0, 1000.0), None);
+        assert_eq!(us_per(250, 100.0, 0.0), None);
+    }
+
+    #[test]
+    fn this_process_stat_is_read_past_its_name() {
+        let (name, fields) = stat_of("self").unwrap();
+        assert!(!name.is_empty());
+        // Field 52 exists since Linux 3.5; utime (14) is where the CPU times start.
+        assert!(fields.len() >= 50, "{fields:?}");
+        assert!(children_ticks().is_ok());
+    }
+
+    #[test]
+    fn the_servers_budget_is_what_the_target_leaves_after_postgres_and_wrk() {
+        // Session 9: pgbench 73 + 21 µs per transaction; the list's Postgres and wrk
+        // 108 + 21 µs per request.
+        assert_eq!(server_budget_us(94.0, 129.0), 59.0);
+        assert_eq!(server_budget_us(50.0, 129.0), 0.0);
     }
 
     #[test]
