@@ -486,17 +486,23 @@ impl Load<'_> {
             .spawn()
             .context("could not start wrk")?;
         let mut sampled_sql = Vec::new();
+        // psql is a child too: its CPU is not wrk's.
+        let mut sampler_ticks = 0;
         if let Some(sampler) = sampler {
             std::thread::sleep(Duration::from_secs(u64::from(self.args.duration) / 2));
+            let before = children_ticks()?;
             sampled_sql = sampler.sample().unwrap_or_else(|err| {
                 say!("bench: could not sample pg_stat_activity: {err:#}");
                 Vec::new()
             });
+            sampler_ticks = children_ticks()?.saturating_sub(before);
         }
         let output = child.wait_with_output()?;
         let cpu_after = process_ticks(self.server_pid)?;
         let machine_after = machine_ticks()?;
-        let client_ticks = children_ticks()?.saturating_sub(children_before);
+        let client_ticks = children_ticks()?
+            .saturating_sub(children_before)
+            .saturating_sub(sampler_ticks);
         let postgres_ticks = postgres_ticks_between(&postgres_before, &postgres_ticks());
         let stdout = String::from_utf8_lossy(&output.stdout);
         if !output.status.success() {
@@ -610,7 +616,10 @@ fn stat_of(pid: &str) -> Option<(String, Vec<u64>)> {
 
 /// Field `n` (1-based, as in `proc(5)`) of what [`stat_of`] returns.
 fn stat_field(fields: &[u64], n: usize) -> u64 {
-    fields.get(n - 3).copied().unwrap_or(0)
+    n.checked_sub(3)
+        .and_then(|i| fields.get(i))
+        .copied()
+        .unwrap_or(0)
 }
 
 /// User + system CPU ticks of one process.
@@ -768,9 +777,11 @@ fn run_pgbench(
     let window = args.duration.saturating_sub(2);
     let postgres = if window >= 2 {
         std::thread::sleep(Duration::from_secs(1));
+        let started = std::time::Instant::now();
         let before = postgres_ticks();
         std::thread::sleep(Duration::from_secs(u64::from(window)));
-        Some(postgres_ticks_between(&before, &postgres_ticks()))
+        let ticks = postgres_ticks_between(&before, &postgres_ticks());
+        Some((ticks, started.elapsed().as_secs_f64()))
     } else {
         None
     };
@@ -789,7 +800,7 @@ fn run_pgbench(
     let client_ticks = children_ticks()?.saturating_sub(children_before);
     figures.client_cpu_us_per_txn = us_per(client_ticks, clk_tck, figures.transactions as f64);
     figures.postgres_cpu_us_per_txn =
-        postgres.and_then(|ticks| us_per(ticks, clk_tck, figures.tps * f64::from(window)));
+        postgres.and_then(|(ticks, secs)| us_per(ticks, clk_tck, figures.tps * secs));
     Ok(figures)
 }
 

@@ -263,10 +263,10 @@ async fn every_trellis_function_resolves_names_through_a_fixed_path_with_pg_temp
         .filter_map(|r| {
             let function: String = r.try_get("", "function").unwrap();
             let path: String = r.try_get("", "path").unwrap();
-            (!path.ends_with(", pg_temp")).then(|| {
+            (path != "search_path=pg_catalog, public, pg_temp").then(|| {
                 format!(
                     "{function}: search_path must be fixed with pg_temp last (got {path:?}); \
-                     add `SET search_path = public, pg_temp` to the function"
+                     add `SET search_path = pg_catalog, public, pg_temp` to the function"
                 )
             })
         })
