@@ -199,6 +199,7 @@ pub fn api(root: &Path, args: &ApiArgs) -> Result<ExitCode> {
         &script_path,
         &tenant.id,
         args,
+        clk_tck,
     )?;
 
     let report = Report {
@@ -622,11 +623,16 @@ fn stat_field(fields: &[u64], n: usize) -> u64 {
         .unwrap_or(0)
 }
 
+/// User + system CPU ticks (utime + stime) in what [`stat_of`] returns.
+fn cpu_ticks(fields: &[u64]) -> u64 {
+    stat_field(fields, 14) + stat_field(fields, 15)
+}
+
 /// User + system CPU ticks of one process.
 fn process_ticks(pid: u32) -> Result<u64> {
     let (_, fields) =
         stat_of(&pid.to_string()).with_context(|| format!("could not read /proc/{pid}/stat"))?;
-    Ok(stat_field(&fields, 14) + stat_field(&fields, 15))
+    Ok(cpu_ticks(&fields))
 }
 
 /// User + system CPU ticks of this process's children that have been waited for: what
@@ -646,7 +652,7 @@ fn postgres_ticks() -> HashMap<u32, u64> {
         let name = entry.ok()?.file_name().into_string().ok()?;
         let pid: u32 = name.parse().ok()?;
         let (comm, fields) = stat_of(&name)?;
-        (comm == "postgres").then(|| (pid, stat_field(&fields, 14) + stat_field(&fields, 15)))
+        (comm == "postgres").then(|| (pid, cpu_ticks(&fields)))
     })
     .collect()
 }
@@ -716,9 +722,9 @@ fn is_uuid(s: &str) -> bool {
 /// The list endpoint's unit of work as a pgbench script: the adapter's statements with
 /// the `SELECT`'s `$1`/`$2` turned into pgbench variables, which `-M prepared` sends as
 /// parameters. `SET` takes no parameters, so the tenant id (a UUID, checked by the
-/// caller) goes into it as the literal the adapter sends too. The adapter sends `BEGIN` and the scope as one message;
-/// prepared mode cannot take two statements in one, so they go in one pipeline (one
-/// round trip, like the adapter's). The adapter's `ROLLBACK` travels with the pool's
+/// caller) goes into it as the literal the adapter sends too. The adapter sends `BEGIN`
+/// and the scope as one message; prepared mode cannot take two statements in one, so
+/// they go in one pipeline (one round trip, like the adapter's). The adapter's `ROLLBACK` travels with the pool's
 /// check of the returned connection, one round trip too, only off the request's path.
 fn pgbench_script(tenant_id: &str) -> String {
     let (begin, set) = OPEN_READ_SQL
@@ -751,6 +757,7 @@ fn run_pgbench(
     script: &Path,
     tenant_id: &str,
     args: &ApiArgs,
+    clk_tck: f64,
 ) -> Result<PgFigures> {
     let mut cmd = Command::new(pgbench);
     cmd.args(["-n", "-M", "prepared"])
@@ -796,7 +803,6 @@ fn run_pgbench(
     }
     let mut figures =
         parse_pgbench(&stdout).with_context(|| format!("unexpected pgbench output:\n{stdout}"))?;
-    let clk_tck = clock_ticks_per_second();
     let client_ticks = children_ticks()?.saturating_sub(children_before);
     figures.client_cpu_us_per_txn = us_per(client_ticks, clk_tck, figures.transactions as f64);
     figures.postgres_cpu_us_per_txn =
@@ -934,27 +940,29 @@ impl Report<'_> {
         );
         let _ = writeln!(out);
         let us = |v: Option<f64>| v.map_or_else(|| "n/a".to_owned(), |v| format!("{v:.0} µs"));
-        let _ = writeln!(
-            out,
-            "{:<30} {:>9} {:>9} {:>17}",
-            "CPU per request / transaction", "server", "Postgres", "load generator"
-        );
-        let _ = writeln!(
-            out,
-            "{:<30} {:>9} {:>9} {:>17}",
-            format!("GET {}", self.list.path),
-            format!("{:.0} µs", self.list.server_cpu_us_per_req),
-            us(self.list.postgres_cpu_us_per_req),
-            format!("{} (wrk)", us(self.list.client_cpu_us_per_req)),
-        );
-        let _ = writeln!(
-            out,
-            "{:<30} {:>9} {:>9} {:>17}",
-            "pgbench: list SQL",
-            "",
-            us(self.pg.postgres_cpu_us_per_txn),
-            format!("{} (pgbench)", us(self.pg.client_cpu_us_per_txn)),
-        );
+        let cpu_rows = [
+            [
+                "CPU per request / transaction".to_owned(),
+                "server".to_owned(),
+                "Postgres".to_owned(),
+                "load generator".to_owned(),
+            ],
+            [
+                format!("GET {}", self.list.path),
+                us(Some(self.list.server_cpu_us_per_req)),
+                us(self.list.postgres_cpu_us_per_req),
+                format!("{} (wrk)", us(self.list.client_cpu_us_per_req)),
+            ],
+            [
+                "pgbench: list SQL".to_owned(),
+                String::new(),
+                us(self.pg.postgres_cpu_us_per_txn),
+                format!("{} (pgbench)", us(self.pg.client_cpu_us_per_txn)),
+            ],
+        ];
+        for [what, server, postgres, client] in cpu_rows {
+            let _ = writeln!(out, "{what:<30} {server:>9} {postgres:>9} {client:>17}");
+        }
         if let Some(budget) = self.server_budget_us() {
             let _ = writeln!(
                 out,
