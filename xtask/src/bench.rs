@@ -49,6 +49,8 @@ const ME_TARGET_RPS: f64 = 20_000.0;
 const LIST_RATIO_TARGET: f64 = 0.5;
 /// The scratch database the bench creates on the local server.
 const BENCH_DATABASE: &str = "trellis_bench";
+/// At most this many samples of `pg_stat_activity` while the list runs.
+const SQL_SAMPLES: usize = 20;
 /// Page size the list endpoint is loaded with.
 const LIST_LIMIT: u32 = 20;
 /// The paths under load.
@@ -492,10 +494,22 @@ impl Load<'_> {
         if let Some(sampler) = sampler {
             std::thread::sleep(Duration::from_secs(u64::from(self.args.duration) / 2));
             let before = children_ticks()?;
-            sampled_sql = sampler.sample().unwrap_or_else(|err| {
-                say!("bench: could not sample pg_stat_activity: {err:#}");
-                Vec::new()
-            });
+            // A pipelined connection shows its last statement, mostly the `ROLLBACK`:
+            // a few samples are pooled until both statements have been seen.
+            for _ in 0..SQL_SAMPLES {
+                match sampler.sample() {
+                    Ok(sampled) => sampled_sql.extend(sampled),
+                    Err(err) => {
+                        say!("bench: could not sample pg_stat_activity: {err:#}");
+                        break;
+                    }
+                }
+                sampled_sql.sort();
+                sampled_sql.dedup();
+                if sql_matches(&sampled_sql) {
+                    break;
+                }
+            }
             sampler_ticks = children_ticks()?.saturating_sub(before);
         }
         let output = child.wait_with_output()?;
@@ -722,10 +736,12 @@ fn is_uuid(s: &str) -> bool {
 /// The list endpoint's unit of work as a pgbench script: the adapter's statements with
 /// the `SELECT`'s `$1`/`$2` turned into pgbench variables, which `-M prepared` sends as
 /// parameters. `SET` takes no parameters, so the tenant id (a UUID, checked by the
-/// caller) goes into it as the literal the adapter sends too. The adapter sends `BEGIN`
-/// and the scope as one message; prepared mode cannot take two statements in one, so
-/// they go in one pipeline (one round trip, like the adapter's). The adapter's `ROLLBACK` travels with the pool's
-/// check of the returned connection, one round trip too, only off the request's path.
+/// caller) goes into it as the literal the adapter sends too.
+///
+/// The adapter sends the unit as one pipeline (`crates/adapters/postgres/src/pipelined.rs`):
+/// `BEGIN` and the scope in one message, the `SELECT`, and the `ROLLBACK`, each ending
+/// in its own sync point, all in one write. The script does the same: one pipeline
+/// with a sync after the opening, after the `SELECT` and at its end.
 fn pgbench_script(tenant_id: &str) -> String {
     let (begin, set) = OPEN_READ_SQL
         .split_once("; ")
@@ -734,7 +750,9 @@ fn pgbench_script(tenant_id: &str) -> String {
     let list = LIST_USERS_SQL
         .replace("$1", ":tenant")
         .replace("$2", ":limit");
-    format!("\\startpipeline\n{begin};\n{set};\n\\endpipeline\n{list};\nROLLBACK;\n")
+    format!(
+        "\\startpipeline\n{begin};\n{set};\n\\syncpipeline\n{list};\n\\syncpipeline\nROLLBACK;\n\\endpipeline\n"
+    )
 }
 
 /// What pgbench measured.
@@ -1164,16 +1182,18 @@ tps = 15061.700000 (without initial connection time)
     fn the_pgbench_script_is_the_adapters_unit_of_work() {
         let script = pgbench_script("01a23d69-ced5-7463-830a-2cd3cefc0b40");
         let lines: Vec<&str> = script.lines().collect();
-        assert_eq!(lines.len(), 6);
+        assert_eq!(lines.len(), 8);
         assert_eq!(lines[0], "\\startpipeline");
         assert_eq!(lines[1], "BEGIN READ ONLY;");
         assert_eq!(
             lines[2],
             "SET LOCAL trellis.tenant_id = '01a23d69-ced5-7463-830a-2cd3cefc0b40';"
         );
-        assert_eq!(lines[3], "\\endpipeline");
+        assert_eq!(lines[3], "\\syncpipeline");
         assert!(lines[4].ends_with("= :tenant AND \"users\".\"deleted_at\" IS NULL ORDER BY \"users\".\"id\" ASC LIMIT :limit;"));
-        assert_eq!(lines[5], "ROLLBACK;");
+        assert_eq!(lines[5], "\\syncpipeline");
+        assert_eq!(lines[6], "ROLLBACK;");
+        assert_eq!(lines[7], "\\endpipeline");
         assert!(!script.contains('$'));
     }
 

@@ -216,9 +216,12 @@ fn memory_stores(config: &Config) -> anyhow::Result<Stores> {
 
 /// The Postgres adapters, with the caches and the replica the configuration asks for.
 async fn postgres_stores(config: &Config, url: &str) -> anyhow::Result<Stores> {
-    let store = PgStore::connect(url, config.db_max_connections)
+    let mut store = PgStore::connect(url, config.db_max_connections)
         .await
         .context("failed to connect to PostgreSQL (DATABASE_URL)")?;
+    if !config.db_pipelined_reads {
+        store = store.without_pipelined_reads();
+    }
     let readiness: Arc<dyn Readiness> = Arc::new(PgReadiness(store.clone()));
     let default_dir = BlobSetting::Dir(std::path::PathBuf::from(".trellis/blobs"));
     let blobs = blob_store(config.rag.blobs.as_ref().unwrap_or(&default_dir))?;

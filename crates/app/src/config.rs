@@ -22,6 +22,9 @@ pub struct Config {
     /// The owner role for migrations; defaults to `database_url`.
     pub migration_database_url: Option<String>,
     pub db_max_connections: u32,
+    /// Whether one-statement reads may go over a second, pipelining pool of at most
+    /// `db_max_connections` (where no TLS would be lost; see `PgStore::connect`).
+    pub db_pipelined_reads: bool,
     /// Users kept in process by the Postgres adapter (`PgCachedUsers`); 0: none.
     pub user_cache_max: usize,
     /// Knowledge collections kept in process (`PgCachedCollections`); 0: none.
@@ -158,6 +161,7 @@ impl std::fmt::Debug for Config {
             .field("bind", &self.bind)
             .field("database", &self.database_url.as_ref().map(|_| "<set>"))
             .field("db_max_connections", &self.db_max_connections)
+            .field("db_pipelined_reads", &self.db_pipelined_reads)
             .field("body_limit_bytes", &self.body_limit_bytes)
             .finish_non_exhaustive()
     }
@@ -170,6 +174,7 @@ impl Default for Config {
             database_url: None,
             migration_database_url: None,
             db_max_connections: 16,
+            db_pipelined_reads: true,
             user_cache_max: trellis_postgres::DEFAULT_MAX_CACHED_USERS,
             collection_cache_max: trellis_postgres::DEFAULT_MAX_CACHED_COLLECTIONS,
             tenant_cache_max: trellis_postgres::DEFAULT_MAX_CACHED_TENANTS,
@@ -246,6 +251,7 @@ impl Config {
             database_url: var("DATABASE_URL"),
             migration_database_url: var("TRELLIS_MIGRATION_DATABASE_URL"),
             db_max_connections: parsed("TRELLIS_DB_MAX_CONNECTIONS", d.db_max_connections)?,
+            db_pipelined_reads: parsed("TRELLIS_DB_PIPELINED_READS", d.db_pipelined_reads)?,
             user_cache_max: parsed("TRELLIS_USER_CACHE_MAX", d.user_cache_max)?,
             collection_cache_max: parsed("TRELLIS_COLLECTION_CACHE_MAX", d.collection_cache_max)?,
             tenant_cache_max: parsed("TRELLIS_TENANT_CACHE_MAX", d.tenant_cache_max)?,

@@ -12,6 +12,7 @@ mod entity;
 mod error;
 mod mapper;
 mod migrate;
+mod pipelined;
 mod rag_mapper;
 mod repo;
 mod store;

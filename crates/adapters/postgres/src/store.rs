@@ -5,6 +5,7 @@
 //! forgets its own `tenant_id` filter.
 
 use crate::error::DomainError;
+use crate::pipelined::PipelinedReads;
 use crate::txn::{Access, Scope, Txn};
 use anyhow::Context as _;
 use sea_orm::{
@@ -36,6 +37,9 @@ pub struct PgStore {
     /// connection while the caller reads through others; were every connection held
     /// that way, those reads would wait for a connection that only they could free.
     uncommitted: Option<Arc<Semaphore>>,
+    /// Where one-statement reads go as one pipeline instead of three round trips
+    /// (see [`PipelinedReads`]); `None`: they take the sqlx path.
+    pipelined: Option<Arc<PipelinedReads>>,
 }
 
 impl PgStore {
@@ -61,7 +65,33 @@ impl PgStore {
         let db = Database::connect(opts)
             .await
             .context("failed to connect to Postgres")?;
-        Ok(Self::new(db))
+        let mut store = Self::new(db);
+        let max = usize::try_from(max_connections.max(1)).unwrap_or(1);
+        match PipelinedReads::for_url(url, max) {
+            Ok(reads) => store.pipelined = Some(Arc::new(reads)),
+            Err(why) => tracing::info!("one-statement reads take the sqlx path: {why}"),
+        }
+        Ok(store)
+    }
+
+    /// The same store with every read on the sqlx path: for an operator who wants one
+    /// pool of connections only (`TRELLIS_DB_PIPELINED_READS=false`), and for tests
+    /// of that path.
+    #[must_use]
+    pub fn without_pipelined_reads(mut self) -> Self {
+        self.pipelined = None;
+        self
+    }
+
+    /// Whether one-statement reads are sent as one pipeline.
+    #[must_use]
+    pub fn pipelines_reads(&self) -> bool {
+        self.pipelined.is_some()
+    }
+
+    /// The pipelined-read pool, when there is one.
+    pub(crate) fn pipelined(&self) -> Option<&PipelinedReads> {
+        self.pipelined.as_deref()
     }
 
     /// Wraps an existing connection pool.
@@ -76,6 +106,7 @@ impl PgStore {
             db,
             pool,
             uncommitted: (held > 0).then(|| Arc::new(Semaphore::new(held))),
+            pipelined: None,
         }
     }
 

@@ -5,7 +5,7 @@ use crate::entity::user::{ActiveModel, Column, Entity, Model};
 use crate::error::DomainError as _;
 use crate::mapper;
 use crate::store::{PgStore, finish_page, keyset};
-use crate::txn::Txn;
+use crate::txn::{Scope, Txn};
 use async_trait::async_trait;
 use sea_orm::sea_query::{Expr, SimpleExpr};
 use sea_orm::sqlx::{self, Row as _, postgres::PgRow};
@@ -56,34 +56,61 @@ fn live_users(tenant: TenantId) -> Select<Entity> {
     live(tenant).select_only().columns(USER_COLUMNS)
 }
 
-/// Runs a [`live_users`] query and reads its rows by position. SeaORM's derived
-/// `FromQueryResult` looks every column up by name and formats an error message for
-/// every NULL it meets (most optional user fields are NULL): on a page of twenty users
-/// that was a seventh of the list endpoint's CPU.
-async fn user_rows(txn: &Txn, select: Select<Entity>, what: &'static str) -> Result<Vec<Model>> {
-    let rows = txn
-        .rows(&select.build(DbBackend::Postgres))
-        .await
-        .map_err(E::db(what))?;
-    if let Some(first) = rows.first() {
-        check_user_columns(first, what)?;
+/// Runs a [`live_users`] query as a read of its own and reads its rows by position:
+/// pipelined where the store can (see `crate::pipelined`), else in a read-only unit of
+/// work on sqlx.
+///
+/// By position, because SeaORM's derived `FromQueryResult` looks every column up by
+/// name and formats an error message for every NULL it meets (most optional user fields
+/// are NULL): on a page of twenty users that was a seventh of the list endpoint's CPU.
+async fn read_users(
+    store: &PgStore,
+    ctx: &TenantCtx,
+    select: Select<Entity>,
+    what: &'static str,
+) -> Result<Vec<Model>> {
+    let stmt = select.build(DbBackend::Postgres);
+    if let Some(reads) = store.pipelined() {
+        let rows = reads
+            .rows(Scope::Tenant(ctx.tenant_id()), &stmt)
+            .await
+            .map_err(|e| failed(e, what))?;
+        if let Some(rows) = rows {
+            if let Some(first) = rows.first() {
+                check_user_columns(first.columns().iter().map(|c| c.name()), what)?;
+            }
+            return rows
+                .iter()
+                .map(pipelined_user_row)
+                .collect::<std::result::Result<_, _>>()
+                .map_err(|e| failed(anyhow::Error::new(e), what));
+        }
     }
-    rows.iter()
-        .map(user_row)
-        .collect::<std::result::Result<_, _>>()
-        .map_err(|e| {
-            anyhow::Error::new(e)
-                .context(format!("failed to {what}"))
-                .into()
+    store
+        .in_tenant_read(ctx, move |txn| {
+            Box::pin(async move {
+                let rows = txn.rows(&stmt).await.map_err(E::db(what))?;
+                if let Some(first) = rows.first() {
+                    use sea_orm::sqlx::Column as _;
+                    check_user_columns(first.columns().iter().map(|c| c.name()), what)?;
+                }
+                rows.iter()
+                    .map(user_row)
+                    .collect::<std::result::Result<_, _>>()
+                    .map_err(|e| failed(anyhow::Error::new(e), what))
+            })
         })
+        .await
+}
+
+fn failed(e: anyhow::Error, what: &'static str) -> E {
+    e.context(format!("failed to {what}")).into()
 }
 
 /// Reading by position is only right if the row has [`USER_COLUMNS`] in order. A query
 /// not built on [`live_users`] would have all the table's columns, and its text fields
 /// would land in the wrong places silently, so the names are checked once per query.
-fn check_user_columns(row: &PgRow, what: &'static str) -> Result<()> {
-    use sea_orm::sqlx::Column as _;
-    let names = row.columns().iter().map(|c| c.name());
+fn check_user_columns<'a>(names: impl Iterator<Item = &'a str>, what: &'static str) -> Result<()> {
     if names.ne(USER_COLUMNS.iter().map(|c| c.to_string())) {
         return Err(anyhow::anyhow!(
             "failed to {what}: the query returned columns other than USER_COLUMNS"
@@ -93,28 +120,41 @@ fn check_user_columns(row: &PgRow, what: &'static str) -> Result<()> {
     Ok(())
 }
 
-/// A `user::Model` from a row of [`USER_COLUMNS`], without its password hash.
+/// A `user::Model`, without its password hash, from a row of [`USER_COLUMNS`] of
+/// either client (both read a column by `try_get(position)`).
+macro_rules! user_from_row {
+    ($row:expr) => {
+        Model {
+            tenant_id: $row.try_get(0)?,
+            id: $row.try_get(1)?,
+            email: $row.try_get(2)?,
+            email_verified: $row.try_get(3)?,
+            password_hash: None,
+            name: $row.try_get(4)?,
+            username: $row.try_get(5)?,
+            avatar_url: $row.try_get(6)?,
+            role: $row.try_get(7)?,
+            tier: $row.try_get(8)?,
+            oauth_provider: $row.try_get(9)?,
+            oauth_subject: $row.try_get(10)?,
+            preferences: $row.try_get(11)?,
+            active: $row.try_get(12)?,
+            last_login_at: $row.try_get(13)?,
+            created_at: $row.try_get(14)?,
+            updated_at: $row.try_get(15)?,
+            deleted_at: None,
+        }
+    };
+}
+
 fn user_row(row: &PgRow) -> std::result::Result<Model, sqlx::Error> {
-    Ok(Model {
-        tenant_id: row.try_get(0)?,
-        id: row.try_get(1)?,
-        email: row.try_get(2)?,
-        email_verified: row.try_get(3)?,
-        password_hash: None,
-        name: row.try_get(4)?,
-        username: row.try_get(5)?,
-        avatar_url: row.try_get(6)?,
-        role: row.try_get(7)?,
-        tier: row.try_get(8)?,
-        oauth_provider: row.try_get(9)?,
-        oauth_subject: row.try_get(10)?,
-        preferences: row.try_get(11)?,
-        active: row.try_get(12)?,
-        last_login_at: row.try_get(13)?,
-        created_at: row.try_get(14)?,
-        updated_at: row.try_get(15)?,
-        deleted_at: None,
-    })
+    Ok(user_from_row!(row))
+}
+
+fn pipelined_user_row(
+    row: &tokio_postgres::Row,
+) -> std::result::Result<Model, tokio_postgres::Error> {
+    Ok(user_from_row!(row))
 }
 
 /// Sets `values` on one live user; `NotFound` when there is none in this tenant.
@@ -178,18 +218,12 @@ impl UserRepo for PgStore {
     }
 
     async fn get(&self, ctx: &TenantCtx, id: UserId) -> Result<User> {
-        let tenant = ctx.tenant_id();
-        self.in_tenant_read(ctx, move |txn| {
-            Box::pin(async move {
-                let select = live_users(tenant).filter(Column::Id.eq(id.as_uuid()));
-                let row = user_rows(txn, select, "load user")
-                    .await?
-                    .pop()
-                    .ok_or(E::NotFound("user"))?;
-                Ok(mapper::user(row)?)
-            })
-        })
-        .await
+        let select = live_users(ctx.tenant_id()).filter(Column::Id.eq(id.as_uuid()));
+        let row = read_users(self, ctx, select, "load user")
+            .await?
+            .pop()
+            .ok_or(E::NotFound("user"))?;
+        Ok(mapper::user(row)?)
     }
 
     async fn find_for_login(&self, ctx: &TenantCtx, email: &Email) -> Result<Option<LoginRecord>> {
@@ -214,22 +248,15 @@ impl UserRepo for PgStore {
         filter: &UserFilter,
         page: PageRequest,
     ) -> Result<Page<User>> {
-        let tenant = ctx.tenant_id();
-        let filter = filter.clone();
-        self.in_tenant_read(ctx, move |txn| {
-            Box::pin(async move {
-                let mut select = live_users(tenant);
-                if let Some(role) = filter.role {
-                    select = select.filter(Column::Role.eq(role.as_str()));
-                }
-                if let Some(active) = filter.active {
-                    select = select.filter(Column::Active.eq(active));
-                }
-                let rows = user_rows(txn, keyset(select, Column::Id, page), "list users").await?;
-                Ok(finish_page(page, rows, |r| r.id, mapper::user)?)
-            })
-        })
-        .await
+        let mut select = live_users(ctx.tenant_id());
+        if let Some(role) = filter.role {
+            select = select.filter(Column::Role.eq(role.as_str()));
+        }
+        if let Some(active) = filter.active {
+            select = select.filter(Column::Active.eq(active));
+        }
+        let rows = read_users(self, ctx, keyset(select, Column::Id, page), "list users").await?;
+        Ok(finish_page(page, rows, |r| r.id, mapper::user)?)
     }
 
     async fn update(&self, ctx: &TenantCtx, id: UserId, patch: UserPatch) -> Result<User> {

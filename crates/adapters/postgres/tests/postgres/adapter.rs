@@ -322,20 +322,43 @@ async fn idle_in_transaction(observer: &sea_orm::DatabaseConnection, application
     rows[0].try_get("", "n").unwrap()
 }
 
-#[tokio::test]
-async fn a_request_dropped_while_its_transaction_begins_leaves_no_open_transaction_behind() {
-    let setup = store().await;
-    let (_, ctx, admin) = tenant(&setup).await;
-    let application = format!("trellis_drop_{}", uuid::Uuid::now_v7().simple());
+/// A store of one connection (per pool) whose sessions carry their own
+/// `application_name`, so a test can find them in `pg_stat_activity`; and that name.
+async fn named_store(prefix: &str) -> (PgStore, String) {
+    let application = format!("{prefix}_{}", uuid::Uuid::now_v7().simple());
     let url = super::support::app_url();
     let sep = if url.contains('?') { '&' } else { '?' };
     let store = PgStore::connect(&format!("{url}{sep}application_name={application}"), 1)
         .await
         .unwrap();
+    (store, application)
+}
+
+#[tokio::test]
+async fn a_request_dropped_while_its_transaction_begins_leaves_no_open_transaction_behind() {
+    dropped_requests_leave_no_open_transaction(false).await;
+}
+
+#[tokio::test]
+async fn a_request_dropped_while_its_pipelined_read_runs_leaves_no_open_transaction_behind() {
+    dropped_requests_leave_no_open_transaction(true).await;
+}
+
+async fn dropped_requests_leave_no_open_transaction(pipelined: bool) {
+    let setup = store().await;
+    let (_, ctx, admin) = tenant(&setup).await;
+    let (store, application) = named_store("trellis_drop").await;
+    let store = if pipelined {
+        store
+    } else {
+        store.without_pipelined_reads()
+    };
+    let url = super::support::app_url();
     // Open the pool's one connection, so the next unit of work starts at once.
     UserRepo::get(&store, &ctx, admin).await.unwrap();
     // The app role sees its own sessions' state in pg_stat_activity.
     let observer = raw(&url).await;
+    let sessions_before = sessions(&observer, &application).await;
     for polls in 1..=20 {
         // Dropped after `polls` polls, as when a client hangs up mid-request: after one
         // poll the unit of work has sent BEGIN and waits for the answer.
@@ -361,4 +384,64 @@ async fn a_request_dropped_while_its_transaction_begins_leaves_no_open_transacti
         // And the connection still serves the next request.
         UserRepo::get(&store, &ctx, admin).await.unwrap();
     }
+    if pipelined {
+        // A pipelined read's requests all leave in its first poll and run to their
+        // ROLLBACK, so its connection goes back to the pool: no reconnecting per
+        // cancelled request.
+        assert_eq!(sessions(&observer, &application).await, sessions_before);
+    }
+}
+
+/// The process ids of the sessions named `application`, in order.
+async fn sessions(observer: &sea_orm::DatabaseConnection, application: &str) -> Vec<i32> {
+    let rows = super::support::query(
+        observer,
+        &format!(
+            "SELECT pid FROM pg_stat_activity WHERE application_name = '{application}' ORDER BY pid"
+        ),
+    )
+    .await;
+    rows.iter().map(|r| r.try_get("", "pid").unwrap()).collect()
+}
+
+#[tokio::test]
+async fn on_a_loopback_server_one_statement_reads_are_pipelined_unless_turned_off() {
+    // `cargo xtask test` provisions a loopback server; a DATABASE_URL elsewhere may
+    // rightly get none (TLS), and the conformance suite covers both paths anyway.
+    let url = super::support::app_url();
+    let local = ["@127.0.0.1", "@localhost", "@[::1]"]
+        .iter()
+        .any(|host| url.contains(host));
+    let store = store().await;
+    if local {
+        assert!(store.pipelines_reads());
+    }
+    assert!(!store.without_pipelined_reads().pipelines_reads());
+}
+
+#[tokio::test]
+async fn a_pipelined_connection_the_server_ended_is_replaced_without_failing_a_read() {
+    let setup = store().await;
+    let (_, ctx, admin) = tenant(&setup).await;
+    let (store, application) = named_store("trellis_ended").await;
+    let url = super::support::app_url();
+    UserRepo::get(&store, &ctx, admin).await.unwrap();
+    // As after a server restart or an idle timeout: every session of the store ends.
+    let observer = raw(&url).await;
+    let rows = super::support::query(
+        &observer,
+        &format!(
+            "SELECT count(pg_terminate_backend(pid)) AS n FROM pg_stat_activity
+              WHERE application_name = '{application}'"
+        ),
+    )
+    .await;
+    let ended: i64 = rows[0].try_get("", "n").unwrap();
+    assert!(ended >= 1, "the store's sessions were found and ended");
+    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    let page = UserRepo::list(&store, &ctx, &Default::default(), Default::default())
+        .await
+        .unwrap();
+    assert_eq!(page.items.len(), 1);
+    assert_eq!(UserRepo::get(&store, &ctx, admin).await.unwrap().id, admin);
 }

@@ -1,0 +1,296 @@
+//! Pipelined reads: a read-only unit of work of one statement, sent to Postgres as one
+//! write instead of three round trips.
+//!
+//! sqlx waits for each statement's answer before it sends the next, and pings every
+//! connection it takes back, so a one-statement read through [`crate::txn::Txn`] costs
+//! three round trips: the opening (`BEGIN READ ONLY; SET LOCAL …`), the statement, and
+//! the `ROLLBACK` with the pool's check. On loopback every round trip wakes the backend
+//! and then the server again, and on two cores shared with Postgres those switches
+//! cost more than the statements themselves. tokio-postgres sends requests made
+//! together in one write and matches the answers up in order, so here the opening,
+//! the statement and the `ROLLBACK` leave together: one wake-up on each side.
+//!
+//! The same rules hold as on [`crate::txn::Txn`]: the scope is set with `SET LOCAL` in
+//! the transaction the statement runs in, the transaction is read-only, and it always
+//! ends in `ROLLBACK`, so nothing leaks to the connection's next unit of work. Postgres
+//! runs a connection's requests in the order they were sent; if the opening fails,
+//! the statement's rows are thrown away with it.
+//!
+//! These connections are a second, small pool beside sqlx's, made lazily, at most as
+//! many as sqlx's. They carry no TLS: the pool is only made where no TLS would be lost
+//! (see [`PipelinedReads::for_url`]); elsewhere reads take the sqlx path.
+
+use crate::txn::{Access, Scope, opening_sql};
+use anyhow::Context as _;
+use sea_orm::sea_query::Value;
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::sync::Mutex;
+use tokio::sync::Semaphore;
+use tokio_postgres::config::{Host, SslMode};
+use tokio_postgres::types::ToSql;
+use tokio_postgres::{Client, Config, NoTls, Row, Statement};
+
+/// Prepared statements kept per connection. The reads that come here are a handful of
+/// shapes; the bound only guards against a caller that builds unbounded SQL.
+const MAX_STATEMENTS: usize = 64;
+
+/// A connection with the statements prepared on it.
+struct Conn {
+    client: Client,
+    statements: HashMap<String, Statement>,
+}
+
+/// The pool of pipelining connections.
+pub(crate) struct PipelinedReads {
+    config: Config,
+    idle: Mutex<Vec<Conn>>,
+    permits: Semaphore,
+}
+
+impl std::fmt::Debug for PipelinedReads {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PipelinedReads")
+            .field("max_connections", &self.permits.available_permits())
+            .finish_non_exhaustive()
+    }
+}
+
+/// Why a URL gets no pipelined reads.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum NotPipelined {
+    /// tokio-postgres does not read this URL (a parameter only sqlx knows, say).
+    Unparsed(String),
+    /// The URL asks for TLS (`sslmode=require` or stricter).
+    TlsRequired,
+    /// `sslmode=prefer` (the default) to a host that is not loopback: sqlx would use
+    /// TLS where the server offers it, and these connections must not send in clear
+    /// what sqlx's would have encrypted.
+    TlsPreferred,
+}
+
+impl std::fmt::Display for NotPipelined {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Unparsed(e) => write!(f, "the database URL is not one tokio-postgres reads ({e})"),
+            Self::TlsRequired => f.write_str("the database URL requires TLS"),
+            Self::TlsPreferred => f.write_str(
+                "the database URL prefers TLS to a host that is not loopback (set sslmode=disable where that is intended)",
+            ),
+        }
+    }
+}
+
+/// Whether every host of `config` is on this machine: loopback addresses, `localhost`
+/// or a Unix socket directory.
+fn local_only(config: &Config) -> bool {
+    let hosts = config.get_hosts();
+    !hosts.is_empty()
+        && hosts.iter().all(|host| match host {
+            Host::Tcp(name) => {
+                name.eq_ignore_ascii_case("localhost")
+                    || name
+                        .trim_start_matches('[')
+                        .trim_end_matches(']')
+                        .parse::<IpAddr>()
+                        .is_ok_and(|ip| ip.is_loopback())
+            }
+            Host::Unix(_) => true,
+        })
+}
+
+impl PipelinedReads {
+    /// A pool for `url` of at most `max_connections`, or why there is none.
+    pub(crate) fn for_url(url: &str, max_connections: usize) -> Result<Self, NotPipelined> {
+        let config: Config = url
+            .parse()
+            .map_err(|e: tokio_postgres::Error| NotPipelined::Unparsed(e.to_string()))?;
+        match config.get_ssl_mode() {
+            SslMode::Disable => {}
+            SslMode::Prefer if local_only(&config) => {}
+            SslMode::Prefer => return Err(NotPipelined::TlsPreferred),
+            _ => return Err(NotPipelined::TlsRequired),
+        }
+        Ok(Self {
+            config,
+            idle: Mutex::new(Vec::new()),
+            permits: Semaphore::new(max_connections.max(1)),
+        })
+    }
+
+    /// Runs `stmt` in a read-only unit of work scoped to `scope`. `Ok(None)` when a
+    /// bound value is of a type this path does not send: the caller then takes the
+    /// sqlx path.
+    pub(crate) async fn rows(
+        &self,
+        scope: Scope,
+        stmt: &sea_orm::Statement,
+    ) -> anyhow::Result<Option<Vec<Row>>> {
+        let values = stmt.values.as_ref().map_or(&[][..], |v| v.0.as_slice());
+        let Some(params) = values.iter().map(param).collect::<Option<Vec<_>>>() else {
+            return Ok(None);
+        };
+        let params: Vec<&(dyn ToSql + Sync)> = params.iter().map(|p| &**p as _).collect();
+        let opening = opening_sql(scope, Access::ReadOnly);
+
+        let _permit = self.permits.acquire().await.context("pool closed")?;
+        let mut held = Held {
+            pool: self,
+            conn: Some(self.checkout().await?),
+        };
+        let result = held.pipeline(&opening, &stmt.sql, &params).await;
+        if result.is_err() {
+            // Not knowing what state an error left the connection in, drop it (and
+            // tokio-postgres closes it) rather than hand it to the next read.
+            held.conn = None;
+        }
+        result.map(Some)
+    }
+
+    async fn checkout(&self) -> anyhow::Result<Conn> {
+        loop {
+            let idle = self.idle.lock().ok().and_then(|mut idle| idle.pop());
+            match idle {
+                // A connection the server closed (a restart, an idle timeout) is known
+                // to be closed by now: its task reads the socket all the time.
+                Some(conn) if conn.client.is_closed() => {}
+                Some(conn) => return Ok(conn),
+                None => break,
+            }
+        }
+        let (client, connection) = self
+            .config
+            .connect(NoTls)
+            .await
+            .context("could not connect to Postgres for pipelined reads")?;
+        tokio::spawn(async move {
+            if let Err(e) = connection.await {
+                tracing::debug!(error = %e, "a pipelined-read connection ended");
+            }
+        });
+        Ok(Conn {
+            client,
+            statements: HashMap::new(),
+        })
+    }
+
+    fn checkin(&self, conn: Conn) {
+        if let Ok(mut idle) = self.idle.lock() {
+            idle.push(conn);
+        }
+    }
+}
+
+/// A connection taken from the pool, given back when this is dropped: when the read
+/// finished, and also when the caller gave up on it (a client hung up). Once the three
+/// requests are queued they run to the `ROLLBACK` whether or not anyone waits for the
+/// answers, and the next read's requests queue behind them, so the connection is
+/// never handed on inside the transaction. Dropping it instead would cost a new
+/// connection for every cancelled request.
+struct Held<'a> {
+    pool: &'a PipelinedReads,
+    conn: Option<Conn>,
+}
+
+impl Drop for Held<'_> {
+    fn drop(&mut self) {
+        if let Some(conn) = self.conn.take() {
+            self.pool.checkin(conn);
+        }
+    }
+}
+
+impl Held<'_> {
+    async fn pipeline(
+        &mut self,
+        opening: &str,
+        sql: &str,
+        params: &[&(dyn ToSql + Sync)],
+    ) -> anyhow::Result<Vec<Row>> {
+        let conn = self.conn.as_mut().context("no connection")?;
+        let statement = conn.prepared(sql).await?;
+        // `join3` polls in order, so the three requests are queued in this order in
+        // its first poll and go out in one write.
+        let (opened, rows, ended) = futures::future::join3(
+            conn.client.batch_execute(opening),
+            conn.client.query(&statement, params),
+            conn.client.batch_execute("ROLLBACK"),
+        )
+        .await;
+        opened.context("could not open the read")?;
+        ended.context("could not end the read")?;
+        Ok(rows?)
+    }
+}
+
+impl Conn {
+    /// `sql` prepared on this connection (a round trip the first time only).
+    async fn prepared(&mut self, sql: &str) -> anyhow::Result<Statement> {
+        if let Some(statement) = self.statements.get(sql) {
+            return Ok(statement.clone());
+        }
+        let statement = self.client.prepare(sql).await?;
+        if self.statements.len() >= MAX_STATEMENTS {
+            self.statements.clear();
+        }
+        self.statements.insert(sql.to_owned(), statement.clone());
+        Ok(statement)
+    }
+}
+
+/// A bound value as tokio-postgres sends it, for the types the reads on this path bind
+/// (ids, flags, text, limits). `None` for any other: the read takes the sqlx path.
+fn param(value: &Value) -> Option<Box<dyn ToSql + Sync + Send>> {
+    Some(match value {
+        Value::Uuid(Some(u)) => Box::new(*u),
+        Value::Bool(Some(b)) => Box::new(*b),
+        Value::String(Some(s)) => Box::new(s.clone()),
+        Value::Int(Some(i)) => Box::new(*i),
+        Value::BigInt(Some(i)) => Box::new(*i),
+        // sqlx sends unsigned integers as `INT8` too (`LIMIT` is one).
+        Value::Unsigned(Some(i)) => Box::new(i64::from(*i)),
+        Value::BigUnsigned(Some(i)) => Box::new(i64::try_from(*i).ok()?),
+        _ => return None,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn verdict(url: &str) -> Result<(), NotPipelined> {
+        PipelinedReads::for_url(url, 1).map(|_| ())
+    }
+
+    #[test]
+    fn pipelined_reads_are_made_only_where_no_tls_would_be_lost() {
+        assert_eq!(verdict("postgres://app:pw@127.0.0.1:5432/trellis"), Ok(()));
+        assert_eq!(verdict("postgres://app:pw@localhost/trellis"), Ok(()));
+        assert_eq!(verdict("postgres://app:pw@[::1]:5432/trellis"), Ok(()));
+        assert_eq!(
+            verdict("postgres://app:pw@db.internal/trellis?sslmode=disable"),
+            Ok(())
+        );
+        assert_eq!(
+            verdict("postgres://app:pw@db.internal/trellis"),
+            Err(NotPipelined::TlsPreferred)
+        );
+        assert_eq!(
+            verdict("postgres://app:pw@127.0.0.1/trellis?sslmode=require"),
+            Err(NotPipelined::TlsRequired)
+        );
+        assert!(matches!(
+            verdict("postgres://app:pw@127.0.0.1/trellis?statement-cache-capacity=5"),
+            Err(NotPipelined::Unparsed(_))
+        ));
+    }
+
+    #[test]
+    fn only_the_value_types_reads_bind_are_sent_this_way() {
+        assert!(param(&Value::Uuid(Some(uuid::Uuid::nil()))).is_some());
+        assert!(param(&Value::BigUnsigned(Some(21))).is_some());
+        assert!(param(&Value::BigUnsigned(Some(u64::MAX))).is_none());
+        assert!(param(&Value::String(None)).is_none());
+        assert!(param(&Value::Double(Some(1.0))).is_none());
+    }
+}
