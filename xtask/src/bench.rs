@@ -495,7 +495,8 @@ impl Load<'_> {
             std::thread::sleep(Duration::from_secs(u64::from(self.args.duration) / 2));
             let before = children_ticks()?;
             // A pipelined connection shows its last statement, mostly the `ROLLBACK`:
-            // a few samples are pooled until both statements have been seen.
+            // a few samples are pooled until both statements have been seen (which
+            // shows what was sent, not which of the app's pools sent it).
             for _ in 0..SQL_SAMPLES {
                 match sampler.sample() {
                     Ok(sampled) => sampled_sql.extend(sampled),
@@ -739,9 +740,13 @@ fn is_uuid(s: &str) -> bool {
 /// caller) goes into it as the literal the adapter sends too.
 ///
 /// The adapter sends the unit as one pipeline (`crates/adapters/postgres/src/pipelined.rs`):
-/// `BEGIN` and the scope in one message, the `SELECT`, and the `ROLLBACK`, each ending
-/// in its own sync point, all in one write. The script does the same: one pipeline
-/// with a sync after the opening, after the `SELECT` and at its end.
+/// `BEGIN` and the scope in one simple-protocol message, the prepared `SELECT`, and a
+/// simple `ROLLBACK`, each ending in its own sync point, all in one write. The script
+/// has the same sync points in one pipeline (a sync after the opening, after the
+/// `SELECT` and at its end); prepared mode sends `BEGIN`, the `SET` and the `ROLLBACK`
+/// as prepared statements, which Postgres does not parse again, so if anything this
+/// side is the cheaper. `\syncpipeline` needs pgbench 17 or later (the bench uses the
+/// one beside the local server, 18).
 fn pgbench_script(tenant_id: &str) -> String {
     let (begin, set) = OPEN_READ_SQL
         .split_once("; ")

@@ -16,9 +16,11 @@
 //! runs a connection's requests in the order they were sent; if the opening fails,
 //! the statement's rows are thrown away with it.
 //!
-//! These connections are a second, small pool beside sqlx's, made lazily, at most as
-//! many as sqlx's. They carry no TLS: the pool is only made where no TLS would be lost
-//! (see [`PipelinedReads::for_url`]); elsewhere reads take the sqlx path.
+//! These connections are a second, small pool beside sqlx's, made as load needs them,
+//! at most as many as sqlx's. They carry no TLS: the pool is only made where no TLS
+//! would be lost ([`PipelinedReads::for_url`]), and where it reaches the same role and
+//! database as sqlx's over a session without TLS ([`PipelinedReads::verify`]);
+//! elsewhere reads take the sqlx path.
 
 use crate::txn::{Access, Scope, opening_sql};
 use anyhow::Context as _;
@@ -34,6 +36,9 @@ use tokio_postgres::{Client, Config, NoTls, Row, Statement};
 /// Prepared statements kept per connection. The reads that come here are a handful of
 /// shapes; the bound only guards against a caller that builds unbounded SQL.
 const MAX_STATEMENTS: usize = 64;
+
+/// How long making a connection may take (the main pool waits as long).
+const CONNECT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// A connection with the statements prepared on it.
 struct Conn {
@@ -82,10 +87,12 @@ impl std::fmt::Display for NotPipelined {
 }
 
 /// Whether every host of `config` is on this machine: loopback addresses, `localhost`
-/// or a Unix socket directory.
+/// or a Unix socket directory, and any `hostaddr` a loopback address.
 fn local_only(config: &Config) -> bool {
     let hosts = config.get_hosts();
-    !hosts.is_empty()
+    // tokio-postgres connects to `hostaddr` where one is given, whatever `host` says.
+    config.get_hostaddrs().iter().all(IpAddr::is_loopback)
+        && !hosts.is_empty()
         && hosts.iter().all(|host| match host {
             Host::Tcp(name) => {
                 name.eq_ignore_ascii_case("localhost")
@@ -102,9 +109,12 @@ fn local_only(config: &Config) -> bool {
 impl PipelinedReads {
     /// A pool for `url` of at most `max_connections`, or why there is none.
     pub(crate) fn for_url(url: &str, max_connections: usize) -> Result<Self, NotPipelined> {
-        let config: Config = url
+        let mut config: Config = url
             .parse()
             .map_err(|e: tokio_postgres::Error| NotPipelined::Unparsed(e.to_string()))?;
+        if config.get_connect_timeout().is_none() {
+            config.connect_timeout(CONNECT_TIMEOUT);
+        }
         match config.get_ssl_mode() {
             SslMode::Disable => {}
             SslMode::Prefer if local_only(&config) => {}
@@ -134,27 +144,73 @@ impl PipelinedReads {
         let opening = opening_sql(scope, Access::ReadOnly);
 
         let _permit = self.permits.acquire().await.context("pool closed")?;
-        let mut held = Held {
-            pool: self,
-            conn: Some(self.checkout().await?),
-        };
-        let result = held.pipeline(&opening, &stmt.sql, &params).await;
-        if result.is_err() {
-            // Not knowing what state an error left the connection in, drop it (and
-            // tokio-postgres closes it) rather than hand it to the next read.
-            held.conn = None;
+        let mut retried = false;
+        loop {
+            let (conn, reused) = self.checkout().await?;
+            let mut held = Held {
+                pool: self,
+                conn: Some(conn),
+                stage: Stage::Preparing,
+            };
+            match held.pipeline(&opening, &stmt.sql, &params).await {
+                Ok(rows) => return Ok(Some(rows)),
+                Err(e) => {
+                    // Not knowing what state an error left the connection in, drop it
+                    // (tokio-postgres then closes it) rather than hand it on.
+                    let lost = held.conn.take().is_some_and(|c| c.client.is_closed())
+                        || connection_lost(&e);
+                    // The server may have ended a pooled connection just before it was
+                    // taken (a restart, an idle timeout) without its task having seen
+                    // it yet. The read wrote nothing, so it is simply tried again, once,
+                    // on a new connection.
+                    if lost && reused && !retried {
+                        retried = true;
+                        continue;
+                    }
+                    return Err(e);
+                }
+            }
         }
-        result.map(Some)
     }
 
-    async fn checkout(&self) -> anyhow::Result<Conn> {
+    /// Checks that this pool reaches what the main pool reaches, over no less
+    /// protection. tokio-postgres reads only the URL, where sqlx also reads `PG*`
+    /// variables and `.pgpass`, and a loopback address may be a forwarder to a server
+    /// sqlx negotiates TLS with. So: no pool when the main pool's session uses TLS, or
+    /// when this pool's session is another role or database. The connection made for
+    /// the check stays in the pool.
+    pub(crate) async fn verify(&self, main: &sea_orm::sqlx::PgPool) -> anyhow::Result<()> {
+        let (user, database, tls): (String, String, bool) = sea_orm::sqlx::query_as(
+            "SELECT current_user::text, current_database()::text, \
+                    coalesce((SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()), false)",
+        )
+        .fetch_one(main)
+        .await
+        .context("could not ask the main pool's session about itself")?;
+        anyhow::ensure!(!tls, "the main pool's sessions use TLS");
+        let (conn, _) = self.checkout().await?;
+        let row = conn
+            .client
+            .query_one("SELECT current_user::text, current_database()::text", &[])
+            .await?;
+        let (own_user, own_database): (String, String) = (row.try_get(0)?, row.try_get(1)?);
+        anyhow::ensure!(
+            own_user == user && own_database == database,
+            "the URL alone reaches {own_user}@{own_database}, the main pool {user}@{database} \
+             (PG* variables or .pgpass fill in what the URL leaves out)"
+        );
+        self.checkin(conn, true);
+        Ok(())
+    }
+
+    /// A pooled connection (`true`) or a new one.
+    async fn checkout(&self) -> anyhow::Result<(Conn, bool)> {
         loop {
             let idle = self.idle.lock().ok().and_then(|mut idle| idle.pop());
             match idle {
-                // A connection the server closed (a restart, an idle timeout) is known
-                // to be closed by now: its task reads the socket all the time.
+                // A connection whose task has seen the server end it.
                 Some(conn) if conn.client.is_closed() => {}
-                Some(conn) => return Ok(conn),
+                Some(conn) => return Ok((conn, true)),
                 None => break,
             }
         }
@@ -168,34 +224,58 @@ impl PipelinedReads {
                 tracing::debug!(error = %e, "a pipelined-read connection ended");
             }
         });
-        Ok(Conn {
+        let conn = Conn {
             client,
             statements: HashMap::new(),
-        })
+        };
+        Ok((conn, false))
     }
 
-    fn checkin(&self, conn: Conn) {
+    /// Gives `conn` back: on top when it is free now, at the bottom when a read
+    /// abandoned on it may still be running, so the next reads take others first.
+    fn checkin(&self, conn: Conn, free: bool) {
         if let Ok(mut idle) = self.idle.lock() {
-            idle.push(conn);
+            if free {
+                idle.push(conn);
+            } else {
+                idle.insert(0, conn);
+            }
         }
     }
 }
 
+/// Where a read on a [`Held`] connection is.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Stage {
+    /// Preparing the statement: a named statement the server may be making that no
+    /// `Statement` would ever close, were the read abandoned here.
+    Preparing,
+    /// The three requests are queued.
+    Queued,
+    /// Every answer is in.
+    Done,
+}
+
 /// A connection taken from the pool, given back when this is dropped: when the read
-/// finished, and also when the caller gave up on it (a client hung up). Once the three
-/// requests are queued they run to the `ROLLBACK` whether or not anyone waits for the
-/// answers, and the next read's requests queue behind them, so the connection is
-/// never handed on inside the transaction. Dropping it instead would cost a new
+/// finished, and also when the caller gave up once the three requests were queued (a
+/// client hung up). Queued requests run to the `ROLLBACK` whether or not anyone waits
+/// for the answers, and the next read's requests queue behind them, so the connection
+/// is never handed on inside the transaction. Dropping it instead would cost a new
 /// connection for every cancelled request.
 struct Held<'a> {
     pool: &'a PipelinedReads,
     conn: Option<Conn>,
+    stage: Stage,
 }
 
 impl Drop for Held<'_> {
     fn drop(&mut self) {
         if let Some(conn) = self.conn.take() {
-            self.pool.checkin(conn);
+            match self.stage {
+                Stage::Preparing => {}
+                Stage::Queued => self.pool.checkin(conn, false),
+                Stage::Done => self.pool.checkin(conn, true),
+            }
         }
     }
 }
@@ -209,6 +289,7 @@ impl Held<'_> {
     ) -> anyhow::Result<Vec<Row>> {
         let conn = self.conn.as_mut().context("no connection")?;
         let statement = conn.prepared(sql).await?;
+        self.stage = Stage::Queued;
         // `join3` polls in order, so the three requests are queued in this order in
         // its first poll and go out in one write.
         let (opened, rows, ended) = futures::future::join3(
@@ -219,7 +300,9 @@ impl Held<'_> {
         .await;
         opened.context("could not open the read")?;
         ended.context("could not end the read")?;
-        Ok(rows?)
+        let rows = rows?;
+        self.stage = Stage::Done;
+        Ok(rows)
     }
 }
 
@@ -236,6 +319,19 @@ impl Conn {
         self.statements.insert(sql.to_owned(), statement.clone());
         Ok(statement)
     }
+}
+
+/// Whether `e` says the session is gone: the connection closed, or the server ended
+/// it (SQLSTATE class 08, connection exception, or 57P, operator intervention: a
+/// terminated backend, a shutdown).
+fn connection_lost(e: &anyhow::Error) -> bool {
+    e.chain()
+        .filter_map(|cause| cause.downcast_ref::<tokio_postgres::Error>())
+        .any(|e| {
+            e.is_closed()
+                || e.code()
+                    .is_some_and(|c| c.code().starts_with("08") || c.code().starts_with("57P"))
+        })
 }
 
 /// A bound value as tokio-postgres sends it, for the types the reads on this path bind
@@ -274,6 +370,15 @@ mod tests {
         assert_eq!(
             verdict("postgres://app:pw@db.internal/trellis"),
             Err(NotPipelined::TlsPreferred)
+        );
+        // tokio-postgres would connect to the `hostaddr`, not to `localhost`.
+        assert_eq!(
+            verdict("postgres://app:pw@localhost/trellis?hostaddr=10.0.0.5"),
+            Err(NotPipelined::TlsPreferred)
+        );
+        assert_eq!(
+            verdict("postgres://app:pw@localhost/trellis?hostaddr=127.0.0.1"),
+            Ok(())
         );
         assert_eq!(
             verdict("postgres://app:pw@127.0.0.1/trellis?sslmode=require"),

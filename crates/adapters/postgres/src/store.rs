@@ -68,7 +68,10 @@ impl PgStore {
         let mut store = Self::new(db);
         let max = usize::try_from(max_connections.max(1)).unwrap_or(1);
         match PipelinedReads::for_url(url, max) {
-            Ok(reads) => store.pipelined = Some(Arc::new(reads)),
+            Ok(reads) => match reads.verify(&store.pool).await {
+                Ok(()) => store.pipelined = Some(Arc::new(reads)),
+                Err(why) => tracing::info!("one-statement reads take the sqlx path: {why:#}"),
+            },
             Err(why) => tracing::info!("one-statement reads take the sqlx path: {why}"),
         }
         Ok(store)
