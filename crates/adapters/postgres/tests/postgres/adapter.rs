@@ -446,3 +446,21 @@ async fn a_pipelined_connection_the_server_ended_is_replaced_without_failing_a_r
     assert_eq!(page.items.len(), 1);
     assert_eq!(UserRepo::get(&store, &ctx, admin).await.unwrap().id, admin);
 }
+
+#[tokio::test]
+async fn a_url_only_sqlx_reads_gets_no_pipelined_reads_and_still_serves_them() {
+    let setup = store().await;
+    let (_, ctx, admin) = tenant(&setup).await;
+    let url = super::support::app_url();
+    let sep = if url.contains('?') { '&' } else { '?' };
+    // A parameter sqlx knows and tokio-postgres refuses.
+    let store = PgStore::connect(&format!("{url}{sep}statement-cache-capacity=8"), 1)
+        .await
+        .unwrap();
+    assert!(!store.pipelines_reads());
+    let page = UserRepo::list(&store, &ctx, &Default::default(), Default::default())
+        .await
+        .unwrap();
+    assert_eq!(page.items.len(), 1);
+    assert_eq!(UserRepo::get(&store, &ctx, admin).await.unwrap().id, admin);
+}
