@@ -1,7 +1,28 @@
 //! API keys: created once, scoped, and dead the moment they are revoked.
 
 use serde_json::{Value, json};
-use trellis_tests::{problem, spawn_app};
+use trellis_tests::{TestApp, problem, spawn_app};
+
+/// The first API key `token`'s holder sees listed.
+async fn first_listed_key(app: &TestApp, token: &str) -> Value {
+    let listed: Value = app
+        .get("/v1/api-keys", Some(token))
+        .await
+        .json()
+        .await
+        .unwrap();
+    listed["items"][0].clone()
+}
+
+/// Creates an API key with `body` as the holder of `token`; its secret.
+async fn new_key(app: &TestApp, token: &str, body: Value) -> String {
+    let res = app.post_json("/v1/api-keys", Some(token), &body).await;
+    assert_eq!(res.status(), 201);
+    res.json::<Value>().await.unwrap()["key"]
+        .as_str()
+        .unwrap()
+        .to_owned()
+}
 
 #[tokio::test]
 async fn an_api_key_works_until_revoked_and_then_stops_at_once() {
@@ -26,13 +47,7 @@ async fn an_api_key_works_until_revoked_and_then_stops_at_once() {
         .unwrap();
     assert_eq!(via_header.status(), 200);
 
-    let listed: Value = app
-        .get("/v1/api-keys", Some(&t.admin_token))
-        .await
-        .json()
-        .await
-        .unwrap();
-    let listed = &listed["items"][0];
+    let listed = &first_listed_key(&app, &t.admin_token).await;
     assert_eq!(listed["prefix"], created["prefix"]);
     assert!(listed.get("key").is_none(), "the secret is never listed");
     assert!(listed["last_used_at"].is_string());
@@ -49,17 +64,12 @@ async fn an_api_key_works_until_revoked_and_then_stops_at_once() {
 async fn an_api_key_can_do_only_what_its_scopes_allow() {
     let app = spawn_app().await;
     let t = app.tenant().await;
-    let res = app
-        .post_json(
-            "/v1/api-keys",
-            Some(&t.admin_token),
-            &json!({"name": "read-only", "scopes": ["users_read"]}),
-        )
-        .await;
-    let key = res.json::<Value>().await.unwrap()["key"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let key = new_key(
+        &app,
+        &t.admin_token,
+        json!({"name": "read-only", "scopes": ["users_read"]}),
+    )
+    .await;
     assert_eq!(app.get("/v1/users", Some(&key)).await.status(), 200);
     let body = json!({"email": "k@example.com", "name": "K", "role": "user"});
     problem(app.post_json("/v1/users", Some(&key), &body).await, 403).await;
@@ -94,13 +104,7 @@ async fn a_deleted_users_api_keys_stop_working() {
     let token = app
         .login(&t.slug, "keyholder@example.com", "user-password-1")
         .await;
-    let res = app
-        .post_json("/v1/api-keys", Some(&token), &json!({"name": "mine"}))
-        .await;
-    let key = res.json::<Value>().await.unwrap()["key"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let key = new_key(&app, &token, json!({"name": "mine"})).await;
     assert_eq!(app.get("/v1/users", Some(&key)).await.status(), 200);
     let res = app
         .delete(
@@ -110,4 +114,25 @@ async fn a_deleted_users_api_keys_stop_working() {
         .await;
     assert_eq!(res.status(), 204);
     problem(app.get("/v1/users", Some(&key)).await, 401).await;
+}
+
+#[tokio::test]
+async fn an_api_keys_last_use_is_recorded_to_the_minute_not_on_every_request() {
+    let app = spawn_app().await;
+    let t = app.tenant().await;
+    let key = new_key(&app, &t.admin_token, json!({"name": "busy"})).await;
+    let last_used =
+        || async { first_listed_key(&app, &t.admin_token).await["last_used_at"].clone() };
+    assert!(last_used().await.is_null(), "never used yet");
+    assert_eq!(app.get("/v1/users", Some(&key)).await.status(), 200);
+    let first = last_used().await;
+    assert!(first.is_string(), "the first use is recorded");
+    for _ in 0..3 {
+        assert_eq!(app.get("/v1/users", Some(&key)).await.status(), 200);
+    }
+    assert_eq!(
+        last_used().await,
+        first,
+        "uses within the minute change nothing"
+    );
 }

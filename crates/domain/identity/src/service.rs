@@ -116,6 +116,17 @@ fn require(ctx: &TenantCtx, p: Permission) -> Result<()> {
 }
 
 /// Splits `trl_<tenant>_<prefix>_<secret>` into its parts.
+/// How stale an API key's `last_used_at` may be. Recording every use would make each
+/// request a key authenticates also a committed write (a WAL flush on the request's
+/// path, and row locks that serialise a busy key's concurrent requests), to keep a
+/// value people read at the granularity of "a minute ago".
+pub const API_KEY_LAST_USED_GRANULARITY: chrono::TimeDelta = chrono::TimeDelta::seconds(60);
+
+/// Whether a use at `now` should be recorded over `last_used`.
+fn needs_touch(last_used: Option<Timestamp>, now: Timestamp) -> bool {
+    last_used.is_none_or(|at| now - at >= API_KEY_LAST_USED_GRANULARITY || at > now)
+}
+
 fn parse_api_key(key: &str) -> Option<(TenantId, &str, &str)> {
     let mut parts = key.splitn(4, '_');
     if parts.next()? != API_KEY_PREFIX {
@@ -472,7 +483,9 @@ impl IdentityService {
             Ok(_) | Err(IdentityError::NotFound(_)) => return Err(IdentityError::Unauthenticated),
             Err(e) => return Err(e),
         };
-        self.keys.touch(&sys, record.key.id, now).await?;
+        if needs_touch(record.key.last_used_at, now) {
+            self.keys.touch(&sys, record.key.id, now).await?;
+        }
         Ok(TenantCtx::authenticated(
             tenant_id,
             Actor::ApiKey {
@@ -876,6 +889,19 @@ mod tests {
         assert_eq!((tenant, prefix, secret), (t, "abcdefghijkl", "se_cr-et"));
         assert!(parse_api_key("trl_nope_abcdefghijkl_x").is_none());
         assert!(parse_api_key("sk_whatever").is_none());
+    }
+
+    #[test]
+    fn an_api_keys_use_is_recorded_at_most_once_a_minute() {
+        let now = chrono::Utc::now();
+        assert!(needs_touch(None, now));
+        assert!(!needs_touch(
+            Some(now - chrono::TimeDelta::seconds(59)),
+            now
+        ));
+        assert!(needs_touch(Some(now - chrono::TimeDelta::seconds(60)), now));
+        // A clock that went back must not freeze the value until it catches up.
+        assert!(needs_touch(Some(now + chrono::TimeDelta::seconds(5)), now));
     }
 
     #[test]

@@ -40,6 +40,7 @@ pub struct ApiKeyResponse {
     /// The user the key acts for.
     pub created_by: Uuid,
     pub expires_at: Option<DateTime<Utc>>,
+    /// The latest use, to the minute: uses within a minute of it do not move it.
     pub last_used_at: Option<DateTime<Utc>>,
     pub revoked_at: Option<DateTime<Utc>>,
     pub created_at: DateTime<Utc>,
