@@ -407,6 +407,44 @@ pub async fn api_keys_are_found_by_prefix_only_in_their_tenant(p: &Ports) {
     assert!(listed.items[0].last_used_at.is_some());
 }
 
+pub async fn every_field_of_an_api_key_reads_back_through_find_by_prefix(p: &Ports) {
+    use chrono::SubsecRound as _;
+    let (_, ctx, admin) = tenant(p).await;
+    let now = chrono::Utc::now().trunc_subsecs(6);
+    let (expires, used, revoked) = (
+        now + chrono::Duration::days(30),
+        now - chrono::Duration::minutes(3),
+        now - chrono::Duration::minutes(1),
+    );
+    let mut new = new_key(admin, "fields000001");
+    new.name = "deploy bot".into();
+    new.scopes = vec![Permission::UsersRead];
+    new.expires_at = Some(expires);
+    let key = p.keys.insert(&ctx, new).await.unwrap();
+    p.keys.touch(&ctx, key.id, used).await.unwrap();
+    p.keys.revoke(&ctx, key.id, revoked).await.unwrap();
+    let rec = p
+        .keys
+        .find_by_prefix(&ctx, "fields000001")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(rec.secret_hash, "hash-fields000001");
+    assert_eq!(
+        (rec.key.id, rec.key.name.as_str(), rec.key.prefix.as_str()),
+        (key.id, "deploy bot", "fields000001")
+    );
+    assert_eq!(rec.key.scopes, vec![Permission::UsersRead]);
+    assert_eq!(rec.key.created_by, admin);
+    assert_eq!(rec.key.expires_at, Some(expires));
+    assert_eq!(rec.key.last_used_at, Some(used));
+    assert_eq!(rec.key.revoked_at, Some(revoked));
+    assert_eq!(rec.key.created_at, key.created_at);
+    // The list reads the same key by another path: both agree on every field.
+    let listed = p.keys.list(&ctx, PageRequest::default()).await.unwrap();
+    assert_eq!(listed.items, vec![rec.key]);
+}
+
 pub async fn revoking_an_api_key_keeps_the_first_revocation_time(p: &Ports) {
     let (_, ctx, admin) = tenant(p).await;
     let key = p

@@ -73,6 +73,7 @@ macro_rules! conformance_tests {
             identity::login_lookup_returns_the_password_hash,
             identity::guest_memberships_are_scoped_to_the_host_tenant,
             identity::api_keys_are_found_by_prefix_only_in_their_tenant,
+            identity::every_field_of_an_api_key_reads_back_through_find_by_prefix,
             identity::revoking_an_api_key_keeps_the_first_revocation_time,
             identity::a_refresh_token_can_be_marked_used_only_once,
             identity::revoking_a_family_revokes_all_its_tokens_and_nothing_else,

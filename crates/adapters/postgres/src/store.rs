@@ -92,6 +92,60 @@ impl PgStore {
         self.pipelined.is_some()
     }
 
+    /// Runs one `SELECT` of exactly `columns` as a read of its own in the caller's
+    /// tenant, pipelined where this store can (see `crate::pipelined`), else in a
+    /// read-only unit of work on sqlx, and reads each row by position with the decoder
+    /// for the client that fetched it. The column names are checked once per query: a
+    /// query selecting other columns would otherwise land values in the wrong fields.
+    pub(crate) async fn read_by_position<T, E, C>(
+        &self,
+        ctx: &TenantCtx,
+        stmt: sea_orm::Statement,
+        columns: &'static [C],
+        decoders: Decoders<T>,
+        what: &'static str,
+    ) -> Result<Vec<T>, E>
+    where
+        T: Send + 'static,
+        E: DomainError,
+        C: sea_orm::Iden + Sync,
+    {
+        let failed = move |e: anyhow::Error| E::from(e.context(format!("failed to {what}")));
+        if let Some(reads) = self.pipelined() {
+            let rows = reads
+                .rows(Scope::Tenant(ctx.tenant_id()), &stmt)
+                .await
+                .map_err(failed)?;
+            if let Some(rows) = rows {
+                if let Some(first) = rows.first() {
+                    check_columns(first.columns().iter().map(|c| c.name()), columns)
+                        .map_err(failed)?;
+                }
+                return rows
+                    .iter()
+                    .map(decoders.pipelined)
+                    .collect::<Result<_, _>>()
+                    .map_err(|e| failed(e.into()));
+            }
+        }
+        self.in_tenant_read(ctx, move |txn| {
+            Box::pin(async move {
+                let rows = txn.rows(&stmt).await.map_err(E::db(what))?;
+                if let Some(first) = rows.first() {
+                    use sqlx::Column as _;
+                    use sqlx::Row as _;
+                    check_columns(first.columns().iter().map(|c| c.name()), columns)
+                        .map_err(failed)?;
+                }
+                rows.iter()
+                    .map(decoders.sqlx)
+                    .collect::<Result<_, _>>()
+                    .map_err(|e| failed(e.into()))
+            })
+        })
+        .await
+    }
+
     /// The pipelined-read pool, when there is one.
     pub(crate) fn pipelined(&self) -> Option<&PipelinedReads> {
         self.pipelined.as_deref()
@@ -286,6 +340,23 @@ impl Uncommitted {
 
 /// Adds keyset paging to a query: rows after the cursor id, oldest first (ids are
 /// UUIDv7), one more than the limit so `PageRequest::finish` can tell if more exist.
+/// How [`PgStore::read_by_position`] reads a row from either client.
+pub(crate) struct Decoders<T> {
+    pub(crate) pipelined: fn(&tokio_postgres::Row) -> Result<T, tokio_postgres::Error>,
+    pub(crate) sqlx: fn(&sqlx::postgres::PgRow) -> Result<T, sqlx::Error>,
+}
+
+fn check_columns<'a, C: sea_orm::Iden>(
+    names: impl Iterator<Item = &'a str>,
+    expected: &[C],
+) -> anyhow::Result<()> {
+    anyhow::ensure!(
+        names.eq(expected.iter().map(|c| c.to_string())),
+        "the query returned other columns than the decoder reads"
+    );
+    Ok(())
+}
+
 pub(crate) fn keyset<E>(select: Select<E>, id: E::Column, page: PageRequest) -> Select<E>
 where
     E: EntityTrait,

@@ -4,14 +4,14 @@
 use crate::entity::user::{ActiveModel, Column, Entity, Model};
 use crate::error::DomainError as _;
 use crate::mapper;
-use crate::store::{PgStore, finish_page, keyset};
-use crate::txn::{Scope, Txn};
+use crate::store::{Decoders, PgStore, finish_page, keyset};
+use crate::txn::Txn;
 use async_trait::async_trait;
 use sea_orm::sea_query::{Expr, SimpleExpr};
 use sea_orm::sqlx::{self, Row as _, postgres::PgRow};
 use sea_orm::{
-    ActiveModelTrait as _, ColumnTrait as _, DbBackend, EntityTrait as _, Iden as _,
-    PaginatorTrait as _, QueryFilter as _, QuerySelect as _, QueryTrait as _, Select, Set,
+    ActiveModelTrait as _, ColumnTrait as _, DbBackend, EntityTrait as _, PaginatorTrait as _,
+    QueryFilter as _, QuerySelect as _, QueryTrait as _, Select, Set,
 };
 use trellis_identity::{
     IdentityError as E, LoginRecord, NewUser, Result, User, UserFilter, UserPatch, UserRepo,
@@ -56,9 +56,7 @@ fn live_users(tenant: TenantId) -> Select<Entity> {
     live(tenant).select_only().columns(USER_COLUMNS)
 }
 
-/// Runs a [`live_users`] query as a read of its own and reads its rows by position:
-/// pipelined where the store can (see `crate::pipelined`), else in a read-only unit of
-/// work on sqlx.
+/// Runs a [`live_users`] query as a read of its own (`PgStore::read_by_position`).
 ///
 /// By position, because SeaORM's derived `FromQueryResult` looks every column up by
 /// name and formats an error message for every NULL it meets (most optional user fields
@@ -69,55 +67,19 @@ async fn read_users(
     select: Select<Entity>,
     what: &'static str,
 ) -> Result<Vec<Model>> {
-    let stmt = select.build(DbBackend::Postgres);
-    if let Some(reads) = store.pipelined() {
-        let rows = reads
-            .rows(Scope::Tenant(ctx.tenant_id()), &stmt)
-            .await
-            .map_err(|e| failed(e, what))?;
-        if let Some(rows) = rows {
-            if let Some(first) = rows.first() {
-                check_user_columns(first.columns().iter().map(|c| c.name()), what)?;
-            }
-            return rows
-                .iter()
-                .map(pipelined_user_row)
-                .collect::<std::result::Result<_, _>>()
-                .map_err(|e| failed(anyhow::Error::new(e), what));
-        }
-    }
+    let decoders = Decoders {
+        pipelined: pipelined_user_row,
+        sqlx: user_row,
+    };
     store
-        .in_tenant_read(ctx, move |txn| {
-            Box::pin(async move {
-                let rows = txn.rows(&stmt).await.map_err(E::db(what))?;
-                if let Some(first) = rows.first() {
-                    use sea_orm::sqlx::Column as _;
-                    check_user_columns(first.columns().iter().map(|c| c.name()), what)?;
-                }
-                rows.iter()
-                    .map(user_row)
-                    .collect::<std::result::Result<_, _>>()
-                    .map_err(|e| failed(anyhow::Error::new(e), what))
-            })
-        })
-        .await
-}
-
-fn failed(e: anyhow::Error, what: &'static str) -> E {
-    e.context(format!("failed to {what}")).into()
-}
-
-/// Reading by position is only right if the row has [`USER_COLUMNS`] in order. A query
-/// not built on [`live_users`] would have all the table's columns, and its text fields
-/// would land in the wrong places silently, so the names are checked once per query.
-fn check_user_columns<'a>(names: impl Iterator<Item = &'a str>, what: &'static str) -> Result<()> {
-    if names.ne(USER_COLUMNS.iter().map(|c| c.to_string())) {
-        return Err(anyhow::anyhow!(
-            "failed to {what}: the query returned columns other than USER_COLUMNS"
+        .read_by_position(
+            ctx,
+            select.build(DbBackend::Postgres),
+            &USER_COLUMNS,
+            decoders,
+            what,
         )
-        .into());
-    }
-    Ok(())
+        .await
 }
 
 /// A `user::Model`, without its password hash, from a row of [`USER_COLUMNS`] of
