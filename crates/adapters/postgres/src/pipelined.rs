@@ -245,7 +245,7 @@ impl PipelinedReads {
 }
 
 /// Where a read on a [`Held`] connection is.
-#[derive(Clone, Copy, PartialEq, Eq)]
+#[derive(Clone, Copy)]
 enum Stage {
     /// Preparing the statement: a named statement the server may be making that no
     /// `Statement` would ever close, were the read abandoned here.

@@ -111,44 +111,29 @@ impl PgStore {
         C: sea_orm::Iden + Sync,
     {
         let failed = move |e: anyhow::Error| E::from(e.context(format!("failed to {what}")));
-        if let Some(reads) = self.pipelined() {
+        if let Some(reads) = self.pipelined.as_deref() {
             let rows = reads
                 .rows(Scope::Tenant(ctx.tenant_id()), &stmt)
                 .await
                 .map_err(failed)?;
             if let Some(rows) = rows {
-                if let Some(first) = rows.first() {
-                    check_columns(first.columns().iter().map(|c| c.name()), columns)
-                        .map_err(failed)?;
-                }
-                return rows
-                    .iter()
-                    .map(decoders.pipelined)
-                    .collect::<Result<_, _>>()
-                    .map_err(|e| failed(e.into()));
+                let names = |r: &tokio_postgres::Row| {
+                    r.columns().iter().map(|c| c.name().to_owned()).collect()
+                };
+                return decode_rows(&rows, names, columns, decoders.pipelined).map_err(failed);
             }
         }
         self.in_tenant_read(ctx, move |txn| {
             Box::pin(async move {
+                use sqlx::{Column as _, Row as _};
                 let rows = txn.rows(&stmt).await.map_err(E::db(what))?;
-                if let Some(first) = rows.first() {
-                    use sqlx::Column as _;
-                    use sqlx::Row as _;
-                    check_columns(first.columns().iter().map(|c| c.name()), columns)
-                        .map_err(failed)?;
-                }
-                rows.iter()
-                    .map(decoders.sqlx)
-                    .collect::<Result<_, _>>()
-                    .map_err(|e| failed(e.into()))
+                let names = |r: &sqlx::postgres::PgRow| {
+                    r.columns().iter().map(|c| c.name().to_owned()).collect()
+                };
+                decode_rows(&rows, names, columns, decoders.sqlx).map_err(failed)
             })
         })
         .await
-    }
-
-    /// The pipelined-read pool, when there is one.
-    pub(crate) fn pipelined(&self) -> Option<&PipelinedReads> {
-        self.pipelined.as_deref()
     }
 
     /// Wraps an existing connection pool.
@@ -340,21 +325,47 @@ impl Uncommitted {
 
 /// Adds keyset paging to a query: rows after the cursor id, oldest first (ids are
 /// UUIDv7), one more than the limit so `PageRequest::finish` can tell if more exist.
-/// How [`PgStore::read_by_position`] reads a row from either client.
+/// How [`PgStore::read_by_position`] reads a row from either client; made with
+/// [`by_position!`].
 pub(crate) struct Decoders<T> {
     pub(crate) pipelined: fn(&tokio_postgres::Row) -> Result<T, tokio_postgres::Error>,
     pub(crate) sqlx: fn(&sqlx::postgres::PgRow) -> Result<T, sqlx::Error>,
 }
 
-fn check_columns<'a, C: sea_orm::Iden>(
-    names: impl Iterator<Item = &'a str>,
+/// [`Decoders`] from one expression that builds a value out of `$row`, for both
+/// clients: each reads a column with `$row.try_get(position)?` (sqlx's `Row` trait must
+/// be in scope).
+macro_rules! by_position {
+    (|$row:ident| $value:expr) => {
+        $crate::store::Decoders {
+            pipelined: |$row: &tokio_postgres::Row| Ok($value),
+            sqlx: |$row: &sea_orm::sqlx::postgres::PgRow| Ok($value),
+        }
+    };
+}
+pub(crate) use by_position;
+
+/// Reads every row with `decode`, after checking the first row's column names (once
+/// per query) against `expected`.
+fn decode_rows<R, T, X, C>(
+    rows: &[R],
+    names: impl FnOnce(&R) -> Vec<String>,
     expected: &[C],
-) -> anyhow::Result<()> {
-    anyhow::ensure!(
-        names.eq(expected.iter().map(|c| c.to_string())),
-        "the query returned other columns than the decoder reads"
-    );
-    Ok(())
+    decode: fn(&R) -> Result<T, X>,
+) -> anyhow::Result<Vec<T>>
+where
+    X: std::error::Error + Send + Sync + 'static,
+    C: sea_orm::Iden,
+{
+    if let Some(first) = rows.first() {
+        anyhow::ensure!(
+            names(first)
+                .into_iter()
+                .eq(expected.iter().map(|c| c.to_string())),
+            "the query returned other columns than the decoder reads"
+        );
+    }
+    Ok(rows.iter().map(decode).collect::<Result<_, _>>()?)
 }
 
 pub(crate) fn keyset<E>(select: Select<E>, id: E::Column, page: PageRequest) -> Select<E>

@@ -3,10 +3,10 @@
 use crate::entity::api_key::{ActiveModel, Column, Entity, Model};
 use crate::error::DomainError as _;
 use crate::mapper;
-use crate::store::{Decoders, PgStore, finish_page, keyset};
+use crate::store::{PgStore, by_position, finish_page, keyset};
 use async_trait::async_trait;
 use sea_orm::sea_query::{Expr, ExprTrait as _};
-use sea_orm::sqlx::{self, Row as _, postgres::PgRow};
+use sea_orm::sqlx::Row as _;
 use sea_orm::{
     ActiveModelTrait as _, ColumnTrait as _, DbBackend, EntityTrait as _, QueryFilter as _,
     QuerySelect as _, QueryTrait as _, Set,
@@ -16,7 +16,7 @@ use trellis_kernel::{ApiKeyId, Page, PageRequest, TenantCtx, Timestamp, UserId};
 
 use super::to_json;
 
-/// The columns of an API key, in the order [`api_key_row`] reads them.
+/// The columns of an API key, in the order `find_by_prefix` reads them.
 const API_KEY_COLUMNS: [Column; 11] = [
     Column::TenantId,
     Column::Id,
@@ -30,35 +30,6 @@ const API_KEY_COLUMNS: [Column; 11] = [
     Column::RevokedAt,
     Column::CreatedAt,
 ];
-
-/// An `api_key::Model` from a row of [`API_KEY_COLUMNS`] of either client.
-macro_rules! api_key_from_row {
-    ($row:expr) => {
-        Model {
-            tenant_id: $row.try_get(0)?,
-            id: $row.try_get(1)?,
-            name: $row.try_get(2)?,
-            prefix: $row.try_get(3)?,
-            secret_hash: $row.try_get(4)?,
-            scopes: $row.try_get(5)?,
-            created_by: $row.try_get(6)?,
-            expires_at: $row.try_get(7)?,
-            last_used_at: $row.try_get(8)?,
-            revoked_at: $row.try_get(9)?,
-            created_at: $row.try_get(10)?,
-        }
-    };
-}
-
-fn api_key_row(row: &PgRow) -> std::result::Result<Model, sqlx::Error> {
-    Ok(api_key_from_row!(row))
-}
-
-fn pipelined_api_key_row(
-    row: &tokio_postgres::Row,
-) -> std::result::Result<Model, tokio_postgres::Error> {
-    Ok(api_key_from_row!(row))
-}
 
 #[async_trait]
 impl ApiKeyRepo for PgStore {
@@ -109,16 +80,24 @@ impl ApiKeyRepo for PgStore {
             .columns(API_KEY_COLUMNS)
             .filter(Column::TenantId.eq(ctx.tenant_id().as_uuid()))
             .filter(Column::Prefix.eq(prefix));
-        let decoders = Decoders {
-            pipelined: pipelined_api_key_row,
-            sqlx: api_key_row,
-        };
         let row = self
             .read_by_position::<_, E, _>(
                 ctx,
                 select.build(DbBackend::Postgres),
                 &API_KEY_COLUMNS,
-                decoders,
+                by_position!(|row| Model {
+                    tenant_id: row.try_get(0)?,
+                    id: row.try_get(1)?,
+                    name: row.try_get(2)?,
+                    prefix: row.try_get(3)?,
+                    secret_hash: row.try_get(4)?,
+                    scopes: row.try_get(5)?,
+                    created_by: row.try_get(6)?,
+                    expires_at: row.try_get(7)?,
+                    last_used_at: row.try_get(8)?,
+                    revoked_at: row.try_get(9)?,
+                    created_at: row.try_get(10)?,
+                }),
                 "find API key by prefix",
             )
             .await?

@@ -4,11 +4,11 @@
 use crate::entity::user::{ActiveModel, Column, Entity, Model};
 use crate::error::DomainError as _;
 use crate::mapper;
-use crate::store::{Decoders, PgStore, finish_page, keyset};
+use crate::store::{PgStore, by_position, finish_page, keyset};
 use crate::txn::Txn;
 use async_trait::async_trait;
 use sea_orm::sea_query::{Expr, SimpleExpr};
-use sea_orm::sqlx::{self, Row as _, postgres::PgRow};
+use sea_orm::sqlx::Row as _;
 use sea_orm::{
     ActiveModelTrait as _, ColumnTrait as _, DbBackend, EntityTrait as _, PaginatorTrait as _,
     QueryFilter as _, QuerySelect as _, QueryTrait as _, Select, Set,
@@ -29,7 +29,7 @@ fn live(tenant: TenantId) -> Select<Entity> {
         .filter(Column::DeletedAt.is_null())
 }
 
-/// The columns of a `User`, in the order [`user_row`] reads them. Not the password
+/// The columns of a `User`, in the order [`read_users`] reads them. Not the password
 /// hash: only login needs it, and a page of users should not carry every user's hash
 /// through the server. Not `deleted_at`: these queries read live rows only.
 const USER_COLUMNS: [Column; 16] = [
@@ -67,56 +67,35 @@ async fn read_users(
     select: Select<Entity>,
     what: &'static str,
 ) -> Result<Vec<Model>> {
-    let decoders = Decoders {
-        pipelined: pipelined_user_row,
-        sqlx: user_row,
-    };
     store
         .read_by_position(
             ctx,
             select.build(DbBackend::Postgres),
             &USER_COLUMNS,
-            decoders,
+            // Without the password hash and `deleted_at`, which it does not select.
+            by_position!(|row| Model {
+                tenant_id: row.try_get(0)?,
+                id: row.try_get(1)?,
+                email: row.try_get(2)?,
+                email_verified: row.try_get(3)?,
+                password_hash: None,
+                name: row.try_get(4)?,
+                username: row.try_get(5)?,
+                avatar_url: row.try_get(6)?,
+                role: row.try_get(7)?,
+                tier: row.try_get(8)?,
+                oauth_provider: row.try_get(9)?,
+                oauth_subject: row.try_get(10)?,
+                preferences: row.try_get(11)?,
+                active: row.try_get(12)?,
+                last_login_at: row.try_get(13)?,
+                created_at: row.try_get(14)?,
+                updated_at: row.try_get(15)?,
+                deleted_at: None,
+            }),
             what,
         )
         .await
-}
-
-/// A `user::Model`, without its password hash, from a row of [`USER_COLUMNS`] of
-/// either client (both read a column by `try_get(position)`).
-macro_rules! user_from_row {
-    ($row:expr) => {
-        Model {
-            tenant_id: $row.try_get(0)?,
-            id: $row.try_get(1)?,
-            email: $row.try_get(2)?,
-            email_verified: $row.try_get(3)?,
-            password_hash: None,
-            name: $row.try_get(4)?,
-            username: $row.try_get(5)?,
-            avatar_url: $row.try_get(6)?,
-            role: $row.try_get(7)?,
-            tier: $row.try_get(8)?,
-            oauth_provider: $row.try_get(9)?,
-            oauth_subject: $row.try_get(10)?,
-            preferences: $row.try_get(11)?,
-            active: $row.try_get(12)?,
-            last_login_at: $row.try_get(13)?,
-            created_at: $row.try_get(14)?,
-            updated_at: $row.try_get(15)?,
-            deleted_at: None,
-        }
-    };
-}
-
-fn user_row(row: &PgRow) -> std::result::Result<Model, sqlx::Error> {
-    Ok(user_from_row!(row))
-}
-
-fn pipelined_user_row(
-    row: &tokio_postgres::Row,
-) -> std::result::Result<Model, tokio_postgres::Error> {
-    Ok(user_from_row!(row))
 }
 
 /// Sets `values` on one live user; `NotFound` when there is none in this tenant.
