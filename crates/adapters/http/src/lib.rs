@@ -14,6 +14,7 @@ pub mod openapi;
 pub mod problem;
 pub mod routes;
 pub mod state;
+pub mod timestamp;
 pub mod validate;
 
 pub use auth::{PlatformAuth, TenantAuth};

@@ -89,7 +89,9 @@ pub struct TenantResponse {
     pub plan: String,
     /// `active` or `suspended`.
     pub status: String,
+    #[serde(serialize_with = "crate::timestamp::rfc3339")]
     pub created_at: DateTime<Utc>,
+    #[serde(serialize_with = "crate::timestamp::rfc3339")]
     pub updated_at: DateTime<Utc>,
 }
 
@@ -444,6 +446,7 @@ pub struct LlmResponse {
     pub has_api_key: bool,
     /// The key's first three and last four characters, e.g. `sk-…a1b2`.
     pub api_key_hint: Option<String>,
+    #[serde(serialize_with = "crate::timestamp::rfc3339")]
     pub updated_at: DateTime<Utc>,
 }
 
