@@ -526,6 +526,53 @@ pub async fn conversations_are_tenant_scoped_and_filter_by_owner_archived_agent_
     assert_eq!(list(ConversationFilter::default()).await.len(), 3);
 }
 
+/// Every field read back, by `get` and page by page through `list`, equals what the
+/// insert returned (the Postgres adapter decodes these rows by position).
+pub async fn every_field_of_a_conversation_reads_back_through_get_and_list_pages(
+    p: &Ports,
+    c: &ContentPorts,
+) {
+    let (_, a, admin) = tenant(p).await;
+    let agent = c
+        .agents
+        .insert(&a, new_agent(agent_config("Sales"), None))
+        .await
+        .unwrap();
+    let full = NewConversation {
+        parameters: ModelParameters::new(Some(0.25), Some(0.75), Some(512)).unwrap(),
+        ..new_conversation(admin, "All fields", Some(agent.id))
+    };
+    let bare = NewConversation {
+        title: None,
+        parameters: ModelParameters::default(),
+        ..new_conversation(admin, "", None)
+    };
+    let mut inserted = Vec::new();
+    for new in [full, bare, new_conversation(admin, "Third", None)] {
+        inserted.push(c.conversations.insert(&a, new).await.unwrap());
+    }
+    for conv in &inserted {
+        assert_eq!(&c.conversations.get(&a, conv.id).await.unwrap(), conv);
+    }
+    let mut listed = Vec::new();
+    let mut cursor: Option<String> = None;
+    loop {
+        let page = PageRequest::new(Some(1), cursor.as_deref()).unwrap();
+        let got = c
+            .conversations
+            .list(&a, &ConversationFilter::default(), page)
+            .await
+            .unwrap();
+        assert!(got.items.len() <= 1);
+        listed.extend(got.items);
+        match got.next_cursor {
+            Some(next) => cursor = Some(next),
+            None => break,
+        }
+    }
+    assert_eq!(listed, inserted, "pages of one, oldest first, every field");
+}
+
 /// Two tenants; in the first, an agent, a conversation with it and one without.
 struct TwoConversations {
     a: TenantCtx,

@@ -323,8 +323,6 @@ impl Uncommitted {
     }
 }
 
-/// Adds keyset paging to a query: rows after the cursor id, oldest first (ids are
-/// UUIDv7), one more than the limit so `PageRequest::finish` can tell if more exist.
 /// How [`PgStore::read_by_position`] reads a row from either client; made with
 /// [`by_position!`].
 pub(crate) struct Decoders<T> {
@@ -368,6 +366,8 @@ where
     Ok(rows.iter().map(decode).collect::<Result<_, _>>()?)
 }
 
+/// Adds keyset paging to a query: rows after the cursor id, oldest first (ids are
+/// UUIDv7), one more than the limit so `PageRequest::finish` can tell if more exist.
 pub(crate) fn keyset<E>(select: Select<E>, id: E::Column, page: PageRequest) -> Select<E>
 where
     E: EntityTrait,

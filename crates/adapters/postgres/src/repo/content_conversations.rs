@@ -5,12 +5,16 @@
 use super::content_common::db;
 use super::{content_agents, content_messages};
 use crate::content_mapper;
-use crate::entity::conversation::{ActiveModel, Column, Entity};
-use crate::store::{PgStore, finish_page, keyset};
+use crate::entity::conversation::{ActiveModel, Column, Entity, Model};
+use crate::store::{PgStore, by_position, finish_page, keyset};
 use crate::txn::Txn;
 use async_trait::async_trait;
 use sea_orm::sea_query::{Expr, SimpleExpr};
-use sea_orm::{ActiveModelTrait as _, ColumnTrait as _, EntityTrait as _, QueryFilter as _, Set};
+use sea_orm::sqlx::Row as _;
+use sea_orm::{
+    ActiveModelTrait as _, ColumnTrait as _, DbBackend, EntityTrait as _, QueryFilter as _,
+    QuerySelect as _, QueryTrait as _, Select, Set,
+};
 use trellis_content::{
     ContentError, Conversation, ConversationFilter, ConversationId, ConversationPatch,
     ConversationRepo, NewConversation, Result, Thread,
@@ -25,6 +29,60 @@ async fn load(txn: &Txn, tenant: TenantId, id: ConversationId) -> Result<Convers
         .map_err(db("load conversation"))?
         .ok_or(ContentError::NotFound("conversation"))?;
     Ok(content_mapper::conversation(row)?)
+}
+
+/// Every column of a conversation, in the order [`read_conversations`] reads them.
+const CONVERSATION_COLUMNS: [Column; 14] = [
+    Column::TenantId,
+    Column::Id,
+    Column::OwnerId,
+    Column::Title,
+    Column::Provider,
+    Column::Model,
+    Column::AgentId,
+    Column::Temperature,
+    Column::TopP,
+    Column::MaxTokens,
+    Column::Archived,
+    Column::LastMessageAt,
+    Column::CreatedAt,
+    Column::UpdatedAt,
+];
+
+/// Runs a query of conversations as a read of its own (`PgStore::read_by_position`):
+/// one pipeline on a loopback server instead of three round trips, as for users. Chat
+/// clients list and open conversations on every visit.
+async fn read_conversations(
+    store: &PgStore,
+    ctx: &TenantCtx,
+    select: Select<Entity>,
+    what: &'static str,
+) -> Result<Vec<Model>> {
+    let select = select.select_only().columns(CONVERSATION_COLUMNS);
+    store
+        .read_by_position(
+            ctx,
+            select.build(DbBackend::Postgres),
+            &CONVERSATION_COLUMNS,
+            by_position!(|row| Model {
+                tenant_id: row.try_get(0)?,
+                id: row.try_get(1)?,
+                owner_id: row.try_get(2)?,
+                title: row.try_get(3)?,
+                provider: row.try_get(4)?,
+                model: row.try_get(5)?,
+                agent_id: row.try_get(6)?,
+                temperature: row.try_get(7)?,
+                top_p: row.try_get(8)?,
+                max_tokens: row.try_get(9)?,
+                archived: row.try_get(10)?,
+                last_message_at: row.try_get(11)?,
+                created_at: row.try_get(12)?,
+                updated_at: row.try_get(13)?,
+            }),
+            what,
+        )
+        .await
 }
 
 #[async_trait]
@@ -58,9 +116,12 @@ impl ConversationRepo for PgStore {
     }
 
     async fn get(&self, ctx: &TenantCtx, id: ConversationId) -> Result<Conversation> {
-        let tenant = ctx.tenant_id();
-        self.in_tenant_read(ctx, move |txn| Box::pin(load(txn, tenant, id)))
-            .await
+        let select = Entity::find_by_id((ctx.tenant_id().as_uuid(), id.as_uuid()));
+        let row = read_conversations(self, ctx, select, "load conversation")
+            .await?
+            .pop()
+            .ok_or(ContentError::NotFound("conversation"))?;
+        Ok(content_mapper::conversation(row)?)
     }
 
     async fn thread(&self, ctx: &TenantCtx, id: ConversationId) -> Result<Thread> {
@@ -93,40 +154,36 @@ impl ConversationRepo for PgStore {
         filter: &ConversationFilter,
         page: PageRequest,
     ) -> Result<Page<Conversation>> {
-        let tenant = ctx.tenant_id();
-        let filter = filter.clone();
-        self.in_tenant_read(ctx, move |txn| {
-            Box::pin(async move {
-                let mut select = Entity::find().filter(Column::TenantId.eq(tenant.as_uuid()));
-                if let Some(owner) = filter.owner {
-                    select = select.filter(Column::OwnerId.eq(owner.as_uuid()));
-                }
-                if let Some(archived) = filter.archived {
-                    select = select.filter(Column::Archived.eq(archived));
-                }
-                if let Some(agent) = filter.agent {
-                    select = select.filter(Column::AgentId.eq(agent.as_uuid()));
-                }
-                if let Some(needle) = filter.title_contains {
-                    // strpos rather than ILIKE: no wildcard in the needle to escape.
-                    select = select.filter(Expr::cust_with_values(
-                        r#"strpos(lower("conversations"."title"), lower($1)) > 0"#,
-                        [needle],
-                    ));
-                }
-                let rows = keyset(select, Column::Id, page)
-                    .all(txn)
-                    .await
-                    .map_err(db("list conversations"))?;
-                Ok(finish_page(
-                    page,
-                    rows,
-                    |r| r.id,
-                    content_mapper::conversation,
-                )?)
-            })
-        })
-        .await
+        let mut select = Entity::find().filter(Column::TenantId.eq(ctx.tenant_id().as_uuid()));
+        if let Some(owner) = filter.owner {
+            select = select.filter(Column::OwnerId.eq(owner.as_uuid()));
+        }
+        if let Some(archived) = filter.archived {
+            select = select.filter(Column::Archived.eq(archived));
+        }
+        if let Some(agent) = filter.agent {
+            select = select.filter(Column::AgentId.eq(agent.as_uuid()));
+        }
+        if let Some(needle) = &filter.title_contains {
+            // strpos rather than ILIKE: no wildcard in the needle to escape.
+            select = select.filter(Expr::cust_with_values(
+                r#"strpos(lower("conversations"."title"), lower($1)) > 0"#,
+                [needle.clone()],
+            ));
+        }
+        let rows = read_conversations(
+            self,
+            ctx,
+            keyset(select, Column::Id, page),
+            "list conversations",
+        )
+        .await?;
+        Ok(finish_page(
+            page,
+            rows,
+            |r| r.id,
+            content_mapper::conversation,
+        )?)
     }
 
     async fn update(
