@@ -102,6 +102,7 @@ macro_rules! rag_conformance_tests {
         $crate::rag_conformance_tests!(@each $make, $rag;
             a_collection_reads_back_and_names_are_unique_per_tenant,
             documents_are_found_by_checksum_and_status_changes_stick,
+            every_field_of_a_document_reads_back_through_get_and_list_pages,
             cited_chunks_carry_their_documents_name_and_only_the_tenants,
             replacing_a_documents_chunks_never_duplicates_them,
             vector_search_returns_the_exact_top_k_of_the_tenant_only,

@@ -1,5 +1,6 @@
 //! The RAG port conformance suite — the cases the in-memory adapter passes — against
-//! PostgreSQL as the application role, with one store serving every port.
+//! PostgreSQL as the application role, with one store serving every port: once as the
+//! app connects (one-statement reads pipelined), once with every read on sqlx.
 
 use super::rag_jobs::queue_lock;
 use super::support::store;
@@ -51,7 +52,11 @@ async fn ports() -> Ports {
 }
 
 pub(super) async fn rag() -> RagPorts {
-    let store = store().await;
+    rag_on(store().await).await
+}
+
+/// The RAG ports of `store`, its job queue behind the queue tests' lock.
+async fn rag_on(store: PgStore) -> RagPorts {
     let mut ports = RagPorts::from_one(store.clone());
     ports.jobs = Arc::new(LockedQueue {
         store,
@@ -61,3 +66,21 @@ pub(super) async fn rag() -> RagPorts {
 }
 
 rag_conformance_tests!(ports(), rag());
+
+/// The same cases with every read on the sqlx path (documents are read pipelined where
+/// the server is on loopback, as it is here).
+mod without_pipelined_reads {
+    use super::{rag_on, store};
+    use trellis_conformance::rag::RagPorts;
+    use trellis_conformance::{Ports, rag_conformance_tests};
+
+    async fn ports() -> Ports {
+        Ports::from_one(store().await.without_pipelined_reads())
+    }
+
+    async fn rag() -> RagPorts {
+        rag_on(store().await.without_pipelined_reads()).await
+    }
+
+    rag_conformance_tests!(ports(), rag());
+}
