@@ -708,6 +708,12 @@ pub async fn messages_form_a_tree_that_reads_back_whole(p: &Ports, c: &ContentPo
     let all = c.messages.for_conversation(&a, conv.id).await.unwrap();
     let ids: Vec<MessageId> = all.iter().map(|m| m.id).collect();
     assert_eq!(ids, [q1.id, a1.id, a1b.id], "oldest first");
+    // Every field reads back as stored, through the list and one by one (the Postgres
+    // adapter decodes these rows by position).
+    assert_eq!(all, [q1.clone(), a1.clone(), a1b.clone()]);
+    for m in &all {
+        assert_eq!(&c.messages.get(&a, m.id).await.unwrap(), m);
+    }
     let back = c.messages.get(&a, a1b.id).await.unwrap();
     assert_eq!(back.error.as_deref(), Some("the model stopped responding"));
     assert!(back.unfinished && back.usage.is_none());

@@ -11,14 +11,15 @@ use super::to_json;
 use crate::content_mapper;
 use crate::entity::message::{self, ActiveModel, Column, Entity, FILE_IDS, MessageRow};
 use crate::entity::{conversation, message_file};
-use crate::store::PgStore;
+use crate::store::{PgStore, by_position};
 use crate::txn::Txn;
 use anyhow::Context as _;
 use async_trait::async_trait;
 use sea_orm::sea_query::Expr;
+use sea_orm::sqlx::Row as _;
 use sea_orm::{
     ColumnTrait as _, ConnectionTrait as _, DbBackend, EntityTrait as _, QueryFilter as _,
-    QueryOrder as _, QuerySelect as _, Select, Set, Statement, Value,
+    QueryOrder as _, QuerySelect as _, QueryTrait as _, Select, Set, Statement, Value,
 };
 use std::collections::HashMap;
 use trellis_content::{
@@ -81,6 +82,98 @@ pub(super) async fn of_conversation(
         .all(txn)
         .await
         .map_err(db("list messages"))?;
+    rows.into_iter()
+        .map(|r| Ok(content_mapper::message(r)?))
+        .collect()
+}
+
+/// What a pipelined read of messages selects, in the order [`read_messages`] reads it:
+/// every column of a message, then its file ids (see [`MessageRow`]).
+#[derive(Clone, Copy)]
+enum ReadColumn {
+    Message(Column),
+    FileIds,
+}
+
+impl sea_orm::Iden for ReadColumn {
+    fn unquoted(&self) -> &str {
+        match self {
+            Self::Message(column) => sea_orm::IdenStatic::as_str(column),
+            Self::FileIds => FILE_IDS,
+        }
+    }
+}
+
+const MESSAGE_READ: [ReadColumn; 17] = [
+    ReadColumn::Message(Column::TenantId),
+    ReadColumn::Message(Column::Id),
+    ReadColumn::Message(Column::ConversationId),
+    ReadColumn::Message(Column::ParentId),
+    ReadColumn::Message(Column::Role),
+    ReadColumn::Message(Column::Content),
+    ReadColumn::Message(Column::AuthorId),
+    ReadColumn::Message(Column::Provider),
+    ReadColumn::Message(Column::Model),
+    ReadColumn::Message(Column::FinishReason),
+    ReadColumn::Message(Column::PromptTokens),
+    ReadColumn::Message(Column::CompletionTokens),
+    ReadColumn::Message(Column::Error),
+    ReadColumn::Message(Column::Unfinished),
+    ReadColumn::Message(Column::Citations),
+    ReadColumn::Message(Column::CreatedAt),
+    ReadColumn::FileIds,
+];
+
+/// Messages of `tenant` selecting exactly [`MESSAGE_READ`].
+fn select_read(tenant: TenantId) -> Select<Entity> {
+    let mut select = Entity::find().select_only();
+    for column in MESSAGE_READ {
+        select = match column {
+            ReadColumn::Message(c) => select.column(c),
+            ReadColumn::FileIds => select.expr_as(Expr::cust(FILE_IDS_SQL), FILE_IDS),
+        };
+    }
+    select.filter(Column::TenantId.eq(tenant.as_uuid()))
+}
+
+/// Runs a [`select_read`] query as a read of its own (`PgStore::read_by_position`):
+/// one pipeline on a loopback server instead of three round trips. A chat client reads
+/// a conversation's messages each time it opens one.
+async fn read_messages(
+    store: &PgStore,
+    ctx: &TenantCtx,
+    select: Select<Entity>,
+    what: &'static str,
+) -> Result<Vec<Message>> {
+    let rows: Vec<MessageRow> = store
+        .read_by_position::<_, ContentError, _>(
+            ctx,
+            select.build(DbBackend::Postgres),
+            &MESSAGE_READ,
+            by_position!(|row| MessageRow {
+                message: message::Model {
+                    tenant_id: row.try_get(0)?,
+                    id: row.try_get(1)?,
+                    conversation_id: row.try_get(2)?,
+                    parent_id: row.try_get(3)?,
+                    role: row.try_get(4)?,
+                    content: row.try_get(5)?,
+                    author_id: row.try_get(6)?,
+                    provider: row.try_get(7)?,
+                    model: row.try_get(8)?,
+                    finish_reason: row.try_get(9)?,
+                    prompt_tokens: row.try_get(10)?,
+                    completion_tokens: row.try_get(11)?,
+                    error: row.try_get(12)?,
+                    unfinished: row.try_get(13)?,
+                    citations: row.try_get(14)?,
+                    created_at: row.try_get(15)?,
+                },
+                file_ids: row.try_get(16)?,
+            }),
+            what,
+        )
+        .await?;
     rows.into_iter()
         .map(|r| Ok(content_mapper::message(r)?))
         .collect()
@@ -197,20 +290,11 @@ impl MessageRepo for PgStore {
     }
 
     async fn get(&self, ctx: &TenantCtx, id: MessageId) -> Result<Message> {
-        let tenant = ctx.tenant_id();
-        self.in_tenant_read(ctx, move |txn| {
-            Box::pin(async move {
-                let row = select(tenant)
-                    .filter(Column::Id.eq(id.as_uuid()))
-                    .into_model::<MessageRow>()
-                    .one(txn)
-                    .await
-                    .map_err(db("load message"))?
-                    .ok_or(ContentError::NotFound("message"))?;
-                Ok(content_mapper::message(row)?)
-            })
-        })
-        .await
+        let select = select_read(ctx.tenant_id()).filter(Column::Id.eq(id.as_uuid()));
+        read_messages(self, ctx, select, "load message")
+            .await?
+            .pop()
+            .ok_or(ContentError::NotFound("message"))
     }
 
     async fn for_conversation(
@@ -218,11 +302,11 @@ impl MessageRepo for PgStore {
         ctx: &TenantCtx,
         conversation: ConversationId,
     ) -> Result<Vec<Message>> {
-        let tenant = ctx.tenant_id();
-        self.in_tenant_read(ctx, move |txn| {
-            Box::pin(of_conversation(txn, tenant, conversation))
-        })
-        .await
+        let select = select_read(ctx.tenant_id())
+            .filter(Column::ConversationId.eq(conversation.as_uuid()))
+            .order_by_asc(Column::CreatedAt)
+            .order_by_asc(Column::Id);
+        read_messages(self, ctx, select, "list messages").await
     }
 
     async fn search(
