@@ -3,7 +3,7 @@
 //! metering. Every repository is checked for tenant isolation.
 
 use crate::Ports;
-use crate::fixtures::{tenant, user};
+use crate::fixtures::{every_page, tenant, user};
 use std::sync::Arc;
 use trellis_content::{
     Agent, AgentConfig, AgentFilter, AgentId, AgentRepo, AgentTier, BudgetPeriod, Citation,
@@ -554,22 +554,15 @@ pub async fn every_field_of_a_conversation_reads_back_through_get_and_list_pages
     for conv in &inserted {
         assert_eq!(&c.conversations.get(&a, conv.id).await.unwrap(), conv);
     }
-    let mut listed = Vec::new();
-    let mut cursor: Option<String> = None;
-    loop {
-        let page = PageRequest::new(Some(1), cursor.as_deref()).unwrap();
-        let got = c
-            .conversations
+    let pages = every_page(1, async |page| {
+        c.conversations
             .list(&a, &ConversationFilter::default(), page)
             .await
-            .unwrap();
-        assert!(got.items.len() <= 1);
-        listed.extend(got.items);
-        match got.next_cursor {
-            Some(next) => cursor = Some(next),
-            None => break,
-        }
-    }
+            .unwrap()
+    })
+    .await;
+    assert!(pages.iter().all(|p| p.items.len() <= 1));
+    let listed: Vec<_> = pages.into_iter().flat_map(|p| p.items).collect();
     assert_eq!(listed, inserted, "pages of one, oldest first, every field");
 }
 

@@ -1,11 +1,11 @@
 //! Builders for the conformance cases: unique tenants with a first admin, users,
-//! tokens.
+//! tokens; and walking a listing page by page.
 
 use crate::Ports;
 use trellis_identity::{NewUser, Preferences, RefreshToken, Tier, User};
 use trellis_kernel::{
-    Email, MembershipId, PasswordHash, PlatformCtx, RefreshTokenId, Role, SessionFamilyId, Slug,
-    TenantCtx, TenantId, UserId,
+    Email, MembershipId, Page, PageRequest, PasswordHash, PlatformCtx, RefreshTokenId, Role,
+    SessionFamilyId, Slug, TenantCtx, TenantId, UserId,
 };
 use trellis_tenancy::{Branding, FirstAdmin, NewTenant, Plan, Tenant, TenantConfig};
 
@@ -97,5 +97,24 @@ pub fn refresh_token(
         used_at: None,
         revoked_at: None,
         created_at: now,
+    }
+}
+
+/// Every page of a listing, first to last, asking for `size` items at a time and
+/// following each page's cursor.
+pub async fn every_page<T>(
+    size: u32,
+    mut list: impl AsyncFnMut(PageRequest) -> Page<T>,
+) -> Vec<Page<T>> {
+    let mut pages = Vec::new();
+    let mut page = PageRequest::new(Some(size), None).unwrap();
+    loop {
+        let got = list(page).await;
+        let next = got.next_cursor.clone();
+        pages.push(got);
+        match next {
+            Some(cursor) => page = PageRequest::new(Some(size), Some(&cursor)).unwrap(),
+            None => return pages,
+        }
     }
 }

@@ -1,7 +1,7 @@
 //! Conformance cases for the identity ports.
 
 use crate::Ports;
-use crate::fixtures::{email, new_user, refresh_token, tenant, user};
+use crate::fixtures::{email, every_page, new_user, refresh_token, tenant, user};
 use std::collections::HashSet;
 use trellis_identity::{
     IdentityError, Membership, NewApiKey, NewPlatformAdmin, UserFilter, UserPatch,
@@ -182,20 +182,17 @@ pub async fn users_list_filters_by_role_and_active_and_pages(p: &Ports) {
     };
     p.users.update(&ctx, inactive.id, patch).await.unwrap();
 
-    let mut seen = Vec::new();
-    let mut page = PageRequest::new(Some(2), None).unwrap();
     let filter = UserFilter {
         role: Some(Role::Sales),
         active: None,
     };
-    loop {
-        let batch = p.users.list(&ctx, &filter, page).await.unwrap();
-        seen.extend(batch.items.iter().map(|u| u.id));
-        match batch.next_cursor {
-            Some(c) => page = PageRequest::new(Some(2), Some(&c)).unwrap(),
-            None => break,
-        }
-    }
+    let seen: Vec<_> = every_page(2, async |page| {
+        p.users.list(&ctx, &filter, page).await.unwrap()
+    })
+    .await
+    .iter()
+    .flat_map(|batch| batch.items.iter().map(|u| u.id))
+    .collect();
     assert_eq!(seen, sales, "oldest first, each once");
 
     let active_only = UserFilter {

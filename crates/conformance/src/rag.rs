@@ -2,7 +2,7 @@
 //! text indexes and the job queue. Vectors are small (8-d) so cases stay fast.
 
 use crate::Ports;
-use crate::fixtures::tenant;
+use crate::fixtures::{every_page, tenant};
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use trellis_kernel::{PageRequest, TenantCtx};
@@ -291,18 +291,12 @@ pub async fn every_field_of_a_document_reads_back_through_get_and_list_pages(
         collection: Some(c.id),
         status: None,
     };
-    let mut listed = Vec::new();
-    let mut cursor: Option<String> = None;
-    loop {
-        let page = PageRequest::new(Some(1), cursor.as_deref()).unwrap();
-        let got = r.documents.list(&a, &filter, page).await.unwrap();
-        assert!(got.items.len() <= 1);
-        listed.extend(got.items);
-        match got.next_cursor {
-            Some(next) => cursor = Some(next),
-            None => break,
-        }
-    }
+    let pages = every_page(1, async |page| {
+        r.documents.list(&a, &filter, page).await.unwrap()
+    })
+    .await;
+    assert!(pages.iter().all(|p| p.items.len() <= 1));
+    let listed: Vec<_> = pages.into_iter().flat_map(|p| p.items).collect();
     assert_eq!(listed, expected, "pages of one, oldest first, every field");
 }
 

@@ -1,9 +1,9 @@
 //! Conformance cases for `TenantRepo`.
 
 use crate::Ports;
-use crate::fixtures::{first_admin, new_tenant, tenant, unique_slug};
+use crate::fixtures::{every_page, first_admin, new_tenant, tenant, unique_slug};
 use std::collections::HashSet;
-use trellis_kernel::{HexColor, HttpUrl, PageRequest, PlatformCtx, Role};
+use trellis_kernel::{HexColor, HttpUrl, PlatformCtx, Role};
 use trellis_tenancy::{
     Branding, Hostname, LlmConfig, LlmProvider, SealedSecret, TenancyError, TenantConfig,
     TenantPatch, TenantStatus, WidgetConfig, WidgetPosition,
@@ -52,16 +52,14 @@ pub async fn listing_tenants_pages_without_repeats(p: &Ports) {
         mine.insert(tenant(p).await.0.id);
     }
     let mut seen = HashSet::new();
-    let mut page = PageRequest::new(Some(2), None).unwrap();
-    loop {
-        let batch = p.tenants.list(&platform(), page).await.unwrap();
+    let pages = every_page(2, async |page| {
+        p.tenants.list(&platform(), page).await.unwrap()
+    })
+    .await;
+    for batch in &pages {
         assert!(batch.items.len() <= 2);
         for t in &batch.items {
             assert!(seen.insert(t.id), "tenant {} listed twice", t.id);
-        }
-        match batch.next_cursor {
-            Some(c) => page = PageRequest::new(Some(2), Some(&c)).unwrap(),
-            None => break,
         }
     }
     assert!(mine.is_subset(&seen));

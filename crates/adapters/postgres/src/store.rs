@@ -9,8 +9,8 @@ use crate::pipelined::PipelinedReads;
 use crate::txn::{Access, Scope, Txn};
 use anyhow::Context as _;
 use sea_orm::{
-    ColumnTrait as _, ConnectOptions, Database, DatabaseConnection, DbErr, EntityTrait,
-    QueryFilter, QueryOrder, QuerySelect, Select, sqlx,
+    ColumnTrait as _, ConnectOptions, Database, DatabaseConnection, DbBackend, DbErr, EntityTrait,
+    QueryFilter, QueryOrder, QuerySelect, QueryTrait as _, Select, sqlx,
 };
 use std::future::Future;
 use std::pin::Pin;
@@ -134,6 +134,30 @@ impl PgStore {
             })
         })
         .await
+    }
+
+    /// [`Self::read_by_position`] of `select` narrowed to exactly `columns`, in their
+    /// order: the one list both picks what is selected and checks what came back.
+    pub(crate) async fn read_columns<En, T, E>(
+        &self,
+        ctx: &TenantCtx,
+        select: Select<En>,
+        columns: &'static [En::Column],
+        decoders: Decoders<T>,
+        what: &'static str,
+    ) -> Result<Vec<T>, E>
+    where
+        En: EntityTrait,
+        En::Column: Sync,
+        T: Send + 'static,
+        E: DomainError,
+    {
+        let stmt = select
+            .select_only()
+            .columns(columns.iter().copied())
+            .build(DbBackend::Postgres);
+        self.read_by_position(ctx, stmt, columns, decoders, what)
+            .await
     }
 
     /// Wraps an existing connection pool.

@@ -7,10 +7,7 @@ use crate::store::{PgStore, by_position, finish_page, keyset};
 use async_trait::async_trait;
 use sea_orm::sea_query::{Expr, ExprTrait as _};
 use sea_orm::sqlx::Row as _;
-use sea_orm::{
-    ActiveModelTrait as _, ColumnTrait as _, DbBackend, EntityTrait as _, QueryFilter as _,
-    QuerySelect as _, QueryTrait as _, Set,
-};
+use sea_orm::{ActiveModelTrait as _, ColumnTrait as _, EntityTrait as _, QueryFilter as _, Set};
 use trellis_identity::{ApiKey, ApiKeyRecord, ApiKeyRepo, IdentityError as E, NewApiKey, Result};
 use trellis_kernel::{ApiKeyId, Page, PageRequest, TenantCtx, Timestamp, UserId};
 
@@ -76,14 +73,12 @@ impl ApiKeyRepo for PgStore {
         // Every request an API key authenticates starts here: a read of its own,
         // pipelined where the store can, decoded by position.
         let select = Entity::find()
-            .select_only()
-            .columns(API_KEY_COLUMNS)
             .filter(Column::TenantId.eq(ctx.tenant_id().as_uuid()))
             .filter(Column::Prefix.eq(prefix));
         let row = self
-            .read_by_position::<_, E, _>(
+            .read_columns::<_, _, E>(
                 ctx,
-                select.build(DbBackend::Postgres),
+                select,
                 &API_KEY_COLUMNS,
                 by_position!(|row| Model {
                     tenant_id: row.try_get(0)?,

@@ -12,8 +12,7 @@ use async_trait::async_trait;
 use sea_orm::sea_query::{Expr, SimpleExpr};
 use sea_orm::sqlx::Row as _;
 use sea_orm::{
-    ActiveModelTrait as _, ColumnTrait as _, DbBackend, EntityTrait as _, QueryFilter as _,
-    QuerySelect as _, QueryTrait as _, Select, Set,
+    ActiveModelTrait as _, ColumnTrait as _, EntityTrait as _, QueryFilter as _, Select, Set,
 };
 use trellis_content::{
     ContentError, Conversation, ConversationFilter, ConversationId, ConversationPatch,
@@ -49,7 +48,7 @@ const CONVERSATION_COLUMNS: [Column; 14] = [
     Column::UpdatedAt,
 ];
 
-/// Runs a query of conversations as a read of its own (`PgStore::read_by_position`):
+/// Runs a query of conversations as a read of its own (`PgStore::read_columns`):
 /// one pipeline on a loopback server instead of three round trips, as for users. Chat
 /// clients list and open conversations on every visit.
 async fn read_conversations(
@@ -58,11 +57,10 @@ async fn read_conversations(
     select: Select<Entity>,
     what: &'static str,
 ) -> Result<Vec<Model>> {
-    let select = select.select_only().columns(CONVERSATION_COLUMNS);
     store
-        .read_by_position(
+        .read_columns(
             ctx,
-            select.build(DbBackend::Postgres),
+            select,
             &CONVERSATION_COLUMNS,
             by_position!(|row| Model {
                 tenant_id: row.try_get(0)?,

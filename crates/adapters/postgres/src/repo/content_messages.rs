@@ -37,58 +37,9 @@ const FILE_IDS_SQL: &str = r#"COALESCE((SELECT jsonb_agg(f.file_id ORDER BY f.po
     FROM message_files f
     WHERE f.tenant_id = "messages"."tenant_id" AND f.message_id = "messages"."id"), '[]'::jsonb)"#;
 
-/// Messages of `tenant`, each with its files.
-fn select(tenant: TenantId) -> Select<Entity> {
-    Entity::find()
-        .expr_as(Expr::cust(FILE_IDS_SQL), FILE_IDS)
-        .filter(Column::TenantId.eq(tenant.as_uuid()))
-}
-
-fn row(tenant: TenantId, n: &NewMessage) -> Result<ActiveModel> {
-    let usage = n.usage;
-    Ok(ActiveModel {
-        tenant_id: Set(tenant.as_uuid()),
-        id: Set(n.id.as_uuid()),
-        conversation_id: Set(n.conversation_id.as_uuid()),
-        parent_id: Set(n.parent_id.map(|p| p.as_uuid())),
-        role: Set(n.role.as_str().to_owned()),
-        // Text cannot hold NUL, which a model could emit; a stored answer with a space
-        // in its place beats losing the answer.
-        content: Set(without_nul(&n.content).into_owned()),
-        author_id: Set(n.author_id.map(|a| a.as_uuid())),
-        provider: Set(n.provider.map(|p| p.as_str().to_owned())),
-        model: Set(n.model.clone()),
-        finish_reason: Set(n.finish_reason.map(|f| f.as_str().to_owned())),
-        prompt_tokens: Set(usage.map(|u| content_mapper::tokens(u.prompt_tokens))),
-        completion_tokens: Set(usage.map(|u| content_mapper::tokens(u.completion_tokens))),
-        error: Set(n.error.as_deref().map(|e| without_nul(e).into_owned())),
-        unfinished: Set(n.unfinished),
-        citations: Set(to_json(&n.citations, "citations")?),
-        created_at: sea_orm::NotSet,
-    })
-}
-
-/// A conversation's messages, oldest first.
-pub(super) async fn of_conversation(
-    txn: &Txn,
-    tenant: TenantId,
-    conversation: ConversationId,
-) -> Result<Vec<Message>> {
-    let rows = select(tenant)
-        .filter(Column::ConversationId.eq(conversation.as_uuid()))
-        .order_by_asc(Column::CreatedAt)
-        .order_by_asc(Column::Id)
-        .into_model::<MessageRow>()
-        .all(txn)
-        .await
-        .map_err(db("list messages"))?;
-    rows.into_iter()
-        .map(|r| Ok(content_mapper::message(r)?))
-        .collect()
-}
-
-/// What a pipelined read of messages selects, in the order [`read_messages`] reads it:
-/// every column of a message, then its file ids (see [`MessageRow`]).
+/// What a read of messages selects, in the order [`read_messages`] reads it by
+/// position (SeaORM's [`MessageRow`] reads the same by name): every column of a
+/// message, then its file ids.
 #[derive(Clone, Copy)]
 enum ReadColumn {
     Message(Column),
@@ -124,8 +75,8 @@ const MESSAGE_READ: [ReadColumn; 17] = [
     ReadColumn::FileIds,
 ];
 
-/// Messages of `tenant` selecting exactly [`MESSAGE_READ`].
-fn select_read(tenant: TenantId) -> Select<Entity> {
+/// Messages of `tenant`, each with its files, as [`MESSAGE_READ`].
+fn select(tenant: TenantId) -> Select<Entity> {
     let mut select = Entity::find().select_only();
     for column in MESSAGE_READ {
         select = match column {
@@ -136,7 +87,55 @@ fn select_read(tenant: TenantId) -> Select<Entity> {
     select.filter(Column::TenantId.eq(tenant.as_uuid()))
 }
 
-/// Runs a [`select_read`] query as a read of its own (`PgStore::read_by_position`):
+/// A conversation's messages, oldest first.
+fn of_conversation_select(tenant: TenantId, conversation: ConversationId) -> Select<Entity> {
+    select(tenant)
+        .filter(Column::ConversationId.eq(conversation.as_uuid()))
+        .order_by_asc(Column::CreatedAt)
+        .order_by_asc(Column::Id)
+}
+
+fn row(tenant: TenantId, n: &NewMessage) -> Result<ActiveModel> {
+    let usage = n.usage;
+    Ok(ActiveModel {
+        tenant_id: Set(tenant.as_uuid()),
+        id: Set(n.id.as_uuid()),
+        conversation_id: Set(n.conversation_id.as_uuid()),
+        parent_id: Set(n.parent_id.map(|p| p.as_uuid())),
+        role: Set(n.role.as_str().to_owned()),
+        // Text cannot hold NUL, which a model could emit; a stored answer with a space
+        // in its place beats losing the answer.
+        content: Set(without_nul(&n.content).into_owned()),
+        author_id: Set(n.author_id.map(|a| a.as_uuid())),
+        provider: Set(n.provider.map(|p| p.as_str().to_owned())),
+        model: Set(n.model.clone()),
+        finish_reason: Set(n.finish_reason.map(|f| f.as_str().to_owned())),
+        prompt_tokens: Set(usage.map(|u| content_mapper::tokens(u.prompt_tokens))),
+        completion_tokens: Set(usage.map(|u| content_mapper::tokens(u.completion_tokens))),
+        error: Set(n.error.as_deref().map(|e| without_nul(e).into_owned())),
+        unfinished: Set(n.unfinished),
+        citations: Set(to_json(&n.citations, "citations")?),
+        created_at: sea_orm::NotSet,
+    })
+}
+
+/// A conversation's messages, oldest first.
+pub(super) async fn of_conversation(
+    txn: &Txn,
+    tenant: TenantId,
+    conversation: ConversationId,
+) -> Result<Vec<Message>> {
+    let rows = of_conversation_select(tenant, conversation)
+        .into_model::<MessageRow>()
+        .all(txn)
+        .await
+        .map_err(db("list messages"))?;
+    rows.into_iter()
+        .map(|r| Ok(content_mapper::message(r)?))
+        .collect()
+}
+
+/// Runs a [`select`] query as a read of its own (`PgStore::read_by_position`):
 /// one pipeline on a loopback server instead of three round trips. A chat client reads
 /// a conversation's messages each time it opens one.
 async fn read_messages(
@@ -290,7 +289,7 @@ impl MessageRepo for PgStore {
     }
 
     async fn get(&self, ctx: &TenantCtx, id: MessageId) -> Result<Message> {
-        let select = select_read(ctx.tenant_id()).filter(Column::Id.eq(id.as_uuid()));
+        let select = select(ctx.tenant_id()).filter(Column::Id.eq(id.as_uuid()));
         read_messages(self, ctx, select, "load message")
             .await?
             .pop()
@@ -302,10 +301,7 @@ impl MessageRepo for PgStore {
         ctx: &TenantCtx,
         conversation: ConversationId,
     ) -> Result<Vec<Message>> {
-        let select = select_read(ctx.tenant_id())
-            .filter(Column::ConversationId.eq(conversation.as_uuid()))
-            .order_by_asc(Column::CreatedAt)
-            .order_by_asc(Column::Id);
+        let select = of_conversation_select(ctx.tenant_id(), conversation);
         read_messages(self, ctx, select, "list messages").await
     }
 

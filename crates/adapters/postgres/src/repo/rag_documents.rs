@@ -12,8 +12,7 @@ use async_trait::async_trait;
 use sea_orm::sea_query::{Expr, SimpleExpr};
 use sea_orm::sqlx::Row as _;
 use sea_orm::{
-    ActiveModelTrait as _, ColumnTrait as _, DbBackend, EntityTrait as _, QueryFilter as _,
-    QuerySelect as _, QueryTrait as _, Select, Set,
+    ActiveModelTrait as _, ColumnTrait as _, EntityTrait as _, QueryFilter as _, Select, Set,
 };
 use trellis_kernel::{Page, PageRequest, TenantCtx};
 use trellis_rag::index::CollectionId;
@@ -45,7 +44,7 @@ const DOCUMENT_COLUMNS: [Column; 19] = [
     Column::UpdatedAt,
 ];
 
-/// Runs a query of documents as a read of its own (`PgStore::read_by_position`): one
+/// Runs a query of documents as a read of its own (`PgStore::read_columns`): one
 /// pipeline on a loopback server instead of three round trips. Clients poll a
 /// document, or a collection's list, until ingestion is done.
 async fn read_documents(
@@ -54,11 +53,10 @@ async fn read_documents(
     select: Select<Entity>,
     what: &'static str,
 ) -> Result<Vec<Model>> {
-    let select = select.select_only().columns(DOCUMENT_COLUMNS);
     store
-        .read_by_position(
+        .read_columns(
             ctx,
-            select.build(DbBackend::Postgres),
+            select,
             &DOCUMENT_COLUMNS,
             by_position!(|row| Model {
                 tenant_id: row.try_get(0)?,

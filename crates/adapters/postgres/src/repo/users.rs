@@ -10,8 +10,8 @@ use async_trait::async_trait;
 use sea_orm::sea_query::{Expr, SimpleExpr};
 use sea_orm::sqlx::Row as _;
 use sea_orm::{
-    ActiveModelTrait as _, ColumnTrait as _, DbBackend, EntityTrait as _, PaginatorTrait as _,
-    QueryFilter as _, QuerySelect as _, QueryTrait as _, Select, Set,
+    ActiveModelTrait as _, ColumnTrait as _, EntityTrait as _, PaginatorTrait as _,
+    QueryFilter as _, Select, Set,
 };
 use trellis_identity::{
     IdentityError as E, LoginRecord, NewUser, Result, User, UserFilter, UserPatch, UserRepo,
@@ -51,12 +51,8 @@ const USER_COLUMNS: [Column; 16] = [
     Column::UpdatedAt,
 ];
 
-/// Live users of one tenant, as [`USER_COLUMNS`].
-fn live_users(tenant: TenantId) -> Select<Entity> {
-    live(tenant).select_only().columns(USER_COLUMNS)
-}
-
-/// Runs a [`live_users`] query as a read of its own (`PgStore::read_by_position`).
+/// Runs a query of users as a read of its own of [`USER_COLUMNS`]
+/// (`PgStore::read_columns`).
 ///
 /// By position, because SeaORM's derived `FromQueryResult` looks every column up by
 /// name and formats an error message for every NULL it meets (most optional user fields
@@ -68,9 +64,9 @@ async fn read_users(
     what: &'static str,
 ) -> Result<Vec<Model>> {
     store
-        .read_by_position(
+        .read_columns(
             ctx,
-            select.build(DbBackend::Postgres),
+            select,
             &USER_COLUMNS,
             // Without the password hash and `deleted_at`, which it does not select.
             by_position!(|row| Model {
@@ -159,7 +155,7 @@ impl UserRepo for PgStore {
     }
 
     async fn get(&self, ctx: &TenantCtx, id: UserId) -> Result<User> {
-        let select = live_users(ctx.tenant_id()).filter(Column::Id.eq(id.as_uuid()));
+        let select = live(ctx.tenant_id()).filter(Column::Id.eq(id.as_uuid()));
         let row = read_users(self, ctx, select, "load user")
             .await?
             .pop()
@@ -189,7 +185,7 @@ impl UserRepo for PgStore {
         filter: &UserFilter,
         page: PageRequest,
     ) -> Result<Page<User>> {
-        let mut select = live_users(ctx.tenant_id());
+        let mut select = live(ctx.tenant_id());
         if let Some(role) = filter.role {
             select = select.filter(Column::Role.eq(role.as_str()));
         }
