@@ -103,6 +103,54 @@ async fn an_uploaded_markdown_file_is_processed_and_found_with_a_citation_in_eve
 }
 
 #[tokio::test]
+async fn a_question_finds_passages_by_any_of_its_words_and_a_search_box_by_all() {
+    let app = spawn_ingesting_app().await;
+    let t = app.tenant().await;
+    let coll = collection(&app, &t, "Handbook").await;
+    upload_processed(&app, &t, &coll, "handbook.md", HANDBOOK.as_bytes().to_vec()).await;
+    let question = "How many days of holiday do employees get?";
+    let holiday = |hit: &Value| hit["content"].as_str().unwrap().contains("paid holiday");
+
+    // By default the text half requires every word: no passage holds all eight, so
+    // only vectors rank.
+    let hits = search(&app, &t.admin_token, json!({"query": question, "top_k": 5})).await;
+    assert!(hits.iter().all(|h| h["text_score"].is_null()), "{hits:?}");
+
+    // Asked to match any of them, it ranks the holiday passage, which holds four.
+    let hits = search(
+        &app,
+        &t.admin_token,
+        json!({"query": question, "text_match": "any", "top_k": 5}),
+    )
+    .await;
+    let found = hits
+        .iter()
+        .find(|h| holiday(h))
+        .expect("the holiday passage");
+    assert!(found["text_score"].as_f64().unwrap() > 0.0, "{found}");
+
+    // The same in a text search.
+    let text = |text_match: Option<&str>| {
+        let mut body = json!({"query": question, "mode": "text", "top_k": 5});
+        if let Some(m) = text_match {
+            body["text_match"] = json!(m);
+        }
+        body
+    };
+    assert!(search(&app, &t.admin_token, text(None)).await.is_empty());
+    let hits = search(&app, &t.admin_token, text(Some("any"))).await;
+    assert!(hits.first().is_some_and(holiday), "{hits:?}");
+    let hits = search(
+        &app,
+        &t.admin_token,
+        json!({"query": "\"paid holiday\" employees", "mode": "text"}),
+    )
+    .await;
+    assert_eq!(hits.len(), 1, "{hits:?}");
+    assert!(holiday(&hits[0]));
+}
+
+#[tokio::test]
 async fn a_pdf_is_processed_with_page_numbers_in_its_citations() {
     let app = spawn_ingesting_app().await;
     let t = app.tenant().await;
@@ -354,6 +402,17 @@ async fn bad_search_requests_get_422() {
         422,
     )
     .await;
+    let body = problem(
+        app.post_json(
+            "/v1/rag/search",
+            tok,
+            &json!({"query": "x", "text_match": "some"}),
+        )
+        .await,
+        422,
+    )
+    .await;
+    assert!(body.to_string().contains("text_match"), "{body}");
     let ids: Vec<String> = (0..101).map(|_| uuid::Uuid::now_v7().to_string()).collect();
     let body = problem(
         app.post_json(

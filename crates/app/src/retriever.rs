@@ -10,7 +10,9 @@ use trellis_content::{
 use trellis_kernel::TenantCtx;
 use trellis_rag::index::CollectionId;
 use trellis_rag::service::RagService;
-use trellis_rag::{MAX_TOP_K, RagError, SearchFilter, SearchHit, SearchMode, SearchQuery};
+use trellis_rag::{
+    MAX_TOP_K, RagError, SearchFilter, SearchHit, SearchMode, SearchQuery, TextMatch,
+};
 
 /// Longest query sent to the RAG search (it refuses more than 2000 characters).
 const MAX_QUERY_CHARS: usize = 2000;
@@ -68,6 +70,11 @@ impl Retriever for RagRetriever {
         let query = SearchQuery {
             text,
             mode: SearchMode::Hybrid,
+            // A chat message is a question, which `Any` would read better; but its
+            // common words match most of a large collection, and ranking all of it
+            // would cost an answer more than its 5 ms budget. Until the text half
+            // leaves out words most chunks hold, answers keep `All`.
+            text_match: TextMatch::All,
             filter: SearchFilter {
                 collections: collections
                     .iter()

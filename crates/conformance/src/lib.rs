@@ -108,6 +108,7 @@ macro_rules! rag_conformance_tests {
             vector_search_returns_the_exact_top_k_of_the_tenant_only,
             vector_search_honours_collection_source_and_metadata_filters,
             text_search_ranks_matching_chunks_and_ignores_other_tenants,
+            text_search_reads_web_search_syntax_and_questions_alike_on_every_adapter,
             deleting_a_document_or_collection_removes_its_chunks,
             a_claimed_job_is_not_handed_out_again_until_its_lease_expires,
             a_renewed_lease_keeps_the_job_and_a_stale_claim_changes_nothing,

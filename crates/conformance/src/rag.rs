@@ -531,6 +531,59 @@ pub async fn text_search_ranks_matching_chunks_and_ignores_other_tenants(p: &Por
     );
 }
 
+pub async fn text_search_reads_web_search_syntax_and_questions_alike_on_every_adapter(
+    p: &Ports,
+    r: &RagPorts,
+) {
+    let (_, a, _) = tenant(p).await;
+    let c = collection(r, &a, "Syntax").await;
+    let d = document(r, &a, c.id, "syntax").await;
+    let texts = [
+        "Refunds take five days for annual plans.",
+        "Shipping takes three to five days.",
+        "Annual plans renew every year.",
+    ];
+    let chunks: Vec<_> = texts
+        .iter()
+        .zip(0u32..)
+        .map(|(t, i)| chunk(&d, i, t, vector(i as usize, i as usize + 1, 0.1)))
+        .collect();
+    r.chunks
+        .replace_for_document(&a, d.id, chunks.clone())
+        .await
+        .unwrap();
+    let id = |i: usize| chunks[i].chunk.id;
+    let search = async |q: &str| -> Vec<ChunkId> {
+        r.text
+            .search(&a, q, &SearchFilter::default(), 10)
+            .await
+            .unwrap_or_else(|e| panic!("{q:?} failed: {e:#}"))
+            .iter()
+            .map(|h| h.chunk)
+            .collect()
+    };
+    let set = |ids: Vec<ChunkId>| ids.into_iter().collect::<std::collections::HashSet<_>>();
+
+    // Every word is required; `or` makes either enough; `-` excludes.
+    assert_eq!(search("refunds DAYS").await, [id(0)]);
+    assert_eq!(
+        set(search("refunds or shipping").await),
+        set(vec![id(0), id(1)])
+    );
+    assert_eq!(search("days -shipping").await, [id(0)]);
+    // Quotes ask for the words next to each other, in order.
+    assert_eq!(set(search("\"five days\"").await), set(vec![id(0), id(1)]));
+    assert!(search("\"days five\"").await.is_empty());
+    // A question rewritten to match any of its words finds the chunks holding some of
+    // them, the one holding the most first; words, not stems ("take" is not "takes").
+    let question =
+        trellis_kernel::search::any_word_query("How long do refunds take for annual plans?")
+            .unwrap();
+    let hits = search(&question).await;
+    assert_eq!(set(hits.clone()), set(vec![id(0), id(2)]));
+    assert_eq!(hits.first(), Some(&id(0)));
+}
+
 pub async fn deleting_a_document_or_collection_removes_its_chunks(p: &Ports, r: &RagPorts) {
     let (_, a, _) = tenant(p).await;
     let c = collection(r, &a, "Temp").await;

@@ -725,9 +725,79 @@ fn terms(text: &str) -> Vec<String> {
         .collect()
 }
 
+/// A word, or a quoted phrase, of a web-search query; `negated` for a leading `-`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Clause {
+    words: Vec<String>,
+    negated: bool,
+}
+
+impl Clause {
+    /// Whether a chunk with these terms satisfies the clause: its words appear in order
+    /// next to each other (absent, when negated).
+    fn holds(&self, terms: &[String]) -> bool {
+        let n = self.words.len();
+        let found = n > 0 && terms.windows(n).any(|w| w == self.words.as_slice());
+        found != self.negated
+    }
+}
+
+/// A query in web-search syntax, as Postgres' `websearch_to_tsquery` reads it: groups
+/// separated by `or`, any of which may match; a group matches when all of its clauses
+/// hold. `or` with nothing on one side is ignored, as there.
+fn web_search(query: &str) -> Vec<Vec<Clause>> {
+    let chars: Vec<char> = query.chars().collect();
+    // A `-` right before a word or quote, at the start or after a non-word character.
+    let negated_at =
+        |i: usize| i > 0 && chars[i - 1] == '-' && (i < 2 || !chars[i - 2].is_alphanumeric());
+    let mut groups: Vec<Vec<Clause>> = vec![Vec::new()];
+    let mut i = 0;
+    while i < chars.len() {
+        if chars[i] == '"' {
+            let end = chars[i + 1..]
+                .iter()
+                .position(|c| *c == '"')
+                .map_or(chars.len(), |p| i + 1 + p);
+            let words = terms(&chars[i + 1..end].iter().collect::<String>());
+            if !words.is_empty() {
+                let negated = negated_at(i);
+                if let Some(group) = groups.last_mut() {
+                    group.push(Clause { words, negated });
+                }
+            }
+            i = end + 1;
+        } else if chars[i].is_alphanumeric() {
+            let end = chars[i..]
+                .iter()
+                .position(|c| !c.is_alphanumeric())
+                .map_or(chars.len(), |p| i + p);
+            let word: String = chars[i..end].iter().collect::<String>().to_lowercase();
+            let negated = negated_at(i);
+            if word == "or" && !negated {
+                if groups.last().is_some_and(|g| !g.is_empty()) {
+                    groups.push(Vec::new());
+                }
+            } else {
+                if let Some(group) = groups.last_mut() {
+                    group.push(Clause {
+                        words: vec![word],
+                        negated,
+                    });
+                }
+            }
+            i = end;
+        } else {
+            i += 1;
+        }
+    }
+    groups.retain(|g| !g.is_empty());
+    groups
+}
+
 #[async_trait]
 impl TextIndex for MemoryRag {
-    /// BM25 (k1 = 1.2, b = 0.75) over the tenant's matching chunks.
+    /// The chunks the query matches (web-search syntax, see [`TextIndex`]), ranked by
+    /// BM25 (k1 = 1.2, b = 0.75) over the query's wanted words.
     async fn search(
         &self,
         ctx: &TenantCtx,
@@ -735,10 +805,18 @@ impl TextIndex for MemoryRag {
         filter: &SearchFilter,
         k: usize,
     ) -> Result<Vec<Scored>> {
-        let q = terms(query);
-        if q.is_empty() {
+        let groups = web_search(query);
+        if groups.is_empty() {
             return Ok(Vec::new());
         }
+        let mut wanted: Vec<&String> = groups
+            .iter()
+            .flatten()
+            .filter(|c| !c.negated)
+            .flat_map(|c| &c.words)
+            .collect();
+        wanted.sort();
+        wanted.dedup();
         let db = self.read();
         let tid = ctx.tenant_id();
         let docs: Vec<(ChunkId, Vec<String>)> = db
@@ -751,11 +829,12 @@ impl TextIndex for MemoryRag {
         let avg = docs.iter().map(|(_, t)| t.len()).sum::<usize>() as f32 / n.max(1.0);
         let mut scored: Vec<Scored> = docs
             .iter()
-            .filter_map(|(id, t)| {
-                let score: f32 = q
+            .filter(|(_, t)| groups.iter().any(|g| g.iter().all(|c| c.holds(t))))
+            .map(|(id, t)| {
+                let score: f32 = wanted
                     .iter()
                     .map(|term| {
-                        let tf = t.iter().filter(|x| *x == term).count() as f32;
+                        let tf = t.iter().filter(|x| x == term).count() as f32;
                         if tf == 0.0 {
                             return 0.0;
                         }
@@ -764,7 +843,7 @@ impl TextIndex for MemoryRag {
                         idf * tf * 2.2 / (tf + 1.2 * (0.25 + 0.75 * t.len() as f32 / avg.max(1.0)))
                     })
                     .sum();
-                (score > 0.0).then_some(Scored { chunk: *id, score })
+                Scored { chunk: *id, score }
             })
             .collect();
         scored.sort_by(|a, b| b.score.total_cmp(&a.score));

@@ -8,6 +8,7 @@ pub mod ids;
 pub mod page;
 pub mod password;
 pub mod roles;
+pub mod search;
 pub mod secrets;
 pub mod values;
 

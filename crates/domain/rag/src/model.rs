@@ -420,6 +420,23 @@ pub enum SearchMode {
     Hybrid,
 }
 
+/// How the full-text half reads the query's words.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TextMatch {
+    /// Web-search syntax, as typed into a search box: every word is required, `or`
+    /// between two words makes either enough, quotes ask for a phrase and `-word`
+    /// excludes one.
+    #[default]
+    All,
+    /// Any of the query's words; the more of them a chunk holds, the higher it ranks.
+    /// For questions: "how long do refunds take?" should find "refunds take 5 days",
+    /// which lacks three of its words. A question's common words ("the", "how") match
+    /// most chunks, all of which are then ranked: on a large collection that costs
+    /// milliseconds a search-box query does not.
+    Any,
+}
+
 /// Filters every search mode honours.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct SearchFilter {
@@ -441,6 +458,8 @@ pub const MAX_FILTER_COLLECTIONS: usize = 100;
 pub struct SearchQuery {
     pub text: String,
     pub mode: SearchMode,
+    /// How the full-text half reads `text` (ignored by `vector` searches).
+    pub text_match: TextMatch,
     pub filter: SearchFilter,
     pub top_k: u32,
     /// Results scoring below this are dropped (vector: cosine; text: rank; hybrid: fused).
@@ -472,6 +491,17 @@ impl SearchQuery {
             ));
         }
         validate_metadata(&self.filter.metadata)
+    }
+
+    /// What the full-text half searches for, in web-search syntax (see
+    /// [`crate::ports::TextIndex`]); `None` when no chunk can match (an `Any` query
+    /// without words).
+    #[must_use]
+    pub fn text_query(&self) -> Option<String> {
+        match self.text_match {
+            TextMatch::All => Some(self.text.trim().to_owned()),
+            TextMatch::Any => trellis_kernel::search::any_word_query(&self.text),
+        }
     }
 }
 
@@ -516,6 +546,7 @@ mod tests {
         let query = |n: usize| SearchQuery {
             text: "refunds".into(),
             mode: SearchMode::Hybrid,
+            text_match: TextMatch::Any,
             filter: SearchFilter {
                 collections: (0..n).map(|_| CollectionId::new()).collect(),
                 ..SearchFilter::default()

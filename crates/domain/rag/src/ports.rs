@@ -165,7 +165,10 @@ pub trait VectorIndex: Send + Sync + 'static {
     ) -> Result<Vec<Scored>>;
 }
 
-/// Full-text search over chunk contents.
+/// Full-text search over chunk contents. `query` is in web-search syntax (see
+/// [`trellis_kernel::search`]): every word is required, `or` between two words makes
+/// either enough, quotes ask for the words as a phrase and `-word` excludes a word.
+/// Case and punctuation do not matter.
 #[cfg_attr(any(test, feature = "testing"), mockall::automock)]
 #[async_trait]
 pub trait TextIndex: Send + Sync + 'static {

@@ -792,12 +792,13 @@ impl RagService {
             }
         };
         let text = async {
-            if query.mode == SearchMode::Vector {
-                Ok(Vec::new())
-            } else {
-                self.text
-                    .search(ctx, query.text.trim(), &query.filter, candidates)
-                    .await
+            match query.text_query() {
+                Some(text) if query.mode != SearchMode::Vector => {
+                    self.text
+                        .search(ctx, &text, &query.filter, candidates)
+                        .await
+                }
+                _ => Ok(Vec::new()),
             }
         };
         let (vector, text) = futures::future::try_join(vector, text).await?;

@@ -21,6 +21,7 @@ use trellis_rag::service::{CreateCollection, RagService, Upload};
 use trellis_rag::{
     Chunk, ChunkingSettings, Collection, CollectionPatch, Document, DocumentFilter, DocumentId,
     DocumentStatus, RagError, SearchFilter, SearchHit, SearchMode, SearchQuery, SourceType,
+    TextMatch,
 };
 use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
@@ -748,6 +749,10 @@ pub struct SearchBody {
     pub query: String,
     /// `vector`, `text` or `hybrid` (default).
     pub mode: Option<String>,
+    /// How the full-text half reads the query. `all` (default): web-search syntax,
+    /// every word required (`"a phrase"`, `or`, `-word`); `any`: any of its words, the
+    /// more the better (for questions).
+    pub text_match: Option<String>,
     /// Restrict to these collections (default: all of the tenant's).
     #[serde(default)]
     pub collection_ids: Vec<Uuid>,
@@ -776,6 +781,15 @@ impl SearchBody {
                 None
             }
         };
+        let text_match = match self.text_match.as_deref() {
+            None => Some(TextMatch::All),
+            Some("all") => Some(TextMatch::All),
+            Some("any") => Some(TextMatch::Any),
+            Some(_) => {
+                f.push("text_match", "must be all or any");
+                None
+            }
+        };
         let mut source_types = Vec::new();
         for s in &self.source_types {
             if let Some(t) = f.check(SourceType::parse(s)) {
@@ -785,6 +799,7 @@ impl SearchBody {
         let query = SearchQuery {
             text: self.query,
             mode: mode.unwrap_or_default(),
+            text_match: text_match.unwrap_or_default(),
             filter: SearchFilter {
                 collections: self
                     .collection_ids
@@ -798,7 +813,7 @@ impl SearchBody {
             min_score: self.min_score,
         };
         f.check(query.validate());
-        f.finish(|| mode.map(|_| query))
+        f.finish(|| mode.and(text_match).map(|_| query))
     }
 }
 

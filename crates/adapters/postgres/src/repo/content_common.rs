@@ -77,68 +77,10 @@ fn constraint_name(err: &DbErr) -> Option<&str> {
     db.constraint()
 }
 
-/// At most this many distinct words of a query are searched for.
-const MAX_SEARCH_WORDS: usize = 32;
-
-/// A search-box query as input for `websearch_to_tsquery`: its words (letters and
-/// digits), lower-cased, deduplicated and joined by `or`, so a message or memory
-/// matches when it contains *any* of them and ranks higher the more it contains (the
-/// in-memory adapter's rule). "Is the user vegetarian?" must find "vegetarian, no
-/// mushrooms": requiring every word, as a plain `websearch_to_tsquery` does, would
-/// not. `None` when the query has no words (nothing can match).
-///
-/// Only letters and digits reach the parser, so quotes and `-` keep no special
-/// meaning; the word `or` itself is dropped, since it would read as the operator.
-pub(super) fn any_word_query(query: &str) -> Option<String> {
-    let mut words: Vec<String> = Vec::new();
-    for word in query
-        .split(|c: char| !c.is_alphanumeric())
-        .filter(|w| !w.is_empty())
-        .map(str::to_lowercase)
-    {
-        if word != "or" && !words.contains(&word) {
-            words.push(word);
-            if words.len() == MAX_SEARCH_WORDS {
-                break;
-            }
-        }
-    }
-    (!words.is_empty()).then(|| words.join(" or "))
-}
-
 #[cfg(test)]
 #[allow(clippy::unwrap_used, clippy::expect_used)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn a_query_becomes_its_distinct_words_ored() {
-        assert_eq!(
-            any_word_query("Is the user vegetarian? Vegetarian!").as_deref(),
-            Some("is or the or user or vegetarian")
-        );
-        assert_eq!(
-            any_word_query("\"refund\" -window").as_deref(),
-            Some("refund or window")
-        );
-        assert_eq!(
-            any_word_query("this or that").as_deref(),
-            Some("this or that")
-        );
-    }
-
-    #[test]
-    fn a_query_without_words_searches_nothing() {
-        assert_eq!(any_word_query("?! -- \"\""), None);
-        assert_eq!(any_word_query("or"), None);
-    }
-
-    #[test]
-    fn long_queries_are_cut_to_a_bounded_number_of_words() {
-        let q: String = (0..100).map(|i| format!("w{i} ")).collect();
-        let words = any_word_query(&q).unwrap();
-        assert_eq!(words.split(" or ").count(), MAX_SEARCH_WORDS);
-    }
 
     #[test]
     fn taken_names_are_conflicts_and_missing_parents_not_found() {

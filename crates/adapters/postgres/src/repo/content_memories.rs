@@ -2,7 +2,7 @@
 //! makes a taken key a `Conflict`); search ranks the generated `tsv` column (key,
 //! value and category, weighted in that order) against the query's words, ORed.
 
-use super::content_common::{any_word_query, db};
+use super::content_common::db;
 use crate::content_mapper;
 use crate::entity::memory::{ActiveModel, Column, Entity, MemoryHit, RANK};
 use crate::store::{PgStore, finish_page, keyset};
@@ -16,6 +16,7 @@ use sea_orm::{
 use trellis_content::{
     ContentError, Memory, MemoryId, MemoryPatch, MemoryRepo, NewMemory, Result, ScoredMemory,
 };
+use trellis_kernel::search::any_word_query;
 use trellis_kernel::{Page, PageRequest, TenantCtx, UserId};
 
 #[async_trait]

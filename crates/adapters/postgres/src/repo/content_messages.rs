@@ -5,7 +5,7 @@
 //! parent or conversation key rolls all of it back. Full-text search ranks the
 //! generated `tsv` column against the query's words, ORed (see `any_word_query`).
 
-use super::content_common::{any_word_query, db};
+use super::content_common::db;
 use super::rag_common::without_nul;
 use super::to_json;
 use crate::content_mapper;
@@ -26,6 +26,7 @@ use trellis_content::{
     ContentError, ConversationId, Message, MessageHit, MessageId, MessageRepo, NewMessage,
     PendingMessage, Result,
 };
+use trellis_kernel::search::any_word_query;
 use trellis_kernel::{TenantCtx, TenantId, UserId};
 
 /// Rows per `INSERT`. A message binds 15 parameters (Postgres allows 65 535 per
