@@ -272,6 +272,67 @@ async fn regenerating_an_answer_creates_a_sibling() {
 }
 
 #[tokio::test]
+async fn a_full_conversation_refuses_another_question_with_409_and_stores_nothing() {
+    let url = fake_llm().await;
+    let app = spawn_app_with(|c| {
+        c.llm_base_url = Some(url);
+        c.max_conversation_messages = 3;
+    })
+    .await;
+    let t = app.tenant().await;
+    configure_llm(&app, &t).await;
+    let agent = create_agent(&app, &t.admin_token).await;
+    let conv = start_conversation(&app, &t.admin_token, &agent).await;
+    let path = format!("/v1/conversations/{conv}/messages");
+    let first = done_message(
+        &stream(
+            &app,
+            &t.admin_token,
+            &path,
+            &json!({"content": "Say hello"}),
+        )
+        .await,
+    );
+
+    // Two messages held, room for one: another question and its answer do not fit.
+    let body = problem(
+        app.post_json(
+            &path,
+            Some(&t.admin_token),
+            &json!({"content": "And again"}),
+        )
+        .await,
+        409,
+    )
+    .await;
+    assert!(
+        body["detail"]
+            .as_str()
+            .unwrap()
+            .contains("start a new conversation"),
+        "{body}"
+    );
+    let tree: Value = app
+        .get(&path, Some(&t.admin_token))
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(tree["active_path"].as_array().unwrap().len(), 2, "{tree}");
+
+    // A regenerated answer does fit, once.
+    let id = first["id"].as_str().unwrap();
+    let regenerate = format!("{path}/{id}/regenerate");
+    done_message(&stream(&app, &t.admin_token, &regenerate, &json!({})).await);
+    problem(
+        app.post_json(&regenerate, Some(&t.admin_token), &json!({}))
+            .await,
+        409,
+    )
+    .await;
+}
+
+#[tokio::test]
 async fn another_tenant_gets_404_on_the_conversation_and_the_agent() {
     let app = app().await;
     let t = app.tenant().await;

@@ -161,7 +161,10 @@ pub async fn bootstrap(config: &Config) -> anyhow::Result<App> {
             spawner: Arc::new(TokioSpawner),
             clock,
         },
-        ContentConfig::default(),
+        ContentConfig {
+            max_conversation_messages: config.max_conversation_messages,
+            ..ContentConfig::default()
+        },
     ));
     let files = Arc::new(FileService::new(
         (*content).clone(),

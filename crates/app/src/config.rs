@@ -33,6 +33,8 @@ pub struct Config {
     pub tenant_cache_max: usize,
     /// MiB of extracted attachment text kept in process for prompts; 0: none.
     pub attachment_cache_mb: usize,
+    /// The most messages one conversation may hold (`ContentConfig`).
+    pub max_conversation_messages: usize,
     pub jwt_secret: Option<Vec<u8>>,
     /// `(key id, base64 32-byte key)`.
     pub encryption_key: Option<(String, String)>,
@@ -179,6 +181,7 @@ impl Default for Config {
             collection_cache_max: trellis_postgres::DEFAULT_MAX_CACHED_COLLECTIONS,
             tenant_cache_max: trellis_postgres::DEFAULT_MAX_CACHED_TENANTS,
             attachment_cache_mb: 64,
+            max_conversation_messages: trellis_content::DEFAULT_MAX_CONVERSATION_MESSAGES,
             jwt_secret: None,
             encryption_key: None,
             retired_encryption_keys: Vec::new(),
@@ -246,6 +249,15 @@ impl Config {
         if body_limit_bytes < 1024 {
             bail!("TRELLIS_BODY_LIMIT_BYTES must be at least 1024");
         }
+        let max_conversation_messages = parsed(
+            "TRELLIS_MAX_CONVERSATION_MESSAGES",
+            d.max_conversation_messages,
+        )?;
+        if max_conversation_messages < 2 {
+            bail!(
+                "TRELLIS_MAX_CONVERSATION_MESSAGES must be at least 2 (a question and its answer)"
+            );
+        }
         Ok(Self {
             bind: parsed("TRELLIS_BIND", d.bind)?,
             database_url: var("DATABASE_URL"),
@@ -256,6 +268,7 @@ impl Config {
             collection_cache_max: parsed("TRELLIS_COLLECTION_CACHE_MAX", d.collection_cache_max)?,
             tenant_cache_max: parsed("TRELLIS_TENANT_CACHE_MAX", d.tenant_cache_max)?,
             attachment_cache_mb: parsed("TRELLIS_ATTACHMENT_CACHE_MB", d.attachment_cache_mb)?,
+            max_conversation_messages,
             jwt_secret: var("TRELLIS_JWT_SECRET").map(String::into_bytes),
             encryption_key,
             retired_encryption_keys: key_list("TRELLIS_ENCRYPTION_RETIRED_KEYS")?,

@@ -16,7 +16,7 @@ pub use ports::*;
 pub use service::{
     Answer, AnswerEvent, AnswerStream, Completed, CompletionEvent, CompletionId, CompletionReply,
     CompletionRequest, CompletionStream, ContentConfig, ContentPorts, ContentService,
-    ConversationQuery, CreateTool, DEFAULT_MAX_FILE_BYTES, FilePorts, FileService,
-    MAX_BUDGET_TOKENS, QuotaAdministration, Remember, StartConversation, UploadFile, UsageReport,
-    UserMessage, Whose, completion_role,
+    ConversationQuery, CreateTool, DEFAULT_MAX_CONVERSATION_MESSAGES, DEFAULT_MAX_FILE_BYTES,
+    FilePorts, FileService, MAX_BUDGET_TOKENS, QuotaAdministration, Remember, StartConversation,
+    UploadFile, UsageReport, UserMessage, Whose, completion_role,
 };

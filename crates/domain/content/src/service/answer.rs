@@ -130,7 +130,8 @@ impl ContentService {
     ///
     /// # Errors
     /// Before anything is stored: `Forbidden`; `NotFound` for the conversation, the
-    /// parent or a file; `Conflict` for an archived conversation; `Invalid`;
+    /// parent or a file; `Conflict` for an archived conversation or one without room
+    /// for two more messages ([`crate::ContentConfig::max_conversation_messages`]); `Invalid`;
     /// `QuotaExceeded` (the model is not called); `ModelUnavailable`; retrieval
     /// failures. Provider failures are not errors here: they arrive as an
     /// [`AnswerEvent::Error`] with a stored error message.
@@ -147,7 +148,7 @@ impl ContentService {
             conversation: conv,
             messages,
             agent,
-        } = self.postable_thread(ctx, conversation).await?;
+        } = self.postable_thread(ctx, conversation, 2).await?;
         self.check_files(ctx, me, conv.id, &message.files).await?;
         let parent = match message.parent {
             Some(p) if messages.iter().any(|m| m.id == p) => Some(p),
@@ -181,7 +182,7 @@ impl ContentService {
             conversation: conv,
             messages,
             agent,
-        } = self.postable_thread(ctx, conversation).await?;
+        } = self.postable_thread(ctx, conversation, 2).await?;
         let original = messages
             .iter()
             .find(|m| m.id == message)
@@ -209,7 +210,7 @@ impl ContentService {
             conversation: conv,
             messages,
             agent,
-        } = self.postable_thread(ctx, conversation).await?;
+        } = self.postable_thread(ctx, conversation, 1).await?;
         let question = tree::regeneration_parent(&messages, answer)?;
         let history = tree::path_to(&messages, question.id)?
             .into_iter()
@@ -218,11 +219,16 @@ impl ContentService {
         self.respond(ctx, &conv, agent, history, None).await
     }
 
-    /// One's own conversation, not archived, with its messages and its agent, in one
-    /// read: the messages and agent of a conversation the caller may not post in are
-    /// read for nothing (and never returned), which costs less than a read before the
-    /// others.
-    async fn postable_thread(&self, ctx: &TenantCtx, id: ConversationId) -> Result<Thread> {
+    /// One's own conversation, not archived and with room for `adding` more messages,
+    /// with its messages and its agent, in one read: the messages and agent of a
+    /// conversation the caller may not post in are read for nothing (and never
+    /// returned), which costs less than a read before the others.
+    async fn postable_thread(
+        &self,
+        ctx: &TenantCtx,
+        id: ConversationId,
+        adding: usize,
+    ) -> Result<Thread> {
         let thread = self.conversations.thread(ctx, id).await?;
         let conv = &thread.conversation;
         if !may_read_conversation(ctx, conv) {
@@ -235,6 +241,15 @@ impl ContentService {
             return Err(ContentError::Conflict(
                 "the conversation is archived; unarchive it to continue".into(),
             ));
+        }
+        let max = self.config.max_conversation_messages;
+        if thread.messages.len() + adding > max {
+            // Requests racing each other may each pass this check and leave the
+            // conversation a few messages over; what matters is that growth stops.
+            return Err(ContentError::Conflict(format!(
+                "the conversation holds {} messages and may hold at most {max}; start a new conversation",
+                thread.messages.len()
+            )));
         }
         Ok(thread)
     }

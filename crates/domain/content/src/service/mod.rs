@@ -56,7 +56,15 @@ pub struct ContentConfig {
     pub event_buffer: usize,
     /// Characters of one attached file's text put into a prompt (the rest is cut).
     pub attachment_chars: usize,
+    /// The most messages (questions, answers, edits and regenerated answers, on every
+    /// branch) one conversation may hold. Every answer reads the whole conversation and
+    /// `GET …/messages` returns it, so both stay bounded.
+    pub max_conversation_messages: usize,
 }
+
+/// [`ContentConfig::max_conversation_messages`] unless configured: 500 questions and
+/// their answers.
+pub const DEFAULT_MAX_CONVERSATION_MESSAGES: usize = 1000;
 
 impl Default for ContentConfig {
     fn default() -> Self {
@@ -67,6 +75,7 @@ impl Default for ContentConfig {
             default_answer_tokens: 1024,
             event_buffer: 64,
             attachment_chars: 24_000,
+            max_conversation_messages: DEFAULT_MAX_CONVERSATION_MESSAGES,
         }
     }
 }

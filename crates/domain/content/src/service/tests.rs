@@ -161,6 +161,7 @@ struct Mocks {
     catalog: MockLlmCatalog,
     chat: MockChatModel,
     retriever: MockRetriever,
+    config: ContentConfig,
 }
 
 impl Mocks {
@@ -178,6 +179,7 @@ impl Mocks {
             catalog: MockLlmCatalog::new(),
             chat: MockChatModel::new(),
             retriever: MockRetriever::new(),
+            config: ContentConfig::default(),
         }
     }
 
@@ -205,7 +207,7 @@ impl Mocks {
                 spawner: Arc::new(TokioSpawner),
                 clock: Arc::new(FixedClock(noon())),
             },
-            ContentConfig::default(),
+            self.config,
         )
     }
 
@@ -946,6 +948,76 @@ async fn posting_in_an_archived_conversation_is_refused() {
         .await
         .unwrap_err();
     assert!(matches!(err, ContentError::Conflict(_)));
+}
+
+/// A question and its answer, `turns` times over, on one branch.
+fn turns(conv: ConversationId, turns: usize) -> Vec<Message> {
+    let mut messages: Vec<Message> = Vec::new();
+    for n in 0..turns {
+        let seconds = i64::try_from(n).unwrap() * 2;
+        let q = message(
+            conv,
+            messages.last().map(|m| m.id),
+            MessageRole::User,
+            "q",
+            seconds,
+        );
+        let a = message(conv, Some(q.id), MessageRole::Assistant, "a", seconds + 1);
+        messages.extend([q, a]);
+    }
+    messages
+}
+
+#[tokio::test]
+async fn a_conversation_without_room_for_more_messages_takes_none_and_says_to_start_another() {
+    let (t, u) = (TenantId::new(), UserId::new());
+    let conv = conversation(t, u, None);
+    let ctx = ctx_as(t, u, Role::User);
+    let existing = turns(conv.id, 2);
+    let (question, answer) = (existing[2].id, existing[3].id);
+    let full = |max: usize| {
+        let mut m = Mocks::new();
+        m.config.max_conversation_messages = max;
+        m.conversation_reads(&conv, existing.clone());
+        m.messages.expect_insert().never();
+        m.chat.expect_stream().never();
+        m.chat.expect_complete().never();
+        m.service()
+    };
+    // Four messages: a question and its answer need two more, a regenerated answer one.
+    for err in [
+        full(5).answer(&ctx, conv.id, ask("hi")).await.unwrap_err(),
+        full(5)
+            .edit_and_answer(&ctx, conv.id, question, "again".into())
+            .await
+            .unwrap_err(),
+        full(4).regenerate(&ctx, conv.id, answer).await.unwrap_err(),
+    ] {
+        let ContentError::Conflict(why) = err else {
+            panic!("expected a conflict, got {err:?}");
+        };
+        assert!(why.contains("start a new conversation"), "{why}");
+    }
+}
+
+#[tokio::test]
+async fn a_conversation_with_room_for_the_answer_takes_it() {
+    let (t, u) = (TenantId::new(), UserId::new());
+    let conv = conversation(t, u, None);
+    let existing = turns(conv.id, 2);
+    let mut m = Mocks::new();
+    m.config.max_conversation_messages = 5;
+    m.permissive();
+    let inserted = m.conversation_with(&conv, existing.clone());
+    m.record_usage();
+    m.model_streams(happy_chunks());
+    let answer = m
+        .service()
+        .regenerate(&ctx_as(t, u, Role::User), conv.id, existing[3].id)
+        .await
+        .unwrap();
+    all_events(answer).await;
+    assert_eq!(inserted.lock().unwrap().len(), 1);
 }
 
 #[tokio::test]
