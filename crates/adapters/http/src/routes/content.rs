@@ -114,30 +114,29 @@ impl From<ContentError> for ApiError {
     }
 }
 
-/// A domain value as a JSON response.
-pub(crate) fn json<T: Serialize>(value: &T) -> Result<Json<serde_json::Value>, ApiError> {
-    serde_json::to_value(value)
-        .map(Json)
-        .map_err(|e| ApiError::internal(e.into()))
+/// A domain value as a JSON response, written straight from the value (a value JSON
+/// cannot express becomes a 500 problem there).
+pub(crate) fn json<T: Serialize>(value: T) -> Result<Response, ApiError> {
+    Ok(Json(value).into_response())
 }
 
-pub(crate) fn created_json<T: Serialize>(
-    location: String,
-    value: &T,
-) -> Result<Response, ApiError> {
-    let v = serde_json::to_value(value).map_err(|e| ApiError::internal(e.into()))?;
-    Ok(created(location, v))
+pub(crate) fn created_json<T: Serialize>(location: String, value: T) -> Result<Response, ApiError> {
+    Ok(created(location, value))
+}
+
+/// The body of a page of domain values.
+#[derive(Serialize)]
+struct PageBody<T> {
+    items: Vec<T>,
+    next_cursor: Option<String>,
 }
 
 /// A `{items, next_cursor}` page of domain values.
-pub(crate) fn page_json<T: Serialize>(
-    page: trellis_kernel::Page<T>,
-) -> Result<Json<serde_json::Value>, ApiError> {
-    let items = serde_json::to_value(&page.items).map_err(|e| ApiError::internal(e.into()))?;
-    Ok(Json(serde_json::json!({
-        "items": items,
-        "next_cursor": page.next_cursor,
-    })))
+pub(crate) fn page_json<T: Serialize>(page: trellis_kernel::Page<T>) -> Result<Response, ApiError> {
+    json(PageBody {
+        items: page.items,
+        next_cursor: page.next_cursor,
+    })
 }
 
 // ----- agents ------------------------------------------------------------------------
@@ -264,7 +263,7 @@ pub async fn list_agents(
     State(state): State<AppState>,
     TenantAuth(ctx): TenantAuth,
     Query(q): Query<PageQuery>,
-) -> Result<Json<serde_json::Value>, ApiError> {
+) -> Result<Response, ApiError> {
     page_json(content(&state)?.list_agents(&ctx, q.page()?).await?)
 }
 
@@ -290,7 +289,7 @@ pub async fn get_agent(
     State(state): State<AppState>,
     TenantAuth(ctx): TenantAuth,
     Path(id): Path<Uuid>,
-) -> Result<Json<serde_json::Value>, ApiError> {
+) -> Result<Response, ApiError> {
     json(
         &content(&state)?
             .get_agent(&ctx, AgentId::from_uuid(id))
@@ -309,7 +308,7 @@ pub async fn update_agent(
     TenantAuth(ctx): TenantAuth,
     Path(id): Path<Uuid>,
     Json(body): Json<UpdateAgentBody>,
-) -> Result<Json<serde_json::Value>, ApiError> {
+) -> Result<Response, ApiError> {
     let (patch, expected) = body.into_domain();
     json(
         &content(&state)?
@@ -416,7 +415,7 @@ pub async fn list_conversations(
     State(state): State<AppState>,
     TenantAuth(ctx): TenantAuth,
     Query(q): Query<ConversationListQuery>,
-) -> Result<Json<serde_json::Value>, ApiError> {
+) -> Result<Response, ApiError> {
     let page = PageQuery {
         limit: q.limit,
         cursor: q.cursor.clone(),
@@ -483,7 +482,7 @@ pub async fn get_conversation(
     State(state): State<AppState>,
     TenantAuth(ctx): TenantAuth,
     Path(id): Path<Uuid>,
-) -> Result<Json<serde_json::Value>, ApiError> {
+) -> Result<Response, ApiError> {
     json(
         &content(&state)?
             .get_conversation(&ctx, ConversationId::from_uuid(id))
@@ -501,7 +500,7 @@ pub async fn update_conversation(
     TenantAuth(ctx): TenantAuth,
     Path(id): Path<Uuid>,
     Json(body): Json<UpdateConversationBody>,
-) -> Result<Json<serde_json::Value>, ApiError> {
+) -> Result<Response, ApiError> {
     let patch = ConversationPatch {
         title: body.title,
         archived: body.archived,
@@ -590,7 +589,7 @@ pub async fn message_tree(
     TenantAuth(ctx): TenantAuth,
     Path(id): Path<Uuid>,
     Query(q): Query<TreeQuery>,
-) -> Result<Json<serde_json::Value>, ApiError> {
+) -> Result<Response, ApiError> {
     json(
         &content(&state)?
             .message_tree(
@@ -749,7 +748,7 @@ pub async fn list_memories(
     State(state): State<AppState>,
     TenantAuth(ctx): TenantAuth,
     Query(q): Query<PageQuery>,
-) -> Result<Json<serde_json::Value>, ApiError> {
+) -> Result<Response, ApiError> {
     page_json(
         content(&state)?
             .list_memories(&ctx, None, q.page()?)
@@ -790,7 +789,7 @@ pub async fn get_memory(
     State(state): State<AppState>,
     TenantAuth(ctx): TenantAuth,
     Path(id): Path<Uuid>,
-) -> Result<Json<serde_json::Value>, ApiError> {
+) -> Result<Response, ApiError> {
     json(
         &content(&state)?
             .get_memory(&ctx, MemoryId::from_uuid(id))
@@ -808,7 +807,7 @@ pub async fn update_memory(
     TenantAuth(ctx): TenantAuth,
     Path(id): Path<Uuid>,
     Json(body): Json<UpdateMemoryBody>,
-) -> Result<Json<serde_json::Value>, ApiError> {
+) -> Result<Response, ApiError> {
     let patch = MemoryPatch {
         key: body.key,
         value: body.value,

@@ -195,7 +195,7 @@ pub async fn list_tools(
     State(state): State<AppState>,
     TenantAuth(ctx): TenantAuth,
     Query(q): Query<PageQuery>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Response, ApiError> {
     page_json(content(&state)?.list_tools(&ctx, q.page()?).await?)
 }
 
@@ -223,7 +223,7 @@ pub async fn get_tool(
     State(state): State<AppState>,
     TenantAuth(ctx): TenantAuth,
     Path(id): Path<Uuid>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Response, ApiError> {
     json(
         &content(&state)?
             .get_tool(&ctx, ToolId::from_uuid(id))
@@ -243,7 +243,7 @@ pub async fn update_tool(
     TenantAuth(ctx): TenantAuth,
     Path(id): Path<Uuid>,
     Json(body): Json<UpdateToolBody>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Response, ApiError> {
     let patch = body.try_into_domain()?;
     json(
         &content(&state)?
