@@ -333,6 +333,42 @@ async fn a_full_conversation_refuses_another_question_with_409_and_stores_nothin
 }
 
 #[tokio::test]
+async fn an_agents_temperature_reads_back_as_it_was_written() {
+    let app = app().await;
+    let t = app.tenant().await;
+    configure_llm(&app, &t).await;
+    let res = app
+        .post_json(
+            "/v1/agents",
+            Some(&t.admin_token),
+            &json!({"name": "Precise", "instructions": "Be exact.", "provider": "openai_compatible", "model": "fake-model",
+                    "parameters": {"temperature": 0.7}}),
+        )
+        .await;
+    let status = res.status();
+    let created: Value = res.json().await.unwrap();
+    assert_eq!(status, 201, "{created}");
+    // Not 0.699999988079071: the stored f32 is written as the number it was given.
+    assert_eq!(
+        created["config"]["parameters"]["temperature"].as_f64(),
+        Some(0.7),
+        "{created}"
+    );
+    let id = created["id"].as_str().unwrap();
+    let read: Value = app
+        .get(&format!("/v1/agents/{id}"), Some(&t.admin_token))
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        read["config"]["parameters"]["temperature"].as_f64(),
+        Some(0.7),
+        "{read}"
+    );
+}
+
+#[tokio::test]
 async fn another_tenant_gets_404_on_the_conversation_and_the_agent() {
     let app = app().await;
     let t = app.tenant().await;
