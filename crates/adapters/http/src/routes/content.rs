@@ -124,6 +124,12 @@ pub(crate) fn created_json<T: Serialize>(location: String, value: T) -> Result<R
     Ok(created(location, value))
 }
 
+/// The body of a list that is not paged.
+#[derive(Serialize)]
+struct Items<T> {
+    items: Vec<T>,
+}
+
 /// The body of a page of domain values.
 #[derive(Serialize)]
 struct PageBody<T> {
@@ -341,12 +347,11 @@ pub async fn agent_versions(
     State(state): State<AppState>,
     TenantAuth(ctx): TenantAuth,
     Path(id): Path<Uuid>,
-) -> Result<Json<serde_json::Value>, ApiError> {
+) -> Result<Response, ApiError> {
     let versions = content(&state)?
         .agent_versions(&ctx, AgentId::from_uuid(id))
         .await?;
-    let items = serde_json::to_value(&versions).map_err(|e| ApiError::internal(e.into()))?;
-    Ok(Json(serde_json::json!({ "items": items })))
+    json(Items { items: versions })
 }
 
 // ----- conversations -----------------------------------------------------------------
@@ -466,12 +471,11 @@ pub async fn search_conversations(
     State(state): State<AppState>,
     TenantAuth(ctx): TenantAuth,
     Query(q): Query<SearchQueryParams>,
-) -> Result<Json<serde_json::Value>, ApiError> {
+) -> Result<Response, ApiError> {
     let hits = content(&state)?
         .search_messages(&ctx, Whose::Mine, &q.q, q.limit.unwrap_or(20))
         .await?;
-    let items = serde_json::to_value(&hits).map_err(|e| ApiError::internal(e.into()))?;
-    Ok(Json(serde_json::json!({ "items": items })))
+    json(Items { items: hits })
 }
 
 #[utoipa::path(get, path = "/v1/conversations/{id}", tag = "chat", params(("id" = Uuid, Path)),
@@ -601,23 +605,47 @@ pub async fn message_tree(
     )
 }
 
+/// The data of an SSE event: `{"<key>": value}`, written straight from the value.
+fn event_data<T: Serialize>(key: &'static str, value: &T) -> String {
+    let mut map = std::collections::BTreeMap::new();
+    map.insert(key, value);
+    serde_json::to_string(&map).unwrap_or_else(|e| {
+        tracing::error!(error = %e, "an answer event could not be written as JSON");
+        String::from("{}")
+    })
+}
+
 /// One SSE event for an answer event.
 fn sse_event(e: AnswerEvent) -> Event {
-    let (name, data) = match e {
-        AnswerEvent::Citations(c) => ("citations", serde_json::json!({ "citations": c })),
-        AnswerEvent::Delta(text) => ("delta", serde_json::json!({ "content": text })),
-        AnswerEvent::Usage(u) => ("usage", serde_json::json!(u)),
-        AnswerEvent::Done(m) => ("done", serde_json::json!({ "message": m })),
+    #[derive(Serialize)]
+    struct Failure<'a> {
+        code: &'a str,
+        detail: &'a str,
+        message: &'a Option<trellis_content::Message>,
+    }
+    let (name, data) = match &e {
+        AnswerEvent::Citations(c) => ("citations", event_data("citations", c)),
+        AnswerEvent::Delta(text) => ("delta", event_data("content", text)),
+        AnswerEvent::Usage(u) => (
+            "usage",
+            serde_json::to_string(u).unwrap_or_else(|_| String::from("{}")),
+        ),
+        AnswerEvent::Done(m) => ("done", event_data("message", m)),
         AnswerEvent::Error {
             message,
             code,
             detail,
         } => (
             "error",
-            serde_json::json!({ "code": code, "detail": detail, "message": message }),
+            serde_json::to_string(&Failure {
+                code,
+                detail,
+                message,
+            })
+            .unwrap_or_else(|_| String::from("{}")),
         ),
     };
-    Event::default().event(name).data(data.to_string())
+    Event::default().event(name).data(data)
 }
 
 /// The answer as `text/event-stream`; the user message (if any) leads as `message`.
@@ -625,7 +653,7 @@ fn stream_answer(answer: Answer) -> Response {
     let first = answer.user_message.map(|m| {
         Event::default()
             .event("message")
-            .data(serde_json::json!({ "message": m }).to_string())
+            .data(event_data("message", &m))
     });
     let head = futures::stream::iter(first);
     let events = head
