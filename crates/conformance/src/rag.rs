@@ -571,6 +571,10 @@ pub async fn text_search_reads_web_search_syntax_and_questions_alike_on_every_ad
         set(vec![id(0), id(1)])
     );
     assert_eq!(search("days -shipping").await, [id(0)]);
+    // A query of exclusions alone matches every other chunk, equally: in id order.
+    let mut others = vec![id(0), id(2)];
+    others.sort();
+    assert_eq!(search("-shipping").await, others);
     // Quotes ask for the words next to each other, in order.
     assert_eq!(set(search("\"five days\"").await), set(vec![id(0), id(1)]));
     assert!(search("\"days five\"").await.is_empty());

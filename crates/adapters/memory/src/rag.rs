@@ -846,7 +846,8 @@ impl TextIndex for MemoryRag {
                 Scored { chunk: *id, score }
             })
             .collect();
-        scored.sort_by(|a, b| b.score.total_cmp(&a.score));
+        // Ties (every match of `-word` alone scores 0) in id order, as Postgres orders.
+        scored.sort_by(|a, b| b.score.total_cmp(&a.score).then(a.chunk.cmp(&b.chunk)));
         scored.truncate(k);
         Ok(scored)
     }
