@@ -151,32 +151,9 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         ingestion_workers = config.rag.workers,
         "trellis listening; API docs at /docs"
     );
-    trellis_http::serve(listener, app.router(), shutdown_signal()).await?;
+    // In-flight requests finish after Ctrl-C or SIGTERM before the process exits.
+    trellis_http::serve(listener, app.router(), trellis_http::shutdown_signal()).await?;
     workers.shutdown().await;
     tracing::info!("shut down cleanly");
     Ok(())
-}
-
-/// Resolves on Ctrl-C or SIGTERM, so in-flight requests finish before exit.
-async fn shutdown_signal() {
-    let ctrl_c = async {
-        if tokio::signal::ctrl_c().await.is_err() {
-            std::future::pending::<()>().await;
-        }
-    };
-    #[cfg(unix)]
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
-            }
-            Err(_) => std::future::pending::<()>().await,
-        }
-    };
-    #[cfg(not(unix))]
-    let term = std::future::pending::<()>();
-    tokio::select! {
-        () = ctrl_c => {},
-        () = term => {},
-    }
 }
