@@ -368,13 +368,14 @@ async fn a_bad_body_is_a_client_error_problem_with_an_openai_error() {
 }
 
 /// The interpreter `cargo xtask test` prepared, with the `openai` package installed.
-fn sdk_python() -> String {
+pub(crate) fn sdk_python() -> String {
     match std::env::var("TRELLIS_SDK_PYTHON") {
         Ok(p) if !p.trim().is_empty() => p,
         _ => panic!(
             "TRELLIS_SDK_PYTHON is not set: run the tests with `cargo xtask test`, which \
-             creates .trellis/sdk-venv with the official `openai` Python package and sets it \
-             (or point TRELLIS_SDK_PYTHON at a Python that has `openai` installed)"
+             creates .trellis/sdk-venv with the official `openai` Python package and \
+             `schemathesis` and sets it (or point TRELLIS_SDK_PYTHON at a Python that has \
+             both installed)"
         ),
     }
 }

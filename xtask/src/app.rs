@@ -130,7 +130,7 @@ pub fn test(root: &Path, args: &[String]) -> Result<ExitCode> {
     say!("embedding model in {}", model.display());
     // The black-box suite drives the official `openai` Python SDK against the app.
     let sdk_python = crate::sdk::ensure(root)?;
-    say!("OpenAI SDK tests use {}", sdk_python.display());
+    say!("SDK and spec tests use {}", sdk_python.display());
     let env = db::ensure_up(root)?;
     run_app(root, &env, "migrate")?;
     let nextest = sys::succeeds(cargo(root).args(["nextest", "--version"]));

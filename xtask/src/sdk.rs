@@ -1,7 +1,9 @@
-//! The Python the black-box tests drive the official `openai` SDK with, to prove the
-//! OpenAI-compatible API works with it unchanged: a virtual environment in the
-//! git-ignored `.trellis/sdk-venv/` with `openai` from PyPI, made once and reused.
-//! `cargo xtask test` hands its interpreter to the tests as `TRELLIS_SDK_PYTHON`.
+//! The Python the black-box tests drive real peers with: the official `openai` SDK, to
+//! prove the OpenAI-compatible API works with it unchanged, and `schemathesis`, which
+//! derives requests for every operation from the OpenAPI document and checks that none
+//! gets a server error. A virtual environment in the git-ignored `.trellis/sdk-venv/`
+//! with both from PyPI, made once and reused. `cargo xtask test` hands its interpreter
+//! to the tests as `TRELLIS_SDK_PYTHON`.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -10,33 +12,35 @@ use anyhow::{Context, Result, bail};
 
 use crate::sys;
 
-/// What pip installs: a 1.x-or-later SDK (`stream_options` arrived in 1.26).
-const REQUIREMENT: &str = "openai>=1.40";
+/// What pip installs: a 1.x-or-later SDK (`stream_options` arrived in 1.26), and a
+/// schemathesis whose command line is the 4.x one the tests call.
+const REQUIREMENTS: [&str; 2] = ["openai>=1.40", "schemathesis>=4.1,<5"];
 
 /// The variable the tests read the interpreter from.
 pub const PYTHON_VAR: &str = "TRELLIS_SDK_PYTHON";
 
-const NO_PYTHON: &str = "cannot provision the Python environment for the OpenAI SDK tests: \
+const NO_PYTHON: &str = "cannot provision the Python environment for the SDK and spec tests: \
 `python3` was not found. The black-box suite checks the OpenAI-compatible API with the \
-official `openai` Python package, so it needs Python 3 with the venv module and pip (on \
-Debian/Ubuntu: `apt-get install python3 python3-venv python3-pip`); alternatively set \
-TRELLIS_SDK_PYTHON to a Python interpreter that already has the `openai` package installed.";
+official `openai` Python package and the OpenAPI document with `schemathesis`, so it needs \
+Python 3 with the venv module and pip (on Debian/Ubuntu: \
+`apt-get install python3 python3-venv python3-pip`); alternatively set TRELLIS_SDK_PYTHON \
+to a Python interpreter that already has both packages installed.";
 
-const NO_VENV: &str = "cannot provision the Python environment for the OpenAI SDK tests: \
+const NO_VENV: &str = "cannot provision the Python environment for the SDK and spec tests: \
 `python3 -m venv` failed (see its output above). The black-box suite checks the \
-OpenAI-compatible API with the official `openai` Python package, installed into \
-.trellis/sdk-venv; on Debian/Ubuntu the venv module is packaged separately \
-(`apt-get install python3-venv`). Alternatively set TRELLIS_SDK_PYTHON to a Python \
-interpreter that already has the `openai` package installed.";
+OpenAI-compatible API with the official `openai` Python package and the OpenAPI document \
+with `schemathesis`, installed into .trellis/sdk-venv; on Debian/Ubuntu the venv module \
+is packaged separately (`apt-get install python3-venv`). Alternatively set \
+TRELLIS_SDK_PYTHON to a Python interpreter that already has both packages installed.";
 
 /// `<root>/.trellis/sdk-venv`.
 fn venv_dir(root: &Path) -> PathBuf {
     root.join(".trellis").join("sdk-venv")
 }
 
-/// Whether `python` runs and can import the SDK.
+/// Whether `python` runs and can import both packages.
 fn has_sdk(python: &Path) -> bool {
-    sys::succeeds(Command::new(python).args(["-c", "import openai"]))
+    sys::succeeds(Command::new(python).args(["-c", "import openai, schemathesis"]))
 }
 
 /// The interpreter to run the SDK tests with: `TRELLIS_SDK_PYTHON` if set, else the
@@ -70,10 +74,8 @@ pub fn ensure(root: &Path) -> Result<PathBuf> {
             bail!("{e:#}\n\n{NO_VENV}");
         }
     }
-    say!(
-        "installing `{REQUIREMENT}` from PyPI into {}",
-        dir.display()
-    );
+    let wanted = REQUIREMENTS.join("`, `");
+    say!("installing `{wanted}` from PyPI into {}", dir.display());
     let mut pip = Command::new(&python);
     pip.args([
         "-m",
@@ -81,18 +83,19 @@ pub fn ensure(root: &Path) -> Result<PathBuf> {
         "install",
         "--quiet",
         "--disable-pip-version-check",
-        REQUIREMENT,
-    ]);
+    ])
+    .args(REQUIREMENTS);
     sys::run_captured(&mut pip).with_context(|| {
         format!(
-            "could not install `{REQUIREMENT}` into {} (is PyPI reachable?); alternatively \
-             set {PYTHON_VAR} to a Python interpreter that has the `openai` package",
+            "could not install `{wanted}` into {} (is PyPI reachable?); alternatively \
+             set {PYTHON_VAR} to a Python interpreter that has the `openai` and \
+             `schemathesis` packages",
             dir.display()
         )
     })?;
     if !has_sdk(&python) {
         bail!(
-            "`{REQUIREMENT}` was installed into {} but `import openai` still fails",
+            "`{wanted}` was installed into {} but `import openai, schemathesis` still fails",
             dir.display()
         );
     }
