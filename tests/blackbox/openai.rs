@@ -380,30 +380,40 @@ pub(crate) fn sdk_python() -> String {
     }
 }
 
-#[tokio::test]
-async fn the_official_openai_python_sdk_lists_models_and_gets_whole_and_streamed_answers() {
+/// Runs `TRELLIS_SDK_PYTHON` with `args` and returns what it printed; panics, showing
+/// both streams, when it fails. The peers it runs are synchronous: they run on a
+/// blocking thread, so the app keeps serving on the test's runtime meanwhile.
+pub(crate) async fn run_python(args: &[&str]) -> (String, String) {
     let python = sdk_python();
-    let (app, _) = app().await;
-    let t = tenant_with_agent(&app, "Helper").await;
-    let (_, key) = api_key(&app, &t).await;
-    let script = format!("{}/sdk/openai_sdk.py", env!("CARGO_MANIFEST_DIR"));
-    let base = app.url("/v1");
-    // The SDK is synchronous; it must not block the runtime the app serves on.
+    let args: Vec<String> = args.iter().map(|a| (*a).to_owned()).collect();
+    let what = args.join(" ");
     let output = tokio::task::spawn_blocking(move || {
         std::process::Command::new(&python)
-            .args([script.as_str(), base.as_str(), key.as_str(), "Helper"])
+            .args(&args)
+            .env("NO_COLOR", "1")
             .output()
     })
     .await
     .unwrap()
     .expect("could not start the TRELLIS_SDK_PYTHON interpreter");
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    let stderr = String::from_utf8_lossy(&output.stderr);
+    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+    let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
     assert!(
         output.status.success(),
-        "the SDK script failed ({}):\n{stdout}\n{stderr}",
+        "TRELLIS_SDK_PYTHON {what} failed ({}):\n{stdout}\n{stderr}",
         output.status
     );
+    (stdout, stderr)
+}
+
+#[tokio::test]
+async fn the_official_openai_python_sdk_lists_models_and_gets_whole_and_streamed_answers() {
+    let (app, _) = app().await;
+    let t = tenant_with_agent(&app, "Helper").await;
+    let (_, key) = api_key(&app, &t).await;
+    let script = format!("{}/sdk/openai_sdk.py", env!("CARGO_MANIFEST_DIR"));
+    let base = app.url("/v1");
+    let (stdout, stderr) = run_python(&[&script, &base, &key, "Helper"]).await;
     let out: Value = serde_json::from_str(stdout.trim())
         .unwrap_or_else(|e| panic!("the SDK script printed no JSON ({e}):\n{stdout}\n{stderr}"));
 

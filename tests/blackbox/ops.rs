@@ -60,32 +60,29 @@ const SPEC_FUZZ_SEED: &str = "20261204";
 
 #[tokio::test]
 async fn requests_generated_from_the_openapi_document_never_get_a_server_error() {
-    let python = crate::openai::sdk_python();
     let app = spawn_app().await;
     let t = app.tenant().await;
     let spec = app.url("/openapi.json");
     let auth = format!("Authorization: Bearer {}", t.admin_token);
     // schemathesis derives requests for every operation from the document, valid and
     // not (wrong types, missing fields, odd strings, ids of nothing), runs stateful
-    // sequences through the links, and checks that none is answered with a 5xx.
-    let output = tokio::task::spawn_blocking(move || {
-        std::process::Command::new(&python)
-            .args(["-m", "schemathesis.cli", "run", &spec])
-            .args(["--checks", "not_a_server_error", "--max-examples", "10"])
-            .args(["--seed", SPEC_FUZZ_SEED, "--request-timeout", "20"])
-            .args(["--header", &auth])
-            .env("NO_COLOR", "1")
-            .output()
-    })
-    .await
-    .unwrap()
-    .expect("could not start the TRELLIS_SDK_PYTHON interpreter");
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(
-        output.status.success(),
-        "schemathesis found server errors (or could not run: is it installed in \
-         TRELLIS_SDK_PYTHON's environment?):\n{stdout}\n{stderr}"
-    );
+    // sequences through the links, and fails (showing the request) on any 5xx.
+    let (stdout, _) = crate::openai::run_python(&[
+        "-m",
+        "schemathesis.cli",
+        "run",
+        &spec,
+        "--checks",
+        "not_a_server_error",
+        "--max-examples",
+        "10",
+        "--seed",
+        SPEC_FUZZ_SEED,
+        "--request-timeout",
+        "20",
+        "--header",
+        &auth,
+    ])
+    .await;
     assert!(stdout.contains("passed"), "{stdout}");
 }
