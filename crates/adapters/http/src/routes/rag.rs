@@ -386,7 +386,7 @@ pub struct ChangeModelBody {
 
 #[utoipa::path(put, path = "/v1/rag/collections/{id}/embedding-model", tag = "rag",
     params(("id" = Uuid, Path)), request_body = ChangeModelBody,
-    responses((status = 202, body = ModelChangeResponse), (status = 422, body = Problem)),
+    responses((status = 202, body = ModelChangeResponse), (status = 422, body = Problem, content_type = "application/problem+json")),
     security(("bearer" = []), ("api_key" = [])))]
 /// Re-embeds the collection with another model in the background; search keeps using
 /// the current model until every chunk is done, then switches in one step.
