@@ -7,7 +7,9 @@ use crate::routes::{
     api_keys, auth, content, files, guests, openai, ops, platform, quotas, rag, tenancy, tools,
     users,
 };
+use utoipa::openapi::path::{Operation, ParameterIn};
 use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa::openapi::{ContentBuilder, Ref, RefOr, ResponseBuilder};
 use utoipa::{Modify, OpenApi};
 
 /// Adds the two ways to authenticate: a bearer token (JWT or API key) and the
@@ -33,6 +35,108 @@ impl Modify for SecuritySchemes {
             "api_key",
             SecurityScheme::ApiKey(ApiKey::Header(ApiKeyValue::new("X-API-Key"))),
         );
+    }
+}
+
+/// Documents the problems any operation may answer with, by what it takes, where its
+/// annotation names only its own: a body may be malformed (400), too large (413), of
+/// another type (415) or invalid (422); a path id may be malformed (400) or name nothing
+/// (404); query parameters may be malformed or out of range (400) or invalid (422); an authenticated
+/// operation may meet a missing or bad credential (401) or a role without the
+/// permission or a suspended tenant (403). Clients generated from the document then
+/// know every status they must handle, and the black-box spec test holds the API to it.
+struct CommonProblems;
+
+/// `(status, description)` of the problems [`CommonProblems`] adds.
+const BAD_REQUEST: (&str, &str) = (
+    "400",
+    "The request cannot be read: malformed JSON, an unknown or mistyped field, or an \
+     unparsable id or query parameter (`malformed-body`, `bad-request`).",
+);
+const UNAUTHENTICATED: (&str, &str) = (
+    "401",
+    "No valid access token or API key (`unauthenticated`).",
+);
+const FORBIDDEN: (&str, &str) = (
+    "403",
+    "The caller's role lacks the permission, or the tenant is suspended (`forbidden`, \
+     `tenant-suspended`).",
+);
+const NOT_FOUND: (&str, &str) = (
+    "404",
+    "Nothing with this id in the caller's tenant (`not-found`).",
+);
+const TOO_LARGE: (&str, &str) = (
+    "413",
+    "The body is larger than allowed (`payload-too-large`).",
+);
+const MEDIA_TYPE: (&str, &str) = (
+    "415",
+    "The body is not of the documented content type (`unsupported-media-type`).",
+);
+const INVALID: (&str, &str) = (
+    "422",
+    "A field failed validation (`validation`); `errors` names each.",
+);
+
+impl CommonProblems {
+    fn add_to(operation: &mut Operation, in_path: bool) {
+        let params = operation.parameters.as_deref().unwrap_or_default();
+        let has_query = params
+            .iter()
+            .any(|p| matches!(p, RefOr::T(p) if matches!(p.parameter_in, ParameterIn::Query)));
+        let mut wanted = Vec::new();
+        if operation.request_body.is_some() {
+            wanted.extend([BAD_REQUEST, TOO_LARGE, MEDIA_TYPE, INVALID]);
+        }
+        if in_path {
+            wanted.extend([BAD_REQUEST, NOT_FOUND]);
+        }
+        if has_query {
+            wanted.extend([BAD_REQUEST, INVALID]);
+        }
+        if operation.security.as_ref().is_some_and(|s| !s.is_empty()) {
+            wanted.extend([UNAUTHENTICATED, FORBIDDEN]);
+        }
+        for (status, description) in wanted {
+            operation
+                .responses
+                .responses
+                .entry(status.to_owned())
+                .or_insert_with(|| {
+                    RefOr::T(
+                        ResponseBuilder::new()
+                            .description(description)
+                            .content(
+                                "application/problem+json",
+                                ContentBuilder::new()
+                                    .schema(Some(Ref::from_schema_name("Problem")))
+                                    .build(),
+                            )
+                            .build(),
+                    )
+                });
+        }
+    }
+}
+
+impl Modify for CommonProblems {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        for (path, item) in &mut openapi.paths.paths {
+            let in_path = path.contains('{');
+            for operation in [
+                &mut item.get,
+                &mut item.put,
+                &mut item.post,
+                &mut item.delete,
+                &mut item.patch,
+            ]
+            .into_iter()
+            .flatten()
+            {
+                Self::add_to(operation, in_path);
+            }
+        }
     }
 }
 
@@ -134,7 +238,7 @@ impl Modify for SecuritySchemes {
         ops::metrics,
     ),
     components(schemas(Problem, FieldError)),
-    modifiers(&SecuritySchemes),
+    modifiers(&SecuritySchemes, &CommonProblems),
     tags(
         (name = "auth", description = "Sessions and the signed-in user"),
         (name = "chat", description = "Agents, conversations with streamed answers, and memories"),

@@ -285,7 +285,8 @@ pub async fn get_collection(
 #[utoipa::path(patch, path = "/v1/rag/collections/{id}", tag = "rag", params(("id" = Uuid, Path)),
     request_body = UpdateCollectionBody,
     responses((status = 200, body = CollectionResponse),
-              (status = 404, body = Problem, content_type = "application/problem+json")),
+              (status = 404, body = Problem, content_type = "application/problem+json"),
+              (status = 409, description = "Another collection has this name", body = Problem, content_type = "application/problem+json")),
     security(("bearer" = []), ("api_key" = [])))]
 pub async fn update_collection(
     State(state): State<AppState>,
@@ -870,6 +871,7 @@ pub struct SearchResponse {
 
 #[utoipa::path(post, path = "/v1/rag/search", tag = "rag", request_body = SearchBody,
     responses((status = 200, body = SearchResponse),
+              (status = 404, description = "A collection named in the filter is not the tenant's", body = Problem, content_type = "application/problem+json"),
               (status = 422, body = Problem, content_type = "application/problem+json")),
     security(("bearer" = []), ("api_key" = [])))]
 pub async fn search(

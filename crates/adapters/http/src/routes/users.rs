@@ -379,6 +379,7 @@ pub async fn update_user(
     responses(
         (status = 204, description = "Deleted"),
         (status = 403, body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "One cannot delete oneself", body = Problem, content_type = "application/problem+json"),
         (status = 404, body = Problem, content_type = "application/problem+json"),
     ),
     security(("bearer" = []), ("api_key" = []))
