@@ -387,9 +387,15 @@ pub(crate) async fn run_python(args: &[&str]) -> (String, String) {
     let python = sdk_python();
     let args: Vec<String> = args.iter().map(|a| (*a).to_owned()).collect();
     let what = args.join(" ");
+    // schemathesis keeps a cache in its working directory: give it the checkout's
+    // git-ignored `.trellis`, not the source tree.
+    let workdir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../.trellis/peers");
+    std::fs::create_dir_all(&workdir)
+        .unwrap_or_else(|e| panic!("could not create {}: {e}", workdir.display()));
     let output = tokio::task::spawn_blocking(move || {
         std::process::Command::new(&python)
             .args(&args)
+            .current_dir(&workdir)
             .env("NO_COLOR", "1")
             .output()
     })
