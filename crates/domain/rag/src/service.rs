@@ -791,14 +791,14 @@ impl RagService {
                     .await
             }
         };
+        // A vector search has no text half, so its query is not rewritten either.
+        let text_query = (query.mode != SearchMode::Vector)
+            .then(|| query.text_query())
+            .flatten();
         let text = async {
-            match query.text_query() {
-                Some(text) if query.mode != SearchMode::Vector => {
-                    self.text
-                        .search(ctx, &text, &query.filter, candidates)
-                        .await
-                }
-                _ => Ok(Vec::new()),
+            match &text_query {
+                Some(text) => self.text.search(ctx, text, &query.filter, candidates).await,
+                None => Ok(Vec::new()),
             }
         };
         let (vector, text) = futures::future::try_join(vector, text).await?;

@@ -20,6 +20,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use futures::StreamExt as _;
 use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
 use std::convert::Infallible;
 use std::sync::Arc;
 use trellis_content::{
@@ -118,10 +119,6 @@ impl From<ContentError> for ApiError {
 /// cannot express becomes a 500 problem there).
 pub(crate) fn json<T: Serialize>(value: T) -> Result<Response, ApiError> {
     Ok(Json(value).into_response())
-}
-
-pub(crate) fn created_json<T: Serialize>(location: String, value: T) -> Result<Response, ApiError> {
-    Ok(created(location, value))
 }
 
 /// The body of a list that is not paged.
@@ -284,7 +281,7 @@ pub async fn create_agent(
     Json(body): Json<CreateAgentBody>,
 ) -> Result<Response, ApiError> {
     let agent = content(&state)?.create_agent(&ctx, body.into()).await?;
-    created_json(format!("/v1/agents/{}", agent.id), &agent)
+    Ok(created(format!("/v1/agents/{}", agent.id), &agent))
 }
 
 #[utoipa::path(get, path = "/v1/agents/{id}", tag = "chat", params(("id" = Uuid, Path)),
@@ -459,7 +456,7 @@ pub async fn create_conversation(
         parameters: body.parameters,
     };
     let c = content(&state)?.create_conversation(&ctx, cmd).await?;
-    created_json(format!("/v1/conversations/{}", c.id), &c)
+    Ok(created(format!("/v1/conversations/{}", c.id), &c))
 }
 
 /// Full-text search over the caller's messages, best first.
@@ -551,7 +548,7 @@ pub async fn fork_conversation(
             MessageId::from_uuid(body.message_id),
         )
         .await?;
-    created_json(format!("/v1/conversations/{}", c.id), &c)
+    Ok(created(format!("/v1/conversations/{}", c.id), &c))
 }
 
 // ----- messages ----------------------------------------------------------------------
@@ -605,14 +602,20 @@ pub async fn message_tree(
     )
 }
 
-/// The data of an SSE event: `{"<key>": value}`, written straight from the value.
-fn event_data<T: Serialize>(key: &'static str, value: &T) -> String {
-    let mut map = std::collections::BTreeMap::new();
-    map.insert(key, value);
-    serde_json::to_string(&map).unwrap_or_else(|e| {
-        tracing::error!(error = %e, "an answer event could not be written as JSON");
-        String::from("{}")
-    })
+/// An SSE event named `name` whose data is `data` as JSON, written straight from it.
+fn json_event<T: Serialize>(name: &'static str, data: &T) -> Event {
+    Event::default()
+        .event(name)
+        .json_data(data)
+        .unwrap_or_else(|e| {
+            tracing::error!(error = %e, event = name, "an answer event could not be written as JSON");
+            Event::default().event(name).data("{}")
+        })
+}
+
+/// `{"<key>": value}`, the shape most answer events carry.
+fn keyed<'a, T>(key: &'static str, value: &'a T) -> BTreeMap<&'static str, &'a T> {
+    BTreeMap::from([(key, value)])
 }
 
 /// One SSE event for an answer event.
@@ -623,38 +626,31 @@ fn sse_event(e: AnswerEvent) -> Event {
         detail: &'a str,
         message: &'a Option<trellis_content::Message>,
     }
-    let (name, data) = match &e {
-        AnswerEvent::Citations(c) => ("citations", event_data("citations", c)),
-        AnswerEvent::Delta(text) => ("delta", event_data("content", text)),
-        AnswerEvent::Usage(u) => (
-            "usage",
-            serde_json::to_string(u).unwrap_or_else(|_| String::from("{}")),
-        ),
-        AnswerEvent::Done(m) => ("done", event_data("message", m)),
+    match &e {
+        AnswerEvent::Citations(c) => json_event("citations", &keyed("citations", c)),
+        AnswerEvent::Delta(text) => json_event("delta", &keyed("content", text)),
+        AnswerEvent::Usage(u) => json_event("usage", u),
+        AnswerEvent::Done(m) => json_event("done", &keyed("message", m)),
         AnswerEvent::Error {
             message,
             code,
             detail,
-        } => (
+        } => json_event(
             "error",
-            serde_json::to_string(&Failure {
+            &Failure {
                 code,
                 detail,
                 message,
-            })
-            .unwrap_or_else(|_| String::from("{}")),
+            },
         ),
-    };
-    Event::default().event(name).data(data)
+    }
 }
 
 /// The answer as `text/event-stream`; the user message (if any) leads as `message`.
 fn stream_answer(answer: Answer) -> Response {
-    let first = answer.user_message.map(|m| {
-        Event::default()
-            .event("message")
-            .data(event_data("message", &m))
-    });
+    let first = answer
+        .user_message
+        .map(|m| json_event("message", &keyed("message", &m)));
     let head = futures::stream::iter(first);
     let events = head
         .chain(answer.events.map(sse_event))
@@ -806,7 +802,7 @@ pub async fn create_memory(
             },
         )
         .await?;
-    created_json(format!("/v1/memories/{}", m.id), &m)
+    Ok(created(format!("/v1/memories/{}", m.id), &m))
 }
 
 #[utoipa::path(get, path = "/v1/memories/{id}", tag = "chat", params(("id" = Uuid, Path)),

@@ -6,8 +6,8 @@
 //! Kinds, schemas and roles arrive as plain JSON and are checked here field by field,
 //! so a bad one is a 422 naming the field rather than a 400 for the whole body.
 
-use super::PageQuery;
-use super::content::{content, created_json, json, page_json};
+use super::content::{content, json, page_json};
+use super::{PageQuery, created};
 use crate::auth::TenantAuth;
 use crate::extract::{Json, Path, Query};
 use crate::problem::{ApiError, Problem};
@@ -212,7 +212,7 @@ pub async fn create_tool(
 ) -> Result<Response, ApiError> {
     let cmd = body.try_into_domain()?;
     let tool = content(&state)?.create_tool(&ctx, cmd).await?;
-    created_json(format!("/v1/tools/{}", tool.id), &tool)
+    Ok(created(format!("/v1/tools/{}", tool.id), &tool))
 }
 
 #[utoipa::path(get, path = "/v1/tools/{id}", tag = "chat", params(("id" = Uuid, Path)),
