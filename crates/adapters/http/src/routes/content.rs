@@ -699,6 +699,7 @@ pub async fn send_message(
     params(("id" = Uuid, Path), ("mid" = Uuid, Path)), request_body = EditMessageBody,
     responses((status = 200, description = "text/event-stream of answer events", content_type = "text/event-stream"),
               (status = 404, body = Problem, content_type = "application/problem+json"),
+              (status = 409, description = "The conversation is archived or full", body = Problem, content_type = "application/problem+json"),
               (status = 429, body = Problem, content_type = "application/problem+json")),
     security(("bearer" = []), ("api_key" = [])))]
 pub async fn edit_message(
@@ -723,6 +724,7 @@ pub async fn edit_message(
     params(("id" = Uuid, Path), ("mid" = Uuid, Path)),
     responses((status = 200, description = "text/event-stream of answer events", content_type = "text/event-stream"),
               (status = 404, body = Problem, content_type = "application/problem+json"),
+              (status = 409, description = "The conversation is archived or full", body = Problem, content_type = "application/problem+json"),
               (status = 429, body = Problem, content_type = "application/problem+json")),
     security(("bearer" = []), ("api_key" = [])))]
 pub async fn regenerate(
@@ -824,7 +826,8 @@ pub async fn get_memory(
 #[utoipa::path(patch, path = "/v1/memories/{id}", tag = "chat", params(("id" = Uuid, Path)),
     request_body = UpdateMemoryBody,
     responses((status = 200, body = Object),
-              (status = 404, body = Problem, content_type = "application/problem+json")),
+              (status = 404, body = Problem, content_type = "application/problem+json"),
+              (status = 409, description = "Another of your memories has this key", body = Problem, content_type = "application/problem+json")),
     security(("bearer" = []), ("api_key" = [])))]
 pub async fn update_memory(
     State(state): State<AppState>,
