@@ -285,4 +285,62 @@ mod tests {
         }
         assert!(json["components"]["securitySchemes"]["bearer"].is_object());
     }
+
+    /// Every `$ref` string anywhere under `v`.
+    fn refs<'a>(v: &'a serde_json::Value, out: &mut Vec<&'a str>) {
+        match v {
+            serde_json::Value::Object(map) => {
+                for (k, v) in map {
+                    match (k.as_str(), v.as_str()) {
+                        ("$ref", Some(r)) => out.push(r),
+                        _ => refs(v, out),
+                    }
+                }
+            }
+            serde_json::Value::Array(items) => items.iter().for_each(|v| refs(v, out)),
+            _ => {}
+        }
+    }
+
+    #[test]
+    fn every_json_success_body_has_a_schema_with_fields_and_every_reference_resolves() {
+        let json = serde_json::to_value(openapi()).unwrap();
+        let schemas = json["components"]["schemas"].as_object().unwrap();
+        let mut untyped = Vec::new();
+        for (path, item) in json["paths"].as_object().unwrap() {
+            for (method, op) in item.as_object().unwrap() {
+                let Some(responses) = op["responses"].as_object() else {
+                    continue;
+                };
+                for (status, response) in responses {
+                    let schema = &response["content"]["application/json"]["schema"];
+                    if !status.starts_with('2') || schema.is_null() {
+                        continue;
+                    }
+                    let resolved = match schema["$ref"].as_str() {
+                        Some(r) => &schemas[r.trim_start_matches("#/components/schemas/")],
+                        None => schema,
+                    };
+                    let typed = ["properties", "items", "allOf", "oneOf"]
+                        .iter()
+                        .any(|k| !resolved[*k].is_null());
+                    if !typed {
+                        untyped.push(format!("{method} {path} {status}"));
+                    }
+                }
+            }
+        }
+        assert!(
+            untyped.is_empty(),
+            "success bodies without fields: {untyped:?}"
+        );
+
+        let mut all = Vec::new();
+        refs(&json, &mut all);
+        assert!(all.len() > 100, "only {} references", all.len());
+        for r in all {
+            let name = r.trim_start_matches("#/components/schemas/");
+            assert!(schemas.contains_key(name), "{r} points nowhere");
+        }
+    }
 }

@@ -130,6 +130,7 @@ pub fn fork_copy(path: &[&Message], into: ConversationId) -> Vec<NewMessage> {
 
 /// One message of a rendered tree.
 #[derive(Debug, Clone, PartialEq, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct TreeNode {
     pub message: Message,
     /// 0 for roots.
@@ -148,6 +149,7 @@ pub struct TreeNode {
 /// their parent, oldest sibling first) rather than nested objects, so that a deep
 /// conversation does not make serialisers recurse once per turn.
 #[derive(Debug, Clone, PartialEq, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct MessageTree {
     pub nodes: Vec<TreeNode>,
     /// Root first.

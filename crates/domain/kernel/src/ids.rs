@@ -60,7 +60,41 @@ macro_rules! define_id {
                 id.0
             }
         }
+
+        $crate::__id_schema!($name);
     };
+}
+
+/// With the kernel's `openapi` feature: an id's OpenAPI schema, a UUID string. Decided
+/// by the kernel's feature rather than the calling crate's, so a domain defining ids
+/// needs no `utoipa` of its own for them.
+#[cfg(feature = "openapi")]
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __id_schema {
+    ($name:ident) => {
+        impl $crate::__utoipa::PartialSchema for $name {
+            fn schema()
+            -> $crate::__utoipa::openapi::RefOr<$crate::__utoipa::openapi::schema::Schema> {
+                $crate::__utoipa::openapi::ObjectBuilder::new()
+                    .schema_type($crate::__utoipa::openapi::schema::Type::String)
+                    .format(Some($crate::__utoipa::openapi::SchemaFormat::KnownFormat(
+                        $crate::__utoipa::openapi::KnownFormat::Uuid,
+                    )))
+                    .into()
+            }
+        }
+
+        impl $crate::__utoipa::ToSchema for $name {}
+    };
+}
+
+/// Without the `openapi` feature ids have no schema.
+#[cfg(not(feature = "openapi"))]
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __id_schema {
+    ($name:ident) => {};
 }
 
 define_id!(

@@ -20,5 +20,10 @@ pub use password::{Password, PasswordHash, PasswordHasher};
 pub use roles::{Permission, Role, UnknownRole};
 pub use values::{Email, HexColor, HttpUrl, InvalidValue, Slug};
 
+/// What `define_id!` and the `openapi` feature's derives refer to.
+#[cfg(feature = "openapi")]
+#[doc(hidden)]
+pub use utoipa as __utoipa;
+
 /// UTC timestamps everywhere; the database stores `timestamptz`.
 pub type Timestamp = chrono::DateTime<chrono::Utc>;

@@ -117,6 +117,7 @@ impl fmt::Display for Permission {
 
 /// A role held by a user in a tenant (or, for `Superadmin`, on the platform).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum Role {
     Superadmin,

@@ -69,6 +69,7 @@ impl TenantStatus {
 
 /// An LLM vendor a tenant may be allowed to use.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum LlmProvider {
     Openai,

@@ -3,8 +3,9 @@
 //! Events (`citations`, `delta`, `usage`, then `done` or `error`), forks, full-text
 //! search over one's messages, and memories.
 //!
-//! Response bodies are the content domain's own serialised types (documented as
-//! objects in OpenAPI for now).
+//! Response bodies are the content domain's own serialised types, written straight
+//! from them; their OpenAPI schemas come from the same types (`trellis-content`'s
+//! `openapi` feature), so the document cannot drift from what is sent.
 
 use super::{PageQuery, created};
 use crate::auth::TenantAuth;
@@ -23,11 +24,13 @@ use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::convert::Infallible;
 use std::sync::Arc;
+use trellis_content::tree::MessageTree;
 use trellis_content::{
-    AgentConfig, AgentId, AgentPatch, AgentTier, Answer, AnswerEvent, ContentError, ContentService,
-    ConversationId, ConversationPatch, ConversationQuery, KnowledgeCollectionId, MemoryId,
-    MemoryPatch, MemorySource, MessageId, ModelParameters, Remember, StartConversation, ToolId,
-    UserMessage, Whose,
+    Agent, AgentConfig, AgentId, AgentPatch, AgentTier, AgentVersion, Answer, AnswerEvent,
+    ContentError, ContentService, Conversation, ConversationId, ConversationPatch,
+    ConversationQuery, KnowledgeCollectionId, Memory, MemoryId, MemoryPatch, MemorySource,
+    MessageHit, MessageId, ModelParameters, Remember, StartConversation, ToolId, UserMessage,
+    Whose,
 };
 use trellis_kernel::Role;
 use trellis_tenancy::LlmProvider;
@@ -121,16 +124,17 @@ pub(crate) fn json<T: Serialize>(value: T) -> Result<Response, ApiError> {
     Ok(Json(value).into_response())
 }
 
-/// The body of a list that is not paged.
-#[derive(Serialize)]
-struct Items<T> {
+/// Every result, in one list.
+#[derive(Serialize, ToSchema)]
+pub(crate) struct Items<T> {
     items: Vec<T>,
 }
 
-/// The body of a page of domain values.
-#[derive(Serialize)]
-struct PageBody<T> {
+/// A page of results, oldest or best first as the operation says.
+#[derive(Serialize, ToSchema)]
+pub(crate) struct PageBody<T> {
     items: Vec<T>,
+    /// Pass as `cursor` for the next page; absent or null on the last page.
     next_cursor: Option<String>,
 }
 
@@ -152,14 +156,9 @@ pub struct CreateAgentBody {
     pub description: Option<String>,
     #[serde(default)]
     pub instructions: String,
-    /// `openai`, `azure_openai`, `anthropic`, `google`, `mistral`, `ollama` or
-    /// `openai_compatible`.
-    #[schema(value_type = String)]
     pub provider: LlmProvider,
     pub model: String,
-    /// `{temperature, top_p, max_tokens}`, each optional.
     #[serde(default)]
-    #[schema(value_type = Object)]
     pub parameters: ModelParameters,
     #[serde(default)]
     pub tools: Vec<Uuid>,
@@ -167,14 +166,12 @@ pub struct CreateAgentBody {
     pub knowledge_collections: Vec<Uuid>,
     pub output_format: Option<String>,
     pub icon: Option<String>,
-    /// `free` (default) or `pro`.
+    /// Default `free`.
     #[serde(default)]
-    #[schema(value_type = String)]
     pub tier: AgentTier,
     #[serde(default)]
     pub published: bool,
     #[serde(default)]
-    #[schema(value_type = Vec<String>)]
     pub allowed_roles: Vec<Role>,
 }
 
@@ -213,10 +210,8 @@ pub struct UpdateAgentBody {
     #[schema(value_type = Option<String>)]
     pub description: Option<Option<String>>,
     pub instructions: Option<String>,
-    #[schema(value_type = Option<String>)]
     pub provider: Option<LlmProvider>,
     pub model: Option<String>,
-    #[schema(value_type = Option<Object>)]
     pub parameters: Option<ModelParameters>,
     pub tools: Option<Vec<Uuid>>,
     pub knowledge_collections: Option<Vec<Uuid>>,
@@ -226,10 +221,8 @@ pub struct UpdateAgentBody {
     #[serde(default, deserialize_with = "double_option")]
     #[schema(value_type = Option<String>)]
     pub icon: Option<Option<String>>,
-    #[schema(value_type = Option<String>)]
     pub tier: Option<AgentTier>,
     pub published: Option<bool>,
-    #[schema(value_type = Option<Vec<String>>)]
     pub allowed_roles: Option<Vec<Role>>,
 }
 
@@ -261,7 +254,7 @@ impl UpdateAgentBody {
 }
 
 #[utoipa::path(get, path = "/v1/agents", tag = "chat", params(PageQuery),
-    responses((status = 200, body = Object)), security(("bearer" = []), ("api_key" = [])))]
+    responses((status = 200, body = PageBody<Agent>)), security(("bearer" = []), ("api_key" = [])))]
 pub async fn list_agents(
     State(state): State<AppState>,
     TenantAuth(ctx): TenantAuth,
@@ -271,7 +264,7 @@ pub async fn list_agents(
 }
 
 #[utoipa::path(post, path = "/v1/agents", tag = "chat", request_body = CreateAgentBody,
-    responses((status = 201, body = Object),
+    responses((status = 201, body = Agent),
               (status = 409, body = Problem, content_type = "application/problem+json"),
               (status = 422, body = Problem, content_type = "application/problem+json")),
     security(("bearer" = []), ("api_key" = [])))]
@@ -285,7 +278,7 @@ pub async fn create_agent(
 }
 
 #[utoipa::path(get, path = "/v1/agents/{id}", tag = "chat", params(("id" = Uuid, Path)),
-    responses((status = 200, body = Object),
+    responses((status = 200, body = Agent),
               (status = 404, body = Problem, content_type = "application/problem+json")),
     security(("bearer" = []), ("api_key" = [])))]
 pub async fn get_agent(
@@ -302,7 +295,7 @@ pub async fn get_agent(
 
 #[utoipa::path(patch, path = "/v1/agents/{id}", tag = "chat", params(("id" = Uuid, Path)),
     request_body = UpdateAgentBody,
-    responses((status = 200, body = Object),
+    responses((status = 200, body = Agent),
               (status = 404, body = Problem, content_type = "application/problem+json"),
               (status = 409, body = Problem, content_type = "application/problem+json")),
     security(("bearer" = []), ("api_key" = [])))]
@@ -337,7 +330,7 @@ pub async fn delete_agent(
 
 /// Every saved configuration, oldest first.
 #[utoipa::path(get, path = "/v1/agents/{id}/versions", tag = "chat", params(("id" = Uuid, Path)),
-    responses((status = 200, body = Object),
+    responses((status = 200, body = Items<AgentVersion>),
               (status = 404, body = Problem, content_type = "application/problem+json")),
     security(("bearer" = []), ("api_key" = [])))]
 pub async fn agent_versions(
@@ -373,11 +366,9 @@ pub struct ConversationListQuery {
 pub struct CreateConversationBody {
     pub title: Option<String>,
     pub agent_id: Option<Uuid>,
-    #[schema(value_type = Option<String>)]
     pub provider: Option<LlmProvider>,
     pub model: Option<String>,
     #[serde(default)]
-    #[schema(value_type = Object)]
     pub parameters: ModelParameters,
 }
 
@@ -389,7 +380,6 @@ pub struct UpdateConversationBody {
     #[schema(value_type = Option<String>)]
     pub title: Option<Option<String>>,
     pub archived: Option<bool>,
-    #[schema(value_type = Option<Object>)]
     pub parameters: Option<ModelParameters>,
 }
 
@@ -412,7 +402,7 @@ pub struct SearchQueryParams {
 }
 
 #[utoipa::path(get, path = "/v1/conversations", tag = "chat", params(ConversationListQuery),
-    responses((status = 200, body = Object)), security(("bearer" = []), ("api_key" = [])))]
+    responses((status = 200, body = PageBody<Conversation>)), security(("bearer" = []), ("api_key" = [])))]
 pub async fn list_conversations(
     State(state): State<AppState>,
     TenantAuth(ctx): TenantAuth,
@@ -439,7 +429,7 @@ pub async fn list_conversations(
 }
 
 #[utoipa::path(post, path = "/v1/conversations", tag = "chat", request_body = CreateConversationBody,
-    responses((status = 201, body = Object),
+    responses((status = 201, body = Conversation),
               (status = 404, body = Problem, content_type = "application/problem+json"),
               (status = 422, body = Problem, content_type = "application/problem+json")),
     security(("bearer" = []), ("api_key" = [])))]
@@ -461,7 +451,7 @@ pub async fn create_conversation(
 
 /// Full-text search over the caller's messages, best first.
 #[utoipa::path(get, path = "/v1/conversations/search", tag = "chat", params(SearchQueryParams),
-    responses((status = 200, body = Object),
+    responses((status = 200, body = Items<MessageHit>),
               (status = 422, body = Problem, content_type = "application/problem+json")),
     security(("bearer" = []), ("api_key" = [])))]
 pub async fn search_conversations(
@@ -476,7 +466,7 @@ pub async fn search_conversations(
 }
 
 #[utoipa::path(get, path = "/v1/conversations/{id}", tag = "chat", params(("id" = Uuid, Path)),
-    responses((status = 200, body = Object),
+    responses((status = 200, body = Conversation),
               (status = 404, body = Problem, content_type = "application/problem+json")),
     security(("bearer" = []), ("api_key" = [])))]
 pub async fn get_conversation(
@@ -493,7 +483,7 @@ pub async fn get_conversation(
 
 #[utoipa::path(patch, path = "/v1/conversations/{id}", tag = "chat", params(("id" = Uuid, Path)),
     request_body = UpdateConversationBody,
-    responses((status = 200, body = Object),
+    responses((status = 200, body = Conversation),
               (status = 404, body = Problem, content_type = "application/problem+json")),
     security(("bearer" = []), ("api_key" = [])))]
 pub async fn update_conversation(
@@ -532,7 +522,7 @@ pub async fn delete_conversation(
 /// A new conversation holding the path from the root to `message_id`.
 #[utoipa::path(post, path = "/v1/conversations/{id}/fork", tag = "chat", params(("id" = Uuid, Path)),
     request_body = ForkBody,
-    responses((status = 201, body = Object),
+    responses((status = 201, body = Conversation),
               (status = 404, body = Problem, content_type = "application/problem+json")),
     security(("bearer" = []), ("api_key" = [])))]
 pub async fn fork_conversation(
@@ -582,7 +572,7 @@ pub struct EditMessageBody {
 /// The whole tree (`nodes`) and the `active_path` (root first).
 #[utoipa::path(get, path = "/v1/conversations/{id}/messages", tag = "chat",
     params(("id" = Uuid, Path), TreeQuery),
-    responses((status = 200, body = Object),
+    responses((status = 200, body = MessageTree),
               (status = 404, body = Problem, content_type = "application/problem+json")),
     security(("bearer" = []), ("api_key" = [])))]
 pub async fn message_tree(
@@ -751,8 +741,7 @@ pub struct CreateMemoryBody {
     pub key: String,
     pub value: String,
     pub category: Option<String>,
-    /// `manual` (default), `conversation` or `import`.
-    #[schema(value_type = Option<String>)]
+    /// Default `manual`.
     pub source: Option<MemorySource>,
     pub source_id: Option<String>,
 }
@@ -769,7 +758,7 @@ pub struct UpdateMemoryBody {
 }
 
 #[utoipa::path(get, path = "/v1/memories", tag = "chat", params(PageQuery),
-    responses((status = 200, body = Object)), security(("bearer" = []), ("api_key" = [])))]
+    responses((status = 200, body = PageBody<Memory>)), security(("bearer" = []), ("api_key" = [])))]
 pub async fn list_memories(
     State(state): State<AppState>,
     TenantAuth(ctx): TenantAuth,
@@ -783,7 +772,7 @@ pub async fn list_memories(
 }
 
 #[utoipa::path(post, path = "/v1/memories", tag = "chat", request_body = CreateMemoryBody,
-    responses((status = 201, body = Object),
+    responses((status = 201, body = Memory),
               (status = 409, body = Problem, content_type = "application/problem+json"),
               (status = 422, body = Problem, content_type = "application/problem+json")),
     security(("bearer" = []), ("api_key" = [])))]
@@ -808,7 +797,7 @@ pub async fn create_memory(
 }
 
 #[utoipa::path(get, path = "/v1/memories/{id}", tag = "chat", params(("id" = Uuid, Path)),
-    responses((status = 200, body = Object),
+    responses((status = 200, body = Memory),
               (status = 404, body = Problem, content_type = "application/problem+json")),
     security(("bearer" = []), ("api_key" = [])))]
 pub async fn get_memory(
@@ -825,7 +814,7 @@ pub async fn get_memory(
 
 #[utoipa::path(patch, path = "/v1/memories/{id}", tag = "chat", params(("id" = Uuid, Path)),
     request_body = UpdateMemoryBody,
-    responses((status = 200, body = Object),
+    responses((status = 200, body = Memory),
               (status = 404, body = Problem, content_type = "application/problem+json"),
               (status = 409, description = "Another of your memories has this key", body = Problem, content_type = "application/problem+json")),
     security(("bearer" = []), ("api_key" = [])))]

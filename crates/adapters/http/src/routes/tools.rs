@@ -6,7 +6,7 @@
 //! Kinds, schemas and roles arrive as plain JSON and are checked here field by field,
 //! so a bad one is a 422 naming the field rather than a 400 for the whole body.
 
-use super::content::{content, json, page_json};
+use super::content::{PageBody, content, json, page_json};
 use super::{PageQuery, created};
 use crate::auth::TenantAuth;
 use crate::extract::{Json, Path, Query};
@@ -21,7 +21,7 @@ use axum::routing::get;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use std::str::FromStr as _;
-use trellis_content::{CreateTool, InputSchema, ToolId, ToolKind, ToolPatch};
+use trellis_content::{CreateTool, InputSchema, ToolConfig, ToolId, ToolKind, ToolPatch};
 use trellis_kernel::{InvalidValue, Role};
 use utoipa::ToSchema;
 use uuid::Uuid;
@@ -188,7 +188,7 @@ pub async fn list_tool_kinds(TenantAuth(_ctx): TenantAuth) -> Json<ToolKindListR
 }
 
 #[utoipa::path(get, path = "/v1/tools", tag = "chat", params(PageQuery),
-    responses((status = 200, body = Object),
+    responses((status = 200, body = PageBody<ToolConfig>),
               (status = 403, body = Problem, content_type = "application/problem+json")),
     security(("bearer" = []), ("api_key" = [])))]
 pub async fn list_tools(
@@ -200,7 +200,7 @@ pub async fn list_tools(
 }
 
 #[utoipa::path(post, path = "/v1/tools", tag = "chat", request_body = CreateToolBody,
-    responses((status = 201, body = Object),
+    responses((status = 201, body = ToolConfig),
               (status = 403, body = Problem, content_type = "application/problem+json"),
               (status = 409, body = Problem, content_type = "application/problem+json"),
               (status = 422, body = Problem, content_type = "application/problem+json")),
@@ -216,7 +216,7 @@ pub async fn create_tool(
 }
 
 #[utoipa::path(get, path = "/v1/tools/{id}", tag = "chat", params(("id" = Uuid, Path)),
-    responses((status = 200, body = Object),
+    responses((status = 200, body = ToolConfig),
               (status = 404, body = Problem, content_type = "application/problem+json")),
     security(("bearer" = []), ("api_key" = [])))]
 pub async fn get_tool(
@@ -233,7 +233,7 @@ pub async fn get_tool(
 
 #[utoipa::path(patch, path = "/v1/tools/{id}", tag = "chat", params(("id" = Uuid, Path)),
     request_body = UpdateToolBody,
-    responses((status = 200, body = Object),
+    responses((status = 200, body = ToolConfig),
               (status = 404, body = Problem, content_type = "application/problem+json"),
               (status = 409, body = Problem, content_type = "application/problem+json"),
               (status = 422, body = Problem, content_type = "application/problem+json")),

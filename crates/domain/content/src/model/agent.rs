@@ -18,9 +18,13 @@ pub const MAX_AGENT_COLLECTIONS: usize = 16;
 /// provider's default" (or, for a conversation, "the agent's").
 #[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
 #[serde(try_from = "RawParameters", into = "RawParameters")]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ModelParameters {
+    #[cfg_attr(feature = "openapi", schema(minimum = 0, maximum = 2))]
     temperature: Option<f32>,
+    #[cfg_attr(feature = "openapi", schema(exclusive_minimum = 0, maximum = 1))]
     top_p: Option<f32>,
+    #[cfg_attr(feature = "openapi", schema(minimum = 1, maximum = 1_000_000))]
     max_tokens: Option<u32>,
 }
 
@@ -116,6 +120,7 @@ impl ModelParameters {
 /// the HTTP layer, which knows the user's tier, decides whether it gates access.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub enum AgentTier {
     #[default]
     Free,
@@ -144,6 +149,7 @@ impl AgentTier {
 
 /// Everything about an agent that a version captures.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct AgentConfig {
     /// Unique in the tenant: the OpenAI-compatible API names agents by it.
     pub name: String,
@@ -231,6 +237,7 @@ fn dedup<T: PartialEq>(items: Vec<T>) -> Vec<T> {
 
 /// An agent as stored.
 #[derive(Debug, Clone, PartialEq, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Agent {
     pub id: AgentId,
     pub tenant_id: TenantId,
@@ -238,7 +245,9 @@ pub struct Agent {
     /// 1 when created; +1 on every change.
     pub version: u32,
     pub created_by: Option<UserId>,
+    #[cfg_attr(feature = "openapi", schema(value_type = String, format = DateTime))]
     pub created_at: Timestamp,
+    #[cfg_attr(feature = "openapi", schema(value_type = String, format = DateTime))]
     pub updated_at: Timestamp,
 }
 
@@ -256,11 +265,13 @@ impl Agent {
 
 /// One saved configuration of an agent; the current one is the highest version.
 #[derive(Debug, Clone, PartialEq, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct AgentVersion {
     pub agent_id: AgentId,
     pub version: u32,
     pub config: AgentConfig,
     pub saved_by: Option<UserId>,
+    #[cfg_attr(feature = "openapi", schema(value_type = String, format = DateTime))]
     pub saved_at: Timestamp,
 }
 

@@ -8,6 +8,7 @@ use trellis_tenancy::LlmProvider;
 
 /// A conversation as stored.
 #[derive(Debug, Clone, PartialEq, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Conversation {
     pub id: ConversationId,
     pub tenant_id: TenantId,
@@ -23,8 +24,11 @@ pub struct Conversation {
     pub parameters: ModelParameters,
     pub archived: bool,
     /// Set by the message repository whenever a message is inserted.
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<String>, format = DateTime))]
     pub last_message_at: Option<Timestamp>,
+    #[cfg_attr(feature = "openapi", schema(value_type = String, format = DateTime))]
     pub created_at: Timestamp,
+    #[cfg_attr(feature = "openapi", schema(value_type = String, format = DateTime))]
     pub updated_at: Timestamp,
 }
 

@@ -9,6 +9,7 @@ use trellis_kernel::{InvalidValue, Timestamp, UserId};
 /// Where a memory came from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub enum MemorySource {
     Conversation,
     Manual,
@@ -42,6 +43,7 @@ impl MemorySource {
 
 /// A memory as stored.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Memory {
     pub id: MemoryId,
     pub owner_id: UserId,
@@ -51,7 +53,9 @@ pub struct Memory {
     pub source: MemorySource,
     /// E.g. the conversation id it was learnt in, or the import's record id.
     pub source_id: Option<String>,
+    #[cfg_attr(feature = "openapi", schema(value_type = String, format = DateTime))]
     pub created_at: Timestamp,
+    #[cfg_attr(feature = "openapi", schema(value_type = String, format = DateTime))]
     pub updated_at: Timestamp,
 }
 

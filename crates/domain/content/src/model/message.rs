@@ -12,6 +12,7 @@ use trellis_tenancy::LlmProvider;
 /// Who a message is from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub enum MessageRole {
     User,
     Assistant,
@@ -51,6 +52,7 @@ impl MessageRole {
 /// (Anthropic `end_turn`/`stop_sequence` → `Stop`, `max_tokens` → `Length`, ...).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub enum FinishReason {
     Stop,
     Length,
@@ -88,6 +90,7 @@ impl FinishReason {
 
 /// Tokens one model call consumed.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct TokenUsage {
     pub prompt_tokens: u32,
     pub completion_tokens: u32,
@@ -102,6 +105,7 @@ impl TokenUsage {
 
 /// A source an answer was grounded in, numbered as the prompt showed it (`[1]`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Citation {
     /// The number the answer cites it by, from 1.
     pub index: u32,
@@ -119,6 +123,7 @@ pub struct Citation {
 
 /// A message as stored.
 #[derive(Debug, Clone, PartialEq, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Message {
     pub id: MessageId,
     pub conversation_id: ConversationId,
@@ -140,6 +145,7 @@ pub struct Message {
     pub unfinished: bool,
     pub files: Vec<FileId>,
     pub citations: Vec<Citation>,
+    #[cfg_attr(feature = "openapi", schema(value_type = String, format = DateTime))]
     pub created_at: Timestamp,
 }
 
@@ -247,6 +253,7 @@ impl NewMessage {
 
 /// A message found by full-text search.
 #[derive(Debug, Clone, PartialEq, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct MessageHit {
     pub message_id: MessageId,
     pub conversation_id: ConversationId,

@@ -15,6 +15,7 @@ pub const MAX_TOOL_JSON_BYTES: usize = 64 * 1024;
 /// The base tool types (seed 004 `base_tools`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub enum ToolKind {
     /// Search knowledge collections.
     Rag,
@@ -158,6 +159,7 @@ impl InputSchema {
 
 /// A configured tool of a tenant (seed 004 `tool_configs`).
 #[derive(Debug, Clone, PartialEq, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ToolConfig {
     pub id: ToolId,
     pub tenant_id: TenantId,
@@ -166,13 +168,18 @@ pub struct ToolConfig {
     pub name: String,
     pub description: Option<String>,
     /// Kind-specific settings (a JSON object). Secrets do not belong here.
+    #[cfg_attr(feature = "openapi", schema(value_type = Object))]
     pub config: Value,
+    /// A JSON Schema of type `object`.
+    #[cfg_attr(feature = "openapi", schema(value_type = Object))]
     pub input_schema: InputSchema,
     /// Roles whose agents may call it; empty means any (seed 004
     /// `tenant_tool_permissions`, narrowed to roles inside the tenant).
     pub allowed_roles: Vec<Role>,
     pub enabled: bool,
+    #[cfg_attr(feature = "openapi", schema(value_type = String, format = DateTime))]
     pub created_at: Timestamp,
+    #[cfg_attr(feature = "openapi", schema(value_type = String, format = DateTime))]
     pub updated_at: Timestamp,
 }
 
