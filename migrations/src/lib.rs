@@ -43,6 +43,7 @@ mod m20261203_000012_catalog_change_notifications;
 mod m20261203_000013_quota_change_notifications;
 mod m20261203_000014_usage_day_totals;
 mod m20261204_000015_pin_function_search_paths;
+mod m20261204_000016_tenant_llm_base_url;
 
 pub use sea_orm_migration::MigratorTrait;
 
@@ -69,6 +70,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261203_000013_quota_change_notifications::Migration),
             Box::new(m20261203_000014_usage_day_totals::Migration),
             Box::new(m20261204_000015_pin_function_search_paths::Migration),
+            Box::new(m20261204_000016_tenant_llm_base_url::Migration),
         ]
     }
 }

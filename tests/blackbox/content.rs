@@ -435,3 +435,98 @@ async fn a_user_cannot_see_another_users_conversation() {
         .unwrap();
     assert_eq!(list["items"].as_array().unwrap().len(), 0, "{list}");
 }
+
+/// A tenant's LLM configuration naming `base_url` as its endpoint.
+async fn put_llm_endpoint(app: &TestApp, t: &TestTenant, base_url: &str) -> reqwest::Response {
+    app.put_json(
+        "/v1/tenant/llm",
+        Some(&t.admin_token),
+        &json!({"provider": "openai_compatible", "model": "fake-model", "temperature": 0.2,
+                "max_tokens": 256, "api_key": format!("sk-{}", t.slug), "base_url": base_url}),
+    )
+    .await
+}
+
+/// Asks one question in a fresh conversation and returns the answer's events.
+async fn ask(app: &TestApp, t: &TestTenant) -> Vec<(String, Value)> {
+    let agent = create_agent(app, &t.admin_token).await;
+    let conv = start_conversation(app, &t.admin_token, &agent).await;
+    stream(
+        app,
+        &t.admin_token,
+        &format!("/v1/conversations/{conv}/messages"),
+        &json!({"content": "Say hello"}),
+    )
+    .await
+}
+
+#[tokio::test]
+async fn each_tenant_is_answered_by_its_own_allowed_endpoint_and_others_are_refused() {
+    let (a_url, a_seen) = fake_llm_recording().await;
+    let (b_url, b_seen) = fake_llm_recording().await;
+    let origin = |u: &str| u.trim_end_matches("/v1").to_owned();
+    let allowed = format!("{}, {}", origin(&a_url), origin(&b_url));
+    let app = spawn_app_with(|c| {
+        c.llm_allowed_endpoints = trellis_tenancy::LlmEndpointPolicy::parse_list(&allowed).unwrap();
+    })
+    .await;
+    let (a, b) = (app.tenant().await, app.tenant().await);
+
+    let res = put_llm_endpoint(&app, &a, &a_url).await;
+    assert_eq!(res.status(), 200);
+    let saved: Value = res.json().await.unwrap();
+    assert_eq!(saved["base_url"], a_url.as_str());
+    assert_eq!(put_llm_endpoint(&app, &b, &b_url).await.status(), 200);
+
+    assert_eq!(done_message(&ask(&app, &a).await)["content"], "Hello world");
+    assert_eq!(
+        (a_seen.lock().unwrap().len(), b_seen.lock().unwrap().len()),
+        (1, 0)
+    );
+    assert_eq!(done_message(&ask(&app, &b).await)["content"], "Hello world");
+    assert_eq!(
+        (a_seen.lock().unwrap().len(), b_seen.lock().unwrap().len()),
+        (1, 1)
+    );
+
+    // Anything off the list, cloud metadata included, is refused and nothing changes.
+    for url in [
+        "http://169.254.169.254/latest/meta-data",
+        "http://127.0.0.1:1/v1",
+        "https://user:pw@example.com/v1",
+    ] {
+        let res = put_llm_endpoint(&app, &a, url).await;
+        let p = problem(res, 422).await;
+        assert_eq!(p["errors"][0]["field"], "base_url", "{url}: {p}");
+    }
+    let llm: Value = app
+        .get("/v1/tenant/llm", Some(&a.admin_token))
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(llm["base_url"], a_url.as_str());
+}
+
+#[tokio::test]
+async fn an_endpoint_the_operator_no_longer_allows_is_not_called() {
+    let (url, seen) = fake_llm_recording().await;
+    let allowed = url.trim_end_matches("/v1").to_owned();
+    let secret = b"the same signing key for both servers, 32+ bytes".to_vec();
+    let (s1, s2) = (secret.clone(), secret);
+    let before = spawn_app_with(|c| {
+        c.jwt_secret = Some(s1);
+        c.llm_allowed_endpoints = trellis_tenancy::LlmEndpointPolicy::parse_list(&allowed).unwrap();
+    })
+    .await;
+    let t = before.tenant().await;
+    assert_eq!(put_llm_endpoint(&before, &t, &url).await.status(), 200);
+
+    // The same database, restarted with the endpoint taken off the list.
+    let after = spawn_app_with(|c| c.jwt_secret = Some(s2)).await;
+    let events = ask(&after, &t).await;
+    let (name, data) = events.last().unwrap();
+    assert_eq!(name, "error", "{events:?}");
+    assert!(data.to_string().contains("no longer allowed"), "{events:?}");
+    assert!(seen.lock().unwrap().is_empty());
+}

@@ -115,12 +115,10 @@ pub async fn bootstrap(config: &Config) -> anyhow::Result<App> {
         },
     ));
 
-    let tenancy = Arc::new(TenancyService::new(
-        tenants.clone(),
-        hasher.clone(),
-        cipher,
-        clock.clone(),
-    ));
+    let tenancy = Arc::new(
+        TenancyService::new(tenants.clone(), hasher.clone(), cipher, clock.clone())
+            .with_llm_endpoints(config.llm_allowed_endpoints.clone()),
+    );
     let identity = Arc::new(IdentityService::new(
         IdentityPorts {
             users: ports.users,

@@ -18,6 +18,10 @@ use trellis_tenancy::{LlmProvider, TenancyService};
 /// What a tenant without an LLM configuration is told.
 pub const NO_LLM_CONFIGURED: &str = "no LLM configured for this tenant";
 
+/// What a tenant whose own endpoint the server no longer allows is told.
+pub const ENDPOINT_NOT_ALLOWED: &str =
+    "this tenant's LLM endpoint is no longer allowed by the server; ask an admin to change it";
+
 /// Context window assumed for a tenant's own model the catalogue does not know.
 const DEFAULT_CONTEXT_WINDOW: u32 = 8192;
 
@@ -41,7 +45,8 @@ pub struct TenantChatModel {
 
 impl TenantChatModel {
     /// `base_url`: where `openai_compatible` and `azure_openai` tenants are sent (and
-    /// an override of `ollama`'s local default).
+    /// an override of `ollama`'s local default) unless they set an endpoint of their
+    /// own within the operator's allowlist.
     #[must_use]
     pub fn new(tenancy: Arc<TenancyService>, base_url: Option<String>) -> Self {
         Self {
@@ -58,16 +63,29 @@ impl TenantChatModel {
             );
         };
         let mut config = LlmConfig::new(request.provider);
-        // A key belongs to its provider: never send one provider's key to another.
-        if tenant.provider == request.provider {
+        // A key (and an endpoint) belong to their provider: never send one provider's
+        // key to another.
+        let own = tenant.provider == request.provider;
+        if own {
             config.api_key = key.map(ApiKey::new);
             config.model = Some(tenant.model);
         }
-        if matches!(
-            request.provider,
-            LlmProvider::OpenaiCompatible | LlmProvider::AzureOpenai | LlmProvider::Ollama
-        ) {
-            config.base_url.clone_from(&self.base_url);
+        if request.provider.takes_base_url() {
+            match tenant.base_url.filter(|_| own) {
+                // Checked again on every call: the operator may have narrowed the list
+                // since the tenant saved its endpoint.
+                Some(url) if self.tenancy.llm_endpoints().allows(&url) => {
+                    config.base_url = Some(url.as_str().to_owned());
+                }
+                Some(_) => {
+                    return Err(ProviderError::new(
+                        ProviderErrorKind::BadRequest,
+                        ENDPOINT_NOT_ALLOWED,
+                    )
+                    .into());
+                }
+                None => config.base_url.clone_from(&self.base_url),
+            }
         }
         self.factory.build(&config).map_err(|e| {
             ProviderError::new(

@@ -3,6 +3,7 @@
 
 use anyhow::{Context, bail};
 use std::net::SocketAddr;
+use trellis_tenancy::LlmEndpointPolicy;
 
 /// How expensive password hashing is. Only tests lower it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -48,8 +49,12 @@ pub struct Config {
     pub rag: RagSettings,
     /// Where tenants whose LLM provider has no public endpoint (`openai_compatible`,
     /// `azure_openai`) are sent, and an override for `ollama`'s local default
-    /// (`TRELLIS_LLM_BASE_URL`). Tenant LLM configs carry no URL of their own.
+    /// (`TRELLIS_LLM_BASE_URL`), unless the tenant set its own `base_url`.
     pub llm_base_url: Option<String>,
+    /// The origins a tenant's own LLM `base_url` may point at
+    /// (`TRELLIS_LLM_ALLOWED_ENDPOINTS`, comma-separated, `https://*.openai.azure.com`
+    /// style). Empty: tenants cannot set one.
+    pub llm_allowed_endpoints: LlmEndpointPolicy,
 }
 
 /// Where uploaded files are kept.
@@ -192,6 +197,7 @@ impl Default for Config {
             password_cost: PasswordCost::Standard,
             rag: RagSettings::default(),
             llm_base_url: None,
+            llm_allowed_endpoints: LlmEndpointPolicy::default(),
         }
     }
 }
@@ -292,6 +298,10 @@ impl Config {
             password_cost: PasswordCost::Standard,
             rag: RagSettings::from_env()?,
             llm_base_url: var("TRELLIS_LLM_BASE_URL"),
+            llm_allowed_endpoints: LlmEndpointPolicy::parse_list(
+                &var("TRELLIS_LLM_ALLOWED_ENDPOINTS").unwrap_or_default(),
+            )
+            .map_err(|e| anyhow::anyhow!("TRELLIS_LLM_ALLOWED_ENDPOINTS: {}", e.reason))?,
         })
     }
 

@@ -175,6 +175,9 @@ pub async fn widget_and_llm_configs_round_trip_per_tenant(p: &Ports) {
             ciphertext: vec![1, 2, 3, 0, 255],
         }),
         api_key_hint: Some("sk-…abcd".into()),
+        base_url: Some(
+            HttpUrl::parse("https://acme.openai.azure.com/openai/deployments/gpt-4o").unwrap(),
+        ),
         updated_at: chrono::Utc::now(),
     };
     let saved = p.tenants.put_llm(&a_ctx, llm.clone()).await.unwrap();
@@ -186,14 +189,17 @@ pub async fn widget_and_llm_configs_round_trip_per_tenant(p: &Ports) {
     assert!((got.temperature - 0.5).abs() < 1e-6);
     assert_eq!(got.api_key, llm.api_key);
     assert_eq!(got.api_key_hint, saved.api_key_hint);
+    assert_eq!(got.base_url, llm.base_url);
     // Overwriting replaces, and the other tenant saw nothing.
     let cleared = LlmConfig {
         api_key: None,
         api_key_hint: None,
+        base_url: None,
         ..llm
     };
     p.tenants.put_llm(&a_ctx, cleared).await.unwrap();
-    assert_eq!(p.tenants.llm(&a_ctx).await.unwrap().unwrap().api_key, None);
+    let got = p.tenants.llm(&a_ctx).await.unwrap().unwrap();
+    assert_eq!((got.api_key, got.base_url), (None, None));
     assert!(p.tenants.widget(&b_ctx).await.unwrap().is_none());
     assert!(p.tenants.llm(&b_ctx).await.unwrap().is_none());
 }

@@ -72,6 +72,12 @@ pub(crate) fn llm(row: tenant_llm_config::Model) -> anyhow::Result<LlmConfig> {
         temperature: row.temperature,
         api_key,
         api_key_hint: row.api_key_hint,
+        base_url: row
+            .base_url
+            .as_deref()
+            .map(HttpUrl::parse)
+            .transpose()
+            .with_context(|| bad("base_url"))?,
         updated_at: row.updated_at,
     })
 }

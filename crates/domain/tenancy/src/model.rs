@@ -105,6 +105,16 @@ impl LlmProvider {
         }
     }
 
+    /// Whether a tenant names the endpoint: `openai_compatible` and `azure_openai`
+    /// have no public one, and `ollama` runs wherever its owner put it.
+    #[must_use]
+    pub fn takes_base_url(self) -> bool {
+        matches!(
+            self,
+            LlmProvider::OpenaiCompatible | LlmProvider::AzureOpenai | LlmProvider::Ollama
+        )
+    }
+
     /// # Errors
     /// For an unknown provider name.
     pub fn parse(s: &str) -> Result<Self, InvalidValue> {
@@ -433,6 +443,9 @@ pub struct LlmConfig {
     pub max_tokens: u32,
     pub api_key: Option<SealedSecret>,
     pub api_key_hint: Option<String>,
+    /// The tenant's own endpoint for a provider that [takes one](LlmProvider::takes_base_url);
+    /// `None`: the server's (`TRELLIS_LLM_BASE_URL`).
+    pub base_url: Option<HttpUrl>,
     pub updated_at: Timestamp,
 }
 
@@ -452,6 +465,9 @@ pub struct LlmConfigInput {
     pub temperature: f32,
     pub max_tokens: u32,
     pub api_key: ApiKeyChange,
+    /// Checked against the operator's [`LlmEndpointPolicy`](crate::LlmEndpointPolicy)
+    /// by the service.
+    pub base_url: Option<HttpUrl>,
 }
 
 impl LlmConfigInput {
@@ -521,6 +537,7 @@ mod tests {
             temperature: 3.0,
             max_tokens: 100,
             api_key: ApiKeyChange::Keep,
+            base_url: None,
         };
         assert_eq!(input.validate().unwrap_err().field, "temperature");
     }

@@ -2,8 +2,8 @@
 
 use crate::{
     ApiKeyChange, Branding, ConfigChange, FirstAdmin, Hostname, LlmConfig, LlmConfigInput,
-    NewTenant, Plan, Result, SecretCipher, SettingsChange, TenancyError, Tenant, TenantConfig,
-    TenantPatch, TenantRepo, TenantStatus, WidgetConfig, bounded_text, mask_api_key,
+    LlmEndpointPolicy, NewTenant, Plan, Result, SecretCipher, SettingsChange, TenancyError, Tenant,
+    TenantConfig, TenantPatch, TenantRepo, TenantStatus, WidgetConfig, bounded_text, mask_api_key,
 };
 use std::sync::Arc;
 use trellis_kernel::{
@@ -41,6 +41,7 @@ pub struct TenancyService {
     hasher: Arc<dyn PasswordHasher>,
     cipher: Arc<dyn SecretCipher>,
     clock: Arc<dyn Clock>,
+    llm_endpoints: LlmEndpointPolicy,
 }
 
 fn require(ctx: &TenantCtx, p: Permission) -> Result<()> {
@@ -64,7 +65,22 @@ impl TenancyService {
             hasher,
             cipher,
             clock,
+            llm_endpoints: LlmEndpointPolicy::default(),
         }
+    }
+
+    /// Lets tenants set their own LLM `base_url` within `policy` (by default they
+    /// cannot).
+    #[must_use]
+    pub fn with_llm_endpoints(mut self, policy: LlmEndpointPolicy) -> Self {
+        self.llm_endpoints = policy;
+        self
+    }
+
+    /// The endpoints tenants may use, for the code that makes the calls to check again.
+    #[must_use]
+    pub fn llm_endpoints(&self) -> &LlmEndpointPolicy {
+        &self.llm_endpoints
     }
 
     /// The underlying repository, for other domains' services that read tenant facts.
@@ -230,11 +246,29 @@ impl TenancyService {
     /// associated data and only its masked hint is kept in clear.
     ///
     /// # Errors
-    /// `Forbidden` without `tenant_manage`; `Invalid` for out-of-range values or a
-    /// provider the tenant's config does not allow.
+    /// `Forbidden` without `tenant_manage`; `Invalid` for out-of-range values, a
+    /// provider the tenant's config does not allow, or a `base_url` for a provider that
+    /// takes none or outside the operator's allowlist.
     pub async fn put_llm(&self, ctx: &TenantCtx, input: LlmConfigInput) -> Result<LlmConfig> {
         require(ctx, Permission::TenantManage)?;
         input.validate()?;
+        if let Some(url) = &input.base_url {
+            let refusal = if !input.provider.takes_base_url() {
+                Some(format!(
+                    "provider `{}` has a fixed endpoint; only `openai_compatible`, `azure_openai` and `ollama` take a base_url",
+                    input.provider.as_str()
+                ))
+            } else if self.llm_endpoints.is_empty() {
+                Some("this server does not let tenants choose their LLM endpoint".to_owned())
+            } else if !self.llm_endpoints.allows(url) {
+                Some("this endpoint is not among those the server allows".to_owned())
+            } else {
+                None
+            };
+            if let Some(reason) = refusal {
+                return Err(trellis_kernel::InvalidValue::new("base_url", reason).into());
+            }
+        }
         let tenant = self.repo.current(ctx).await?;
         if !tenant.config.allows(input.provider) {
             return Err(trellis_kernel::InvalidValue::new(
@@ -266,6 +300,7 @@ impl TenancyService {
             max_tokens: input.max_tokens,
             api_key,
             api_key_hint,
+            base_url: input.base_url,
             updated_at: self.clock.now(),
         };
         self.repo.put_llm(ctx, llm).await
@@ -342,6 +377,7 @@ mod tests {
             temperature: 0.2,
             max_tokens: 1000,
             api_key: ApiKeyChange::Set("sk-secret-key-123456".into()),
+            base_url: None,
         }
     }
 
@@ -357,19 +393,7 @@ mod tests {
     #[tokio::test]
     async fn a_new_llm_api_key_is_stored_sealed_and_only_its_hint_in_clear() {
         let tid = TenantId::new();
-        let mut repo = MockTenantRepo::new();
-        repo.expect_current()
-            .returning(move |_| Ok(tenant(tid, vec![])));
-        repo.expect_llm().returning(|_| Ok(None));
-        repo.expect_put_llm().returning(|_, llm| Ok(llm));
-        let mut cipher = MockSecretCipher::new();
-        cipher.expect_seal().returning(|_, aad| {
-            Ok(SealedSecret {
-                key_id: "k1".into(),
-                ciphertext: aad.to_vec(),
-            })
-        });
-        let svc = service(repo, cipher);
+        let svc = sealing_service(tid, "");
         let ctx = TenantCtx::system(tid);
         let saved = svc.put_llm(&ctx, input(LlmProvider::Openai)).await.unwrap();
         assert_eq!(saved.api_key_hint.as_deref(), Some("sk-…3456"));
@@ -392,6 +416,7 @@ mod tests {
                     ciphertext: b"sealed".to_vec(),
                 }),
                 api_key_hint: Some("sk-…3456".into()),
+                base_url: None,
                 updated_at: chrono::Utc::now(),
             }))
         });
@@ -463,5 +488,78 @@ mod tests {
             .await
             .unwrap_err();
         assert!(matches!(err, TenancyError::Forbidden));
+    }
+
+    fn with_endpoint(provider: LlmProvider, url: &str) -> LlmConfigInput {
+        LlmConfigInput {
+            base_url: Some(trellis_kernel::HttpUrl::parse(url).unwrap()),
+            ..input(provider)
+        }
+    }
+
+    /// A service over a tenant with no LLM config yet whose cipher "seals" a key as
+    /// its associated data, allowing tenant endpoints within `policy`.
+    fn sealing_service(tid: TenantId, policy: &str) -> TenancyService {
+        let mut repo = MockTenantRepo::new();
+        repo.expect_current()
+            .returning(move |_| Ok(tenant(tid, vec![])));
+        repo.expect_llm().returning(|_| Ok(None));
+        repo.expect_put_llm().returning(|_, llm| Ok(llm));
+        let mut cipher = MockSecretCipher::new();
+        cipher.expect_seal().returning(|_, aad| {
+            Ok(SealedSecret {
+                key_id: "k1".into(),
+                ciphertext: aad.to_vec(),
+            })
+        });
+        service(repo, cipher).with_llm_endpoints(LlmEndpointPolicy::parse_list(policy).unwrap())
+    }
+
+    #[tokio::test]
+    async fn a_tenant_endpoint_on_the_operators_allowlist_is_kept() {
+        let tid = TenantId::new();
+        let svc = sealing_service(tid, "https://*.openai.azure.com");
+        let url = "https://acme.openai.azure.com/openai/deployments/gpt-4o";
+        let saved = svc
+            .put_llm(
+                &TenantCtx::system(tid),
+                with_endpoint(LlmProvider::AzureOpenai, url),
+            )
+            .await
+            .unwrap();
+        assert_eq!(saved.base_url.unwrap().as_str(), url);
+    }
+
+    #[tokio::test]
+    async fn a_tenant_endpoint_is_refused_off_the_allowlist_without_one_or_for_a_fixed_provider() {
+        let tid = TenantId::new();
+        let ctx = TenantCtx::system(tid);
+        for (policy, cfg, says) in [
+            (
+                "https://*.openai.azure.com",
+                with_endpoint(LlmProvider::AzureOpenai, "http://169.254.169.254/latest"),
+                "not among",
+            ),
+            (
+                "",
+                with_endpoint(LlmProvider::OpenaiCompatible, "https://llm.example.com/v1"),
+                "does not let tenants",
+            ),
+            (
+                "https://api.openai.com",
+                with_endpoint(LlmProvider::Openai, "https://api.openai.com/v1"),
+                "fixed endpoint",
+            ),
+        ] {
+            let err = sealing_service(tid, policy)
+                .put_llm(&ctx, cfg)
+                .await
+                .unwrap_err();
+            let TenancyError::Invalid(v) = err else {
+                panic!("{err:?}")
+            };
+            assert_eq!(v.field, "base_url");
+            assert!(v.reason.contains(says), "{}", v.reason);
+        }
     }
 }

@@ -446,6 +446,8 @@ pub struct LlmResponse {
     pub has_api_key: bool,
     /// The key's first three and last four characters, e.g. `sk-…a1b2`.
     pub api_key_hint: Option<String>,
+    /// The tenant's own endpoint; `null`: the server's.
+    pub base_url: Option<String>,
     #[serde(serialize_with = "crate::timestamp::rfc3339")]
     pub updated_at: DateTime<Utc>,
 }
@@ -459,13 +461,15 @@ impl From<LlmConfig> for LlmResponse {
             max_tokens: c.max_tokens,
             has_api_key: c.api_key.is_some(),
             api_key_hint: c.api_key_hint,
+            base_url: c.base_url.map(|u| u.as_str().to_owned()),
             updated_at: c.updated_at,
         }
     }
 }
 
 /// The whole LLM configuration. `api_key`: absent keeps the stored key, `null`
-/// clears it, a string replaces it.
+/// clears it, a string replaces it. `base_url`: absent or `null` sends calls to the
+/// server's endpoint.
 #[derive(Debug, Clone, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct LlmBody {
@@ -479,6 +483,12 @@ pub struct LlmBody {
     #[serde(default, deserialize_with = "double_option")]
     #[schema(value_type = Option<String>)]
     pub api_key: Option<Option<String>>,
+    /// The tenant's own endpoint, up to the path before `/chat/completions`, for
+    /// `azure_openai`, `openai_compatible` or `ollama`: e.g.
+    /// `https://acme.openai.azure.com/openai/deployments/gpt-4o`. It must be on the
+    /// server's allowlist (`TRELLIS_LLM_ALLOWED_ENDPOINTS`).
+    #[schema(example = "https://acme.openai.azure.com/openai/deployments/gpt-4o")]
+    pub base_url: Option<String>,
 }
 
 impl LlmBody {
@@ -487,17 +497,21 @@ impl LlmBody {
     pub fn try_into_domain(self) -> Result<LlmConfigInput, ApiError> {
         let mut f = Fields::new();
         let provider = f.check(LlmProvider::parse(&self.provider));
-        let input = provider.map(|provider| LlmConfigInput {
-            provider,
-            model: self.model,
-            temperature: self.temperature,
-            max_tokens: self.max_tokens,
-            api_key: match self.api_key {
-                None => ApiKeyChange::Keep,
-                Some(None) => ApiKeyChange::Clear,
-                Some(Some(k)) => ApiKeyChange::Set(k),
-            },
-        });
+        let base_url = f.check_opt("base_url", self.base_url.as_deref(), HttpUrl::parse);
+        let input = provider
+            .zip(base_url)
+            .map(|(provider, base_url)| LlmConfigInput {
+                provider,
+                model: self.model,
+                temperature: self.temperature,
+                max_tokens: self.max_tokens,
+                api_key: match self.api_key {
+                    None => ApiKeyChange::Keep,
+                    Some(None) => ApiKeyChange::Clear,
+                    Some(Some(k)) => ApiKeyChange::Set(k),
+                },
+                base_url,
+            });
         // The domain checks ranges too; checking here as well lets one 422 list a
         // bad provider together with the first range error.
         if let Some(i) = &input {
@@ -603,6 +617,7 @@ mod tests {
                 ciphertext: b"sealed-bytes".to_vec(),
             }),
             api_key_hint: Some("sk-…1234".into()),
+            base_url: None,
             updated_at: Utc::now(),
         };
         let json = serde_json::to_value(LlmResponse::from(cfg)).unwrap();

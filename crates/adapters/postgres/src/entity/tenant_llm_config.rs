@@ -14,6 +14,7 @@ pub struct Model {
     pub api_key_ciphertext: Option<Vec<u8>>,
     pub api_key_key_id: Option<String>,
     pub api_key_hint: Option<String>,
+    pub base_url: Option<String>,
     pub updated_at: DateTimeUtc,
 }
 

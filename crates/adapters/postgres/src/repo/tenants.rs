@@ -299,6 +299,7 @@ impl TenantRepo for PgStore {
                     api_key_ciphertext: Set(ciphertext),
                     api_key_key_id: Set(key_id),
                     api_key_hint: Set(llm.api_key_hint),
+                    base_url: Set(llm.base_url.map(|u| u.as_str().to_owned())),
                     updated_at: Set(llm.updated_at),
                 };
                 let saved = Entity::insert(row)
@@ -312,6 +313,7 @@ impl TenantRepo for PgStore {
                                 Column::ApiKeyCiphertext,
                                 Column::ApiKeyKeyId,
                                 Column::ApiKeyHint,
+                                Column::BaseUrl,
                                 Column::UpdatedAt,
                             ])
                             .to_owned(),

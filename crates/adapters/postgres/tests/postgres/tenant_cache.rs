@@ -41,6 +41,7 @@ fn config(model: &str) -> LlmConfig {
         max_tokens: 512,
         api_key: None,
         api_key_hint: None,
+        base_url: None,
         updated_at: chrono::Utc::now(),
     }
 }
