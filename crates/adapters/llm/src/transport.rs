@@ -610,11 +610,15 @@ impl<H: EventHandler> Streaming<H> {
     }
 }
 
-/// An HTTP client for model calls: rustls, the given connect timeout, and no overall
-/// timeout (calls time themselves, as a streamed answer may rightly take minutes).
+/// An HTTP client for model calls: rustls, the given connect timeout, no overall
+/// timeout (calls time themselves, as a streamed answer may rightly take minutes), and
+/// no redirects: an endpoint may be a tenant's own (checked against the operator's
+/// allowlist), and a redirect would take the call, with Azure's `api-key` header,
+/// which reqwest does not strip across hosts, somewhere nobody checked.
 pub(crate) fn http_client(connect_timeout: Duration) -> Result<reqwest::Client, ConfigError> {
     reqwest::Client::builder()
         .connect_timeout(connect_timeout)
+        .redirect(reqwest::redirect::Policy::none())
         .build()
         .map_err(|e| ConfigError::Http(e.to_string()))
 }

@@ -515,3 +515,30 @@ async fn a_server_error_marked_not_worth_retrying_fails_at_once_quoting_the_requ
     assert!(e.message.contains("req_7f3a9c2e51b04d8e"), "{e}");
     assert_eq!(server.requests(), 1);
 }
+
+#[tokio::test]
+async fn a_redirect_is_not_followed_so_the_key_never_reaches_where_it_points() {
+    let elsewhere = FakeServer::start(vec![Reply::sse(OPENAI_STREAM)]).await;
+    let server = FakeServer::start(vec![Reply::json(307, "{}").header(
+        "location",
+        &format!("{}/v1/chat/completions", elsewhere.base_url),
+    )])
+    .await;
+    let client = OpenAiClient::new(OpenAiConfig {
+        timeouts: timeouts(),
+        retry: retry(),
+        ..OpenAiConfig::azure(
+            &server.base_url,
+            "gpt-4o-prod",
+            "2024-10-21",
+            ApiKey::new(KEY),
+        )
+    })
+    .unwrap();
+    let outcome = client
+        .stream(&ctx(), request(LlmProvider::AzureOpenai, ""))
+        .await;
+    assert!(outcome.is_err(), "a redirected call must not succeed");
+    assert_eq!(server.requests(), 1);
+    assert_eq!(elsewhere.requests(), 0);
+}
