@@ -41,7 +41,7 @@ use crate::bench_http::{
     machine_ticks, str_field, target_dir, thousands,
 };
 use crate::db::{self, ConnUrl};
-use crate::{app, sys};
+use crate::{app, bench_content, sys};
 
 /// Target from issue 2: `/v1/auth/me` requests per second on two cores.
 const ME_TARGET_RPS: f64 = 20_000.0;
@@ -94,6 +94,11 @@ pub struct ApiArgs {
     /// Run this `trellis` binary instead of building one (to compare two builds).
     #[arg(long, value_name = "PATH")]
     pub server_bin: Option<PathBuf>,
+    /// Also load the admin's conversations list, a 20-message conversation and a
+    /// collection's documents list, each reported as a ratio to the users list of the
+    /// same run (`bench_content.rs`).
+    #[arg(long)]
+    pub content: bool,
 }
 
 /// `cargo xtask bench api`.
@@ -189,6 +194,14 @@ pub fn api(root: &Path, args: &ApiArgs) -> Result<ExitCode> {
         url: ConnUrl::parse(&bench_env.database_url)?,
     };
     let list = load.run(LIST_PATH, Some(&sampler))?;
+    let mut content = Vec::new();
+    if args.content {
+        let paths = bench_content::seed(addr, &tenant.token, &tenant.id, &psql, &sampler.url)?;
+        for path in paths.all() {
+            load.warm_up(path)?;
+            content.push(load.run(path, None)?);
+        }
+    }
     server.stop()?;
 
     if !is_uuid(&tenant.id) {
@@ -211,6 +224,7 @@ pub fn api(root: &Path, args: &ApiArgs) -> Result<ExitCode> {
         args,
         me,
         list,
+        content,
         pg,
         tenant: &tenant,
         background_busy_pct: background,
@@ -224,7 +238,7 @@ pub fn api(root: &Path, args: &ApiArgs) -> Result<ExitCode> {
     fs::write(&json_path, format!("{json}\n"))
         .with_context(|| format!("could not write {}", json_path.display()))?;
     say!("bench: wrote {}", json_path.display());
-    if report.me.wrk.non_2xx > 0 || report.list.wrk.non_2xx > 0 || report.pg.failed > 0 {
+    if report.runs().any(|r| r.wrk.non_2xx > 0) || report.pg.failed > 0 {
         say!("bench: some requests or transactions failed; the figures are not valid");
         return Ok(ExitCode::FAILURE);
     }
@@ -425,7 +439,7 @@ struct WrkFigures {
 /// One recorded endpoint run.
 #[derive(Debug)]
 struct Run {
-    path: &'static str,
+    path: String,
     wrk: WrkFigures,
     /// Server CPU time (user + system) per request, in microseconds.
     server_cpu_us_per_req: f64,
@@ -472,7 +486,7 @@ impl Load<'_> {
         Ok(())
     }
 
-    fn run(&self, path: &'static str, sampler: Option<&SqlSampler<'_>>) -> Result<Run> {
+    fn run(&self, path: &str, sampler: Option<&SqlSampler<'_>>) -> Result<Run> {
         let mut cmd = self.command(path, self.args.duration);
         // The token is in the arguments: describe the command without it.
         say!(
@@ -540,7 +554,7 @@ impl Load<'_> {
         );
         let sql_matches = sampler.map(|_| sql_matches(&sampled_sql));
         Ok(Run {
-            path,
+            path: path.to_owned(),
             server_cpu_us_per_req: if wrk.requests == 0 {
                 0.0
             } else {
@@ -729,7 +743,7 @@ fn sql_matches(sampled: &[String]) -> bool {
 }
 
 /// Whether `s` is a hyphenated UUID (what a tenant id literal must be).
-fn is_uuid(s: &str) -> bool {
+pub(crate) fn is_uuid(s: &str) -> bool {
     s.len() == 36
         && s.char_indices().all(|(i, c)| match i {
             8 | 13 | 18 | 23 => c == '-',
@@ -872,6 +886,8 @@ struct Report<'a> {
     args: &'a ApiArgs,
     me: Run,
     list: Run,
+    /// `--content`: conversations, messages, documents.
+    content: Vec<Run>,
     pg: PgFigures,
     tenant: &'a Tenant,
     background_busy_pct: f64,
@@ -885,11 +901,43 @@ fn server_budget_us(pgbench: f64, others: f64) -> f64 {
     (pgbench / LIST_RATIO_TARGET - others).max(0.0)
 }
 
+/// A path with its UUIDs cut to their first eight digits, to keep the table narrow.
+fn short_path(path: &str) -> String {
+    let mut out = String::with_capacity(path.len());
+    let mut rest = path;
+    while !rest.is_empty() {
+        if rest.len() >= 36 && rest.is_char_boundary(36) && is_uuid(&rest[..36]) {
+            out.push_str(&rest[..8]);
+            out.push('…');
+            rest = &rest[36..];
+        } else {
+            let c = rest.chars().next().unwrap_or_default();
+            out.push(c);
+            rest = &rest[c.len_utf8()..];
+        }
+    }
+    out
+}
+
 fn met(ok: bool) -> &'static str {
     if ok { "met" } else { "NOT met" }
 }
 
 impl Report<'_> {
+    /// Every endpoint run, in the order they ran.
+    fn runs(&self) -> impl Iterator<Item = &Run> {
+        [&self.me, &self.list].into_iter().chain(&self.content)
+    }
+
+    /// An endpoint's req/s over the users list's, in the same run.
+    fn over_list(&self, run: &Run) -> f64 {
+        if self.list.wrk.requests_per_sec > 0.0 {
+            run.wrk.requests_per_sec / self.list.wrk.requests_per_sec
+        } else {
+            0.0
+        }
+    }
+
     fn list_ratio(&self) -> f64 {
         if self.pg.tps > 0.0 {
             self.list.wrk.requests_per_sec / self.pg.tps
@@ -939,21 +987,28 @@ impl Report<'_> {
                 .collect::<Vec<_>>()
                 .join(" ")
         );
+        let w = self
+            .runs()
+            .map(|r| short_path(&r.path).chars().count() + 4)
+            .max()
+            .unwrap_or(0)
+            .max(30);
         let _ = writeln!(
             out,
-            "{:<30} {:>9} {:>9} {:>9} {:>14} {:>10}",
-            "", "req/s", "p50 ms", "p99 ms", "server CPU/req", "CPU busy"
+            "{:<w$} {:>9} {:>9} {:>9} {:>14} {:>10} {:>9}",
+            "", "req/s", "p50 ms", "p99 ms", "server CPU/req", "CPU busy", "/ users"
         );
-        for run in [&self.me, &self.list] {
+        for run in self.runs() {
             let _ = writeln!(
                 out,
-                "{:<30} {:>9} {:>9.2} {:>9.2} {:>11.0} µs {:>9.0}%",
-                format!("GET {}", run.path),
+                "{:<w$} {:>9} {:>9.2} {:>9.2} {:>11.0} µs {:>9.0}% {:>9.2}",
+                format!("GET {}", short_path(&run.path)),
                 thousands(run.wrk.requests_per_sec),
                 run.wrk.p50_ms,
                 run.wrk.p99_ms,
                 run.server_cpu_us_per_req,
-                run.machine_busy_pct
+                run.machine_busy_pct,
+                self.over_list(run)
             );
         }
         let _ = writeln!(
@@ -1021,7 +1076,7 @@ impl Report<'_> {
             None => "SQL not sampled".to_owned(),
         };
         let _ = writeln!(out, "{sql}");
-        for run in [&self.me, &self.list] {
+        for run in self.runs() {
             if run.wrk.non_2xx > 0 || run.wrk.socket_errors > 0 {
                 let _ = writeln!(
                     out,
@@ -1048,6 +1103,7 @@ impl Report<'_> {
                 "postgres_cpu_us_per_request": r.postgres_cpu_us_per_req,
                 "wrk_cpu_us_per_request": r.client_cpu_us_per_req,
                 "machine_cpu_busy_pct": r.machine_busy_pct,
+                "requests_per_sec_over_users_list": self.over_list(r),
             })
         };
         let git = sys::stdout_of(
@@ -1082,7 +1138,7 @@ impl Report<'_> {
                 "slug": self.tenant.slug,
                 "users": self.tenant.users,
             },
-            "endpoints": [run(&self.me), run(&self.list)],
+            "endpoints": self.runs().map(run).collect::<Vec<_>>(),
             "pgbench": {
                 "tps": self.pg.tps,
                 "latency_avg_ms": self.pg.latency_avg_ms,
@@ -1111,6 +1167,15 @@ impl Report<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn paths_in_the_table_show_only_the_start_of_each_uuid() {
+        assert_eq!(
+            short_path("/v1/conversations/01938c5e-8a2b-7c3d-9e4f-0a1b2c3d4e5f/messages"),
+            "/v1/conversations/01938c5e…/messages"
+        );
+        assert_eq!(short_path("/v1/users?limit=20"), "/v1/users?limit=20");
+    }
 
     const WRK: &str = "Running 20s test @ http://127.0.0.1:40000/v1/auth/me
   1 threads and 32 connections

@@ -15,6 +15,7 @@ macro_rules! say {
 mod app;
 mod bench;
 mod bench_chat;
+mod bench_content;
 mod bench_http;
 mod bench_rag;
 mod db;
