@@ -10,6 +10,7 @@ pub mod password;
 pub mod roles;
 pub mod search;
 pub mod secrets;
+pub mod timestamp;
 pub mod values;
 
 pub use clock::{Clock, SystemClock};

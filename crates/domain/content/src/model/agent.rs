@@ -246,8 +246,10 @@ pub struct Agent {
     pub version: u32,
     pub created_by: Option<UserId>,
     #[cfg_attr(feature = "openapi", schema(value_type = String, format = DateTime))]
+    #[serde(serialize_with = "trellis_kernel::timestamp::rfc3339")]
     pub created_at: Timestamp,
     #[cfg_attr(feature = "openapi", schema(value_type = String, format = DateTime))]
+    #[serde(serialize_with = "trellis_kernel::timestamp::rfc3339")]
     pub updated_at: Timestamp,
 }
 
@@ -272,6 +274,7 @@ pub struct AgentVersion {
     pub config: AgentConfig,
     pub saved_by: Option<UserId>,
     #[cfg_attr(feature = "openapi", schema(value_type = String, format = DateTime))]
+    #[serde(serialize_with = "trellis_kernel::timestamp::rfc3339")]
     pub saved_at: Timestamp,
 }
 

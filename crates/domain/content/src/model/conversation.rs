@@ -25,10 +25,13 @@ pub struct Conversation {
     pub archived: bool,
     /// Set by the message repository whenever a message is inserted.
     #[cfg_attr(feature = "openapi", schema(value_type = Option<String>, format = DateTime))]
+    #[serde(serialize_with = "trellis_kernel::timestamp::rfc3339_opt")]
     pub last_message_at: Option<Timestamp>,
     #[cfg_attr(feature = "openapi", schema(value_type = String, format = DateTime))]
+    #[serde(serialize_with = "trellis_kernel::timestamp::rfc3339")]
     pub created_at: Timestamp,
     #[cfg_attr(feature = "openapi", schema(value_type = String, format = DateTime))]
+    #[serde(serialize_with = "trellis_kernel::timestamp::rfc3339")]
     pub updated_at: Timestamp,
 }
 

@@ -54,8 +54,10 @@ pub struct Memory {
     /// E.g. the conversation id it was learnt in, or the import's record id.
     pub source_id: Option<String>,
     #[cfg_attr(feature = "openapi", schema(value_type = String, format = DateTime))]
+    #[serde(serialize_with = "trellis_kernel::timestamp::rfc3339")]
     pub created_at: Timestamp,
     #[cfg_attr(feature = "openapi", schema(value_type = String, format = DateTime))]
+    #[serde(serialize_with = "trellis_kernel::timestamp::rfc3339")]
     pub updated_at: Timestamp,
 }
 

@@ -146,6 +146,7 @@ pub struct Message {
     pub files: Vec<FileId>,
     pub citations: Vec<Citation>,
     #[cfg_attr(feature = "openapi", schema(value_type = String, format = DateTime))]
+    #[serde(serialize_with = "trellis_kernel::timestamp::rfc3339")]
     pub created_at: Timestamp,
 }
 

@@ -178,8 +178,10 @@ pub struct ToolConfig {
     pub allowed_roles: Vec<Role>,
     pub enabled: bool,
     #[cfg_attr(feature = "openapi", schema(value_type = String, format = DateTime))]
+    #[serde(serialize_with = "trellis_kernel::timestamp::rfc3339")]
     pub created_at: Timestamp,
     #[cfg_attr(feature = "openapi", schema(value_type = String, format = DateTime))]
+    #[serde(serialize_with = "trellis_kernel::timestamp::rfc3339")]
     pub updated_at: Timestamp,
 }
 

@@ -1,4 +1,4 @@
-//! Timestamps in responses, written as chrono writes them (RFC 3339 in UTC with a `Z`,
+//! Timestamps in JSON, written as chrono writes them (RFC 3339 in UTC with a `Z`,
 //! and as many fraction digits — none, 3, 6 or 9 — as the value needs) but without
 //! going through `fmt`.
 //!
@@ -10,9 +10,11 @@
 //! differently from the common case (years outside 0000–9999, leap seconds) go through
 //! chrono itself, so the output is always chrono's.
 //!
-//! Use with `#[serde(serialize_with = "crate::timestamp::rfc3339")]`, or
-//! `crate::timestamp::rfc3339_opt` for an `Option`. The field's type is unchanged, so
-//! the OpenAPI schema still says `date-time`.
+//! Use with `#[serde(serialize_with = "trellis_kernel::timestamp::rfc3339")]`, or
+//! `trellis_kernel::timestamp::rfc3339_opt` for an `Option`: the HTTP crate's response
+//! types and the domain types it writes as they are (agents, conversations, messages,
+//! memories, tools) both do. The field's type is unchanged, so the OpenAPI schema
+//! still says `date-time`.
 
 use chrono::{DateTime, Datelike, Timelike, Utc};
 use serde::Serializer;
