@@ -220,6 +220,11 @@ where
 }
 
 /// Reads `id:base64,id:base64` from the variable `name`.
+/// An allowlist of LLM endpoint origins; a bad entry stops start-up, naming `name`.
+fn endpoint_list(name: &str, value: &str) -> anyhow::Result<LlmEndpointPolicy> {
+    LlmEndpointPolicy::parse_list(value).map_err(|e| anyhow::anyhow!("{name}: {}", e.reason))
+}
+
 fn key_list(name: &str) -> anyhow::Result<Vec<(String, String)>> {
     var(name).map_or_else(|| Ok(Vec::new()), |v| parse_key_list(name, &v))
 }
@@ -298,10 +303,10 @@ impl Config {
             password_cost: PasswordCost::Standard,
             rag: RagSettings::from_env()?,
             llm_base_url: var("TRELLIS_LLM_BASE_URL"),
-            llm_allowed_endpoints: LlmEndpointPolicy::parse_list(
+            llm_allowed_endpoints: endpoint_list(
+                "TRELLIS_LLM_ALLOWED_ENDPOINTS",
                 &var("TRELLIS_LLM_ALLOWED_ENDPOINTS").unwrap_or_default(),
-            )
-            .map_err(|e| anyhow::anyhow!("TRELLIS_LLM_ALLOWED_ENDPOINTS: {}", e.reason))?,
+            )?,
         })
     }
 
@@ -327,6 +332,19 @@ mod tests {
         );
         let err = parse_key_list("TRELLIS_ENCRYPTION_RETIRED_KEYS", "nocolon").unwrap_err();
         assert!(err.to_string().contains("TRELLIS_ENCRYPTION_RETIRED_KEYS"));
+    }
+
+    #[test]
+    fn a_bad_llm_endpoint_entry_stops_start_up_naming_the_variable_and_the_entry() {
+        let err = endpoint_list(
+            "TRELLIS_LLM_ALLOWED_ENDPOINTS",
+            "https://*.openai.azure.com, llm.local",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("TRELLIS_LLM_ALLOWED_ENDPOINTS"), "{err}");
+        assert!(err.contains("llm.local"), "{err}");
+        assert!(endpoint_list("X", "").unwrap().is_empty());
     }
 
     #[test]
