@@ -219,12 +219,12 @@ where
     }
 }
 
-/// Reads `id:base64,id:base64` from the variable `name`.
 /// An allowlist of LLM endpoint origins; a bad entry stops start-up, naming `name`.
 fn endpoint_list(name: &str, value: &str) -> anyhow::Result<LlmEndpointPolicy> {
     LlmEndpointPolicy::parse_list(value).map_err(|e| anyhow::anyhow!("{name}: {}", e.reason))
 }
 
+/// Reads `id:base64,id:base64` from the variable `name`.
 fn key_list(name: &str) -> anyhow::Result<Vec<(String, String)>> {
     var(name).map_or_else(|| Ok(Vec::new()), |v| parse_key_list(name, &v))
 }

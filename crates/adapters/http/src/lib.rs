@@ -14,9 +14,6 @@ pub mod openapi;
 pub mod problem;
 pub mod routes;
 pub mod state;
-/// Kept at its old path for the routes: the writer lives in the kernel, so domain types
-/// written as they are use it too.
-pub use trellis_kernel::timestamp;
 pub mod validate;
 
 pub use auth::{PlatformAuth, TenantAuth};

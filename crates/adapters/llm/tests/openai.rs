@@ -36,6 +36,21 @@ fn client(server: &FakeServer) -> OpenAiClient {
     .unwrap()
 }
 
+/// An Azure client on its deployment `gpt-4o-prod`, API version 2024-10-21.
+fn azure_client(server: &FakeServer) -> OpenAiClient {
+    OpenAiClient::new(OpenAiConfig {
+        timeouts: timeouts(),
+        retry: retry(),
+        ..OpenAiConfig::azure(
+            &server.base_url,
+            "gpt-4o-prod",
+            "2024-10-21",
+            ApiKey::new(KEY),
+        )
+    })
+    .unwrap()
+}
+
 async fn stream_from(server: &FakeServer) -> Vec<ChatChunk> {
     let stream = client(server)
         .stream(&ctx(), request(LlmProvider::Openai, "gpt-4o-mini"))
@@ -132,17 +147,7 @@ async fn crlf_line_endings_and_keep_alive_comments_split_anywhere_are_understood
 #[tokio::test]
 async fn azure_is_called_on_its_deployment_with_the_api_version_and_an_api_key_header() {
     let server = FakeServer::start(vec![Reply::sse(AZURE_STREAM).in_tiny_pieces()]).await;
-    let client = OpenAiClient::new(OpenAiConfig {
-        timeouts: timeouts(),
-        retry: retry(),
-        ..OpenAiConfig::azure(
-            &server.base_url,
-            "gpt-4o-prod",
-            "2024-10-21",
-            ApiKey::new(KEY),
-        )
-    })
-    .unwrap();
+    let client = azure_client(&server);
     // No model in the request: the deployment decides, and its name is sent.
     let chunks = collect(
         client
@@ -524,17 +529,7 @@ async fn a_redirect_is_not_followed_so_the_key_never_reaches_where_it_points() {
         &format!("{}/v1/chat/completions", elsewhere.base_url),
     )])
     .await;
-    let client = OpenAiClient::new(OpenAiConfig {
-        timeouts: timeouts(),
-        retry: retry(),
-        ..OpenAiConfig::azure(
-            &server.base_url,
-            "gpt-4o-prod",
-            "2024-10-21",
-            ApiKey::new(KEY),
-        )
-    })
-    .unwrap();
+    let client = azure_client(&server);
     let outcome = client
         .stream(&ctx(), request(LlmProvider::AzureOpenai, ""))
         .await;

@@ -21,7 +21,8 @@ pub use password::{Password, PasswordHash, PasswordHasher};
 pub use roles::{Permission, Role, UnknownRole};
 pub use values::{Email, HexColor, HttpUrl, InvalidValue, Slug};
 
-/// What `define_id!` and the `openapi` feature's derives refer to.
+/// What the id schemas `define_id!` writes refer to, so a crate defining ids needs no
+/// `utoipa` of its own.
 #[cfg(feature = "openapi")]
 #[doc(hidden)]
 pub use utoipa as __utoipa;

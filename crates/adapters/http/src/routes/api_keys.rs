@@ -39,14 +39,14 @@ pub struct ApiKeyResponse {
     pub scopes: Vec<String>,
     /// The user the key acts for.
     pub created_by: Uuid,
-    #[serde(serialize_with = "crate::timestamp::rfc3339_opt")]
+    #[serde(serialize_with = "trellis_kernel::timestamp::rfc3339_opt")]
     pub expires_at: Option<DateTime<Utc>>,
     /// The latest use, to the minute: uses within a minute of it do not move it.
-    #[serde(serialize_with = "crate::timestamp::rfc3339_opt")]
+    #[serde(serialize_with = "trellis_kernel::timestamp::rfc3339_opt")]
     pub last_used_at: Option<DateTime<Utc>>,
-    #[serde(serialize_with = "crate::timestamp::rfc3339_opt")]
+    #[serde(serialize_with = "trellis_kernel::timestamp::rfc3339_opt")]
     pub revoked_at: Option<DateTime<Utc>>,
-    #[serde(serialize_with = "crate::timestamp::rfc3339")]
+    #[serde(serialize_with = "trellis_kernel::timestamp::rfc3339")]
     pub created_at: DateTime<Utc>,
 }
 
@@ -79,9 +79,9 @@ pub struct CreatedApiKeyResponse {
     pub name: String,
     pub prefix: String,
     pub scopes: Vec<String>,
-    #[serde(serialize_with = "crate::timestamp::rfc3339_opt")]
+    #[serde(serialize_with = "trellis_kernel::timestamp::rfc3339_opt")]
     pub expires_at: Option<DateTime<Utc>>,
-    #[serde(serialize_with = "crate::timestamp::rfc3339")]
+    #[serde(serialize_with = "trellis_kernel::timestamp::rfc3339")]
     pub created_at: DateTime<Utc>,
     /// The full secret (`trl_…`), for `Authorization: Bearer` or `X-API-Key`.
     pub key: String,

@@ -37,7 +37,7 @@ pub struct GuestResponse {
     pub email: String,
     /// The role the guest holds here.
     pub role: String,
-    #[serde(serialize_with = "crate::timestamp::rfc3339")]
+    #[serde(serialize_with = "trellis_kernel::timestamp::rfc3339")]
     pub created_at: DateTime<Utc>,
 }
 

@@ -127,9 +127,9 @@ pub struct CollectionResponse {
     pub embedding_dimension: u32,
     /// A move to another embedding model, while it runs or after it failed.
     pub model_change: Option<ModelChangeBody>,
-    #[serde(serialize_with = "crate::timestamp::rfc3339")]
+    #[serde(serialize_with = "trellis_kernel::timestamp::rfc3339")]
     pub created_at: DateTime<Utc>,
-    #[serde(serialize_with = "crate::timestamp::rfc3339")]
+    #[serde(serialize_with = "trellis_kernel::timestamp::rfc3339")]
     pub updated_at: DateTime<Utc>,
 }
 
@@ -141,7 +141,7 @@ pub struct ModelChangeBody {
     /// `running` or `failed` (search stays on the current model either way).
     pub status: String,
     pub error: Option<String>,
-    #[serde(serialize_with = "crate::timestamp::rfc3339")]
+    #[serde(serialize_with = "trellis_kernel::timestamp::rfc3339")]
     pub started_at: DateTime<Utc>,
 }
 
@@ -479,15 +479,15 @@ pub struct DocumentResponse {
     /// `uploaded`, `processing`, `processed` or `error`.
     pub status: String,
     pub error: Option<String>,
-    #[serde(serialize_with = "crate::timestamp::rfc3339_opt")]
+    #[serde(serialize_with = "trellis_kernel::timestamp::rfc3339_opt")]
     pub processed_at: Option<DateTime<Utc>>,
     pub source_type: String,
     pub source_id: Option<String>,
     pub metadata: BTreeMap<String, String>,
     pub chunk_count: u32,
-    #[serde(serialize_with = "crate::timestamp::rfc3339")]
+    #[serde(serialize_with = "trellis_kernel::timestamp::rfc3339")]
     pub created_at: DateTime<Utc>,
-    #[serde(serialize_with = "crate::timestamp::rfc3339")]
+    #[serde(serialize_with = "trellis_kernel::timestamp::rfc3339")]
     pub updated_at: DateTime<Utc>,
 }
 

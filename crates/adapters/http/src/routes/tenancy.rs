@@ -89,9 +89,9 @@ pub struct TenantResponse {
     pub plan: String,
     /// `active` or `suspended`.
     pub status: String,
-    #[serde(serialize_with = "crate::timestamp::rfc3339")]
+    #[serde(serialize_with = "trellis_kernel::timestamp::rfc3339")]
     pub created_at: DateTime<Utc>,
-    #[serde(serialize_with = "crate::timestamp::rfc3339")]
+    #[serde(serialize_with = "trellis_kernel::timestamp::rfc3339")]
     pub updated_at: DateTime<Utc>,
 }
 
@@ -448,7 +448,7 @@ pub struct LlmResponse {
     pub api_key_hint: Option<String>,
     /// The tenant's own endpoint; `null`: the server's.
     pub base_url: Option<String>,
-    #[serde(serialize_with = "crate::timestamp::rfc3339")]
+    #[serde(serialize_with = "trellis_kernel::timestamp::rfc3339")]
     pub updated_at: DateTime<Utc>,
 }
 

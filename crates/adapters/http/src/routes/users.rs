@@ -74,11 +74,11 @@ pub struct UserResponse {
     pub oauth_provider: Option<String>,
     pub preferences: PreferencesResponse,
     pub active: bool,
-    #[serde(serialize_with = "crate::timestamp::rfc3339_opt")]
+    #[serde(serialize_with = "trellis_kernel::timestamp::rfc3339_opt")]
     pub last_login_at: Option<DateTime<Utc>>,
-    #[serde(serialize_with = "crate::timestamp::rfc3339")]
+    #[serde(serialize_with = "trellis_kernel::timestamp::rfc3339")]
     pub created_at: DateTime<Utc>,
-    #[serde(serialize_with = "crate::timestamp::rfc3339")]
+    #[serde(serialize_with = "trellis_kernel::timestamp::rfc3339")]
     pub updated_at: DateTime<Utc>,
 }
 
