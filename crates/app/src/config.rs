@@ -23,7 +23,7 @@ pub struct Config {
     /// The owner role for migrations; defaults to `database_url`.
     pub migration_database_url: Option<String>,
     pub db_max_connections: u32,
-    /// Whether one-statement reads may go over a second, pipelining pool of at most
+    /// Whether hot reads may go over a second, pipelining pool of at most
     /// `db_max_connections` (where no TLS would be lost; see `PgStore::connect`).
     pub db_pipelined_reads: bool,
     /// Users kept in process by the Postgres adapter (`PgCachedUsers`); 0: none.

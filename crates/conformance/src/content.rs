@@ -604,6 +604,26 @@ async fn two_conversations(p: &Ports, c: &ContentPorts) -> TwoConversations {
     }
 }
 
+/// A question by `author` in `conv` and an answer under it.
+async fn question_and_answer(
+    c: &ContentPorts,
+    ctx: &TenantCtx,
+    conv: ConversationId,
+    author: UserId,
+) -> (trellis_content::Message, trellis_content::Message) {
+    let q = c
+        .messages
+        .insert(ctx, user_message(conv, None, author, "Refunds?"))
+        .await
+        .unwrap();
+    let r = c
+        .messages
+        .insert(ctx, answer(conv, q.id, "Within 14 days [1]."))
+        .await
+        .unwrap();
+    (q, r)
+}
+
 pub async fn a_thread_is_the_conversation_with_its_messages_and_agent_in_its_tenant_only(
     p: &Ports,
     c: &ContentPorts,
@@ -616,16 +636,7 @@ pub async fn a_thread_is_the_conversation_with_its_messages_and_agent_in_its_ten
         with_agent: conv,
         without: plain,
     } = two_conversations(p, c).await;
-    let q = c
-        .messages
-        .insert(&a, user_message(conv.id, None, admin, "Refunds?"))
-        .await
-        .unwrap();
-    let r = c
-        .messages
-        .insert(&a, answer(conv.id, q.id, "Within 14 days [1]."))
-        .await
-        .unwrap();
+    let (q, r) = question_and_answer(c, &a, conv.id, admin).await;
 
     let thread = c.conversations.thread(&a, conv.id).await.unwrap();
     assert_eq!(
@@ -654,6 +665,51 @@ pub async fn a_thread_is_the_conversation_with_its_messages_and_agent_in_its_ten
         assert!(
             matches!(
                 c.conversations.thread(ctx, id).await,
+                Err(ContentError::NotFound(_))
+            ),
+            "another tenant's conversation, or none, is not found"
+        );
+    }
+}
+
+pub async fn a_conversation_opens_with_all_its_messages_in_its_tenant_only(
+    p: &Ports,
+    c: &ContentPorts,
+) {
+    let TwoConversations {
+        a,
+        b,
+        admin,
+        with_agent: conv,
+        without: plain,
+        ..
+    } = two_conversations(p, c).await;
+    let (q, r) = question_and_answer(c, &a, conv.id, admin).await;
+    let other = c
+        .messages
+        .insert(&a, user_message(plain.id, None, admin, "Elsewhere"))
+        .await
+        .unwrap();
+
+    let (conversation, messages) = c.conversations.with_messages(&a, conv.id).await.unwrap();
+    assert_eq!(
+        conversation,
+        c.conversations.get(&a, conv.id).await.unwrap(),
+        "the conversation as stored, last message time included"
+    );
+    assert_eq!(
+        messages,
+        c.messages.for_conversation(&a, conv.id).await.unwrap(),
+        "its messages as listing them gives them"
+    );
+    assert_eq!(messages, [q, r], "its own messages only, oldest first");
+    let (_, messages) = c.conversations.with_messages(&a, plain.id).await.unwrap();
+    assert_eq!(messages, [other]);
+
+    for (ctx, id) in [(&b, conv.id), (&a, ConversationId::new())] {
+        assert!(
+            matches!(
+                c.conversations.with_messages(ctx, id).await,
                 Err(ContentError::NotFound(_))
             ),
             "another tenant's conversation, or none, is not found"

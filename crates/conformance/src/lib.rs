@@ -141,6 +141,7 @@ macro_rules! content_conformance_tests {
             conversations_are_tenant_scoped_and_filter_by_owner_archived_agent_and_title,
             every_field_of_a_conversation_reads_back_through_get_and_list_pages,
             a_thread_is_the_conversation_with_its_messages_and_agent_in_its_tenant_only,
+            a_conversation_opens_with_all_its_messages_in_its_tenant_only,
             messages_form_a_tree_that_reads_back_whole,
             a_message_cannot_hang_under_another_conversations_message,
             inserting_many_messages_is_all_or_nothing,

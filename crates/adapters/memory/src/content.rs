@@ -439,6 +439,15 @@ impl ConversationRepo for MemoryContent {
             .ok_or(ContentError::NotFound("conversation"))
     }
 
+    async fn with_messages(
+        &self,
+        ctx: &TenantCtx,
+        id: ConversationId,
+    ) -> Result<(Conversation, Vec<Message>)> {
+        let thread = self.thread(ctx, id).await?;
+        Ok((thread.conversation, thread.messages))
+    }
+
     async fn thread(&self, ctx: &TenantCtx, id: ConversationId) -> Result<Thread> {
         let tid = ctx.tenant_id();
         let db = self.read();

@@ -1,5 +1,5 @@
-//! Pipelined reads: a read-only unit of work of one statement, sent to Postgres as one
-//! write instead of three round trips.
+//! Pipelined reads: a read-only unit of work of one statement (or a few that must
+//! agree), sent to Postgres as one write instead of a round trip for each.
 //!
 //! sqlx waits for each statement's answer before it sends the next, and pings every
 //! connection it takes back, so a one-statement read through [`crate::txn::Txn`] costs
@@ -8,13 +8,15 @@
 //! and then the server again, and on two cores shared with Postgres those switches
 //! cost more than the statements themselves. tokio-postgres sends requests made
 //! together in one write and matches the answers up in order, so here the opening,
-//! the statement and the `ROLLBACK` leave together: one wake-up on each side.
+//! the statements and the `ROLLBACK` leave together: one wake-up on each side. A read
+//! of several statements (a conversation and its messages) is opened on one snapshot,
+//! so they agree with each other as on [`crate::txn::Txn`].
 //!
 //! The same rules hold as on [`crate::txn::Txn`]: the scope is set with `SET LOCAL` in
-//! the transaction the statement runs in, the transaction is read-only, and it always
+//! the transaction the statements run in, the transaction is read-only, and it always
 //! ends in `ROLLBACK`, so nothing leaks to the connection's next unit of work. Postgres
 //! runs a connection's requests in the order they were sent; if the opening fails,
-//! the statement's rows are thrown away with it.
+//! the statements' rows are thrown away with it.
 //!
 //! These connections are a second, small pool beside sqlx's, made as load needs them,
 //! at most as many as sqlx's. They carry no TLS: the pool is only made where no TLS
@@ -36,6 +38,10 @@ use tokio_postgres::{Client, Config, NoTls, Row, Statement};
 /// Prepared statements kept per connection. The reads that come here are a handful of
 /// shapes; the bound only guards against a caller that builds unbounded SQL.
 const MAX_STATEMENTS: usize = 64;
+
+/// The most statements one pipelined read runs: reads of a few statements that must
+/// agree (a conversation and its messages), never a loop.
+const MAX_READS: usize = 4;
 
 /// How long making a connection may take (the main pool waits as long).
 const CONNECT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
@@ -128,20 +134,37 @@ impl PipelinedReads {
         })
     }
 
-    /// Runs `stmt` in a read-only unit of work scoped to `scope`. `Ok(None)` when a
-    /// bound value is of a type this path does not send: the caller then takes the
-    /// sqlx path.
+    /// Runs `stmts` in one read-only unit of work scoped to `scope` and opened for
+    /// `access`, and gives each one's rows, in order. `Ok(None)` when a bound value is
+    /// of a type this path does not send: the caller then takes the sqlx path.
     pub(crate) async fn rows(
         &self,
         scope: Scope,
-        stmt: &sea_orm::Statement,
-    ) -> anyhow::Result<Option<Vec<Row>>> {
-        let values = stmt.values.as_ref().map_or(&[][..], |v| v.0.as_slice());
-        let Some(params) = values.iter().map(param).collect::<Option<Vec<_>>>() else {
-            return Ok(None);
-        };
-        let params: Vec<&(dyn ToSql + Sync)> = params.iter().map(|p| &**p as _).collect();
-        let opening = opening_sql(scope, Access::ReadOnly);
+        access: Access,
+        stmts: &[sea_orm::Statement],
+    ) -> anyhow::Result<Option<Vec<Vec<Row>>>> {
+        anyhow::ensure!(
+            (1..=MAX_READS).contains(&stmts.len()),
+            "a pipelined read takes 1 to {MAX_READS} statements, not {}",
+            stmts.len()
+        );
+        let mut bound = Vec::with_capacity(stmts.len());
+        for stmt in stmts {
+            let values = stmt.values.as_ref().map_or(&[][..], |v| v.0.as_slice());
+            let Some(params) = values.iter().map(param).collect::<Option<Vec<_>>>() else {
+                return Ok(None);
+            };
+            bound.push(params);
+        }
+        let reads: Vec<(&str, Vec<&(dyn ToSql + Sync)>)> = stmts
+            .iter()
+            .zip(&bound)
+            .map(|(stmt, params)| {
+                let params = params.iter().map(|p| &**p as &(dyn ToSql + Sync)).collect();
+                (stmt.sql.as_str(), params)
+            })
+            .collect();
+        let opening = opening_sql(scope, access);
 
         let _permit = self.permits.acquire().await.context("pool closed")?;
         let mut retried = false;
@@ -152,7 +175,7 @@ impl PipelinedReads {
                 conn: Some(conn),
                 stage: Stage::Preparing,
             };
-            match held.pipeline(&opening, &stmt.sql, &params).await {
+            match held.pipeline(&opening, &reads).await {
                 Ok(rows) => return Ok(Some(rows)),
                 Err(e) => {
                     // Not knowing what state an error left the connection in, drop it
@@ -247,17 +270,17 @@ impl PipelinedReads {
 /// Where a read on a [`Held`] connection is.
 #[derive(Clone, Copy)]
 enum Stage {
-    /// Preparing the statement: a named statement the server may be making that no
+    /// Preparing the statements: a named statement the server may be making that no
     /// `Statement` would ever close, were the read abandoned here.
     Preparing,
-    /// The three requests are queued.
+    /// The requests are all queued.
     Queued,
     /// Every answer is in.
     Done,
 }
 
 /// A connection taken from the pool, given back when this is dropped: when the read
-/// finished, and also when the caller gave up once the three requests were queued (a
+/// finished, and also when the caller gave up once its requests were queued (a
 /// client hung up). Queued requests run to the `ROLLBACK` whether or not anyone waits
 /// for the answers, and the next read's requests queue behind them, so the connection
 /// is never handed on inside the transaction. Dropping it instead would cost a new
@@ -284,23 +307,31 @@ impl Held<'_> {
     async fn pipeline(
         &mut self,
         opening: &str,
-        sql: &str,
-        params: &[&(dyn ToSql + Sync)],
-    ) -> anyhow::Result<Vec<Row>> {
+        reads: &[(&str, Vec<&(dyn ToSql + Sync)>)],
+    ) -> anyhow::Result<Vec<Vec<Row>>> {
         let conn = self.conn.as_mut().context("no connection")?;
-        let statement = conn.prepared(sql).await?;
+        let mut statements = Vec::with_capacity(reads.len());
+        for (sql, _) in reads {
+            statements.push(conn.prepared(sql).await?);
+        }
         self.stage = Stage::Queued;
-        // `join3` polls in order, so the three requests are queued in this order in
-        // its first poll and go out in one write.
+        // Each request is queued when its future is first polled. `join3` polls in
+        // order, and `join_all` polls its few futures in order too, so the opening, the
+        // statements and the `ROLLBACK` are queued in this order in the first poll and
+        // go out in one write.
+        let queries = statements
+            .iter()
+            .zip(reads)
+            .map(|(statement, (_, params))| conn.client.query(statement, params));
         let (opened, rows, ended) = futures::future::join3(
             conn.client.batch_execute(opening),
-            conn.client.query(&statement, params),
+            futures::future::join_all(queries),
             conn.client.batch_execute("ROLLBACK"),
         )
         .await;
         opened.context("could not open the read")?;
         ended.context("could not end the read")?;
-        let rows = rows?;
+        let rows = rows.into_iter().collect::<Result<Vec<_>, _>>()?;
         self.stage = Stage::Done;
         Ok(rows)
     }

@@ -37,7 +37,7 @@ pub struct PgStore {
     /// connection while the caller reads through others; were every connection held
     /// that way, those reads would wait for a connection that only they could free.
     uncommitted: Option<Arc<Semaphore>>,
-    /// Where one-statement reads go as one pipeline instead of three round trips
+    /// Where hot reads go as one pipeline instead of a round trip per statement
     /// (see [`PipelinedReads`]); `None`: they take the sqlx path.
     pipelined: Option<Arc<PipelinedReads>>,
 }
@@ -70,9 +70,9 @@ impl PgStore {
         match PipelinedReads::for_url(url, max) {
             Ok(reads) => match reads.verify(&store.pool).await {
                 Ok(()) => store.pipelined = Some(Arc::new(reads)),
-                Err(why) => tracing::info!("one-statement reads take the sqlx path: {why:#}"),
+                Err(why) => tracing::info!("pipelined reads take the sqlx path: {why:#}"),
             },
-            Err(why) => tracing::info!("one-statement reads take the sqlx path: {why}"),
+            Err(why) => tracing::info!("pipelined reads take the sqlx path: {why}"),
         }
         Ok(store)
     }
@@ -86,17 +86,53 @@ impl PgStore {
         self
     }
 
-    /// Whether one-statement reads are sent as one pipeline.
+    /// Whether hot reads are sent as one pipeline each.
     #[must_use]
     pub fn pipelines_reads(&self) -> bool {
         self.pipelined.is_some()
     }
 
+    /// Runs `stmts` as one read of their own in the caller's tenant, pipelined where
+    /// this store can (see `crate::pipelined`), else in a read-only unit of work on
+    /// sqlx. Several statements read one snapshot, so they agree with each other. The
+    /// rows come back as the client that fetched them gave them: read them with
+    /// [`Fetched::decode`].
+    pub(crate) async fn fetch<E: DomainError>(
+        &self,
+        ctx: &TenantCtx,
+        stmts: Vec<sea_orm::Statement>,
+        what: &'static str,
+    ) -> Result<Fetched, E> {
+        let failed = move |e: anyhow::Error| E::from(e.context(format!("failed to {what}")));
+        let access = if stmts.len() > 1 {
+            Access::Snapshot
+        } else {
+            Access::ReadOnly
+        };
+        if let Some(reads) = self.pipelined.as_deref() {
+            let rows = reads
+                .rows(Scope::Tenant(ctx.tenant_id()), access, &stmts)
+                .await
+                .map_err(failed)?;
+            if let Some(rows) = rows {
+                return Ok(Fetched::Pipelined(rows));
+            }
+        }
+        self.unit_of_work(Scope::Tenant(ctx.tenant_id()), access, move |txn| {
+            Box::pin(async move {
+                let mut sets = Vec::with_capacity(stmts.len());
+                for stmt in &stmts {
+                    sets.push(txn.rows(stmt).await.map_err(E::db(what))?);
+                }
+                Ok(Fetched::Sqlx(sets))
+            })
+        })
+        .await
+    }
+
     /// Runs one `SELECT` of exactly `columns` as a read of its own in the caller's
-    /// tenant, pipelined where this store can (see `crate::pipelined`), else in a
-    /// read-only unit of work on sqlx, and reads each row by position with the decoder
-    /// for the client that fetched it. The column names are checked once per query: a
-    /// query selecting other columns would otherwise land values in the wrong fields.
+    /// tenant ([`Self::fetch`]), and reads each row by position with the decoder for
+    /// the client that fetched it.
     pub(crate) async fn read_by_position<T, E, C>(
         &self,
         ctx: &TenantCtx,
@@ -106,34 +142,13 @@ impl PgStore {
         what: &'static str,
     ) -> Result<Vec<T>, E>
     where
-        T: Send + 'static,
         E: DomainError,
-        C: sea_orm::Iden + Sync,
+        C: sea_orm::Iden,
     {
-        let failed = move |e: anyhow::Error| E::from(e.context(format!("failed to {what}")));
-        if let Some(reads) = self.pipelined.as_deref() {
-            let rows = reads
-                .rows(Scope::Tenant(ctx.tenant_id()), &stmt)
-                .await
-                .map_err(failed)?;
-            if let Some(rows) = rows {
-                let names = |r: &tokio_postgres::Row| {
-                    r.columns().iter().map(|c| c.name().to_owned()).collect()
-                };
-                return decode_rows(&rows, names, columns, decoders.pipelined).map_err(failed);
-            }
-        }
-        self.in_tenant_read(ctx, move |txn| {
-            Box::pin(async move {
-                use sqlx::{Column as _, Row as _};
-                let rows = txn.rows(&stmt).await.map_err(E::db(what))?;
-                let names = |r: &sqlx::postgres::PgRow| {
-                    r.columns().iter().map(|c| c.name().to_owned()).collect()
-                };
-                decode_rows(&rows, names, columns, decoders.sqlx).map_err(failed)
-            })
-        })
-        .await
+        self.fetch::<E>(ctx, vec![stmt], what)
+            .await?
+            .decode(0, columns, decoders)
+            .map_err(|e| E::from(e.context(format!("failed to {what}"))))
     }
 
     /// [`Self::read_by_position`] of `select` narrowed to exactly `columns`, in their
@@ -152,12 +167,14 @@ impl PgStore {
         T: Send + 'static,
         E: DomainError,
     {
-        let stmt = select
-            .select_only()
-            .columns(columns.iter().copied())
-            .build(DbBackend::Postgres);
-        self.read_by_position(ctx, stmt, columns, decoders, what)
-            .await
+        self.read_by_position(
+            ctx,
+            select_columns(select, columns),
+            columns,
+            decoders,
+            what,
+        )
+        .await
     }
 
     /// Wraps an existing connection pool.
@@ -203,17 +220,6 @@ impl PgStore {
         F: for<'t> FnOnce(&'t Txn) -> BoxFuture<'t, Result<T, E>> + Send,
     {
         self.unit_of_work(Scope::Tenant(ctx.tenant_id()), Access::ReadOnly, f)
-            .await
-    }
-
-    /// As [`Self::in_tenant_read`], with all of `f`'s statements on one snapshot.
-    pub(crate) async fn in_tenant_snapshot<T, E, F>(&self, ctx: &TenantCtx, f: F) -> Result<T, E>
-    where
-        T: Send,
-        E: DomainError,
-        F: for<'t> FnOnce(&'t Txn) -> BoxFuture<'t, Result<T, E>> + Send,
-    {
-        self.unit_of_work(Scope::Tenant(ctx.tenant_id()), Access::Snapshot, f)
             .await
     }
 
@@ -366,6 +372,53 @@ macro_rules! by_position {
     };
 }
 pub(crate) use by_position;
+
+/// `select` narrowed to exactly `columns`, in their order, as the statement to send.
+pub(crate) fn select_columns<En>(select: Select<En>, columns: &[En::Column]) -> sea_orm::Statement
+where
+    En: EntityTrait,
+{
+    select
+        .select_only()
+        .columns(columns.iter().copied())
+        .build(DbBackend::Postgres)
+}
+
+/// The rows of each statement of a read ([`PgStore::fetch`]), in the order the
+/// statements were given, from whichever client fetched them.
+pub(crate) enum Fetched {
+    Pipelined(Vec<Vec<tokio_postgres::Row>>),
+    Sqlx(Vec<Vec<sqlx::postgres::PgRow>>),
+}
+
+impl Fetched {
+    /// Statement `i`'s rows, each read by position with the decoder for the client
+    /// that fetched it, after checking the columns are `columns`.
+    pub(crate) fn decode<T, C: sea_orm::Iden>(
+        &self,
+        i: usize,
+        columns: &[C],
+        decoders: Decoders<T>,
+    ) -> anyhow::Result<Vec<T>> {
+        match self {
+            Self::Pipelined(sets) => {
+                let names = |r: &tokio_postgres::Row| {
+                    r.columns().iter().map(|c| c.name().to_owned()).collect()
+                };
+                let rows = sets.get(i).context("the read has no such statement")?;
+                decode_rows(rows, names, columns, decoders.pipelined)
+            }
+            Self::Sqlx(sets) => {
+                use sqlx::{Column as _, Row as _};
+                let names = |r: &sqlx::postgres::PgRow| {
+                    r.columns().iter().map(|c| c.name().to_owned()).collect()
+                };
+                let rows = sets.get(i).context("the read has no such statement")?;
+                decode_rows(rows, names, columns, decoders.sqlx)
+            }
+        }
+    }
+}
 
 /// Reads every row with `decode`, after checking the first row's column names (once
 /// per query) against `expected`.

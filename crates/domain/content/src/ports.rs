@@ -110,6 +110,17 @@ pub trait ConversationRepo: Send + Sync + 'static {
     /// # Errors
     /// `NotFound` when no such conversation exists in this tenant.
     async fn delete(&self, ctx: &TenantCtx, id: ConversationId) -> Result<()>;
+    /// The conversation and every one of its messages (as
+    /// [`MessageRepo::for_conversation`] orders them), read together in one unit of
+    /// work so that they agree with each other: what opening a conversation shows.
+    ///
+    /// # Errors
+    /// `NotFound` when no such conversation exists in this tenant.
+    async fn with_messages(
+        &self,
+        ctx: &TenantCtx,
+        id: ConversationId,
+    ) -> Result<(Conversation, Vec<Message>)>;
     /// The conversation with everything answering in it reads first: its messages
     /// (as [`MessageRepo::for_conversation`] orders them) and its agent (`None` when it
     /// has none, or the agent is gone), read together in one unit of work so that they

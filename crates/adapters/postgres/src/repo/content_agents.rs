@@ -8,19 +8,20 @@ use super::content_common::db;
 use super::to_json;
 use crate::content_mapper;
 use crate::entity::agent::{self, ActiveModel, AgentRow, Column, Entity, TOOL_IDS};
-use crate::entity::{agent_tool, agent_version};
-use crate::store::{PgStore, finish_page, keyset};
+use crate::entity::{agent_tool, agent_version, conversation};
+use crate::store::{Decoders, Fetched, PgStore, by_position, finish_page, keyset};
 use crate::txn::Txn;
 use anyhow::Context as _;
 use async_trait::async_trait;
-use sea_orm::sea_query::{Expr, ExprTrait as _};
+use sea_orm::sea_query::{Expr, ExprTrait as _, Query};
+use sea_orm::sqlx::Row as _;
 use sea_orm::{
-    ActiveModelTrait as _, ColumnTrait as _, EntityTrait as _, QueryFilter as _, QueryOrder as _,
-    QuerySelect as _, Select, Set,
+    ActiveModelTrait as _, ColumnTrait as _, DbBackend, EntityTrait as _, QueryFilter as _,
+    QueryOrder as _, QuerySelect as _, QueryTrait as _, Select, Set,
 };
 use trellis_content::{
-    Agent, AgentConfig, AgentFilter, AgentId, AgentRepo, AgentVersion, ContentError, NewAgent,
-    Result,
+    Agent, AgentConfig, AgentFilter, AgentId, AgentRepo, AgentVersion, ContentError,
+    ConversationId, NewAgent, Result,
 };
 use trellis_kernel::{Page, PageRequest, TenantCtx, TenantId, UserId};
 
@@ -34,6 +35,108 @@ fn select(tenant: TenantId) -> Select<Entity> {
     Entity::find()
         .expr_as(Expr::cust(TOOL_IDS_SQL), TOOL_IDS)
         .filter(Column::TenantId.eq(tenant.as_uuid()))
+}
+
+/// What a read of agents by position selects, in the order [`decoders`] reads it:
+/// every column of an agent, then its tool ids.
+#[derive(Clone, Copy)]
+enum ReadColumn {
+    Agent(Column),
+    ToolIds,
+}
+
+impl sea_orm::Iden for ReadColumn {
+    fn unquoted(&self) -> &str {
+        match self {
+            Self::Agent(column) => sea_orm::IdenStatic::as_str(column),
+            Self::ToolIds => TOOL_IDS,
+        }
+    }
+}
+
+const AGENT_READ: [ReadColumn; 21] = [
+    ReadColumn::Agent(Column::TenantId),
+    ReadColumn::Agent(Column::Id),
+    ReadColumn::Agent(Column::Name),
+    ReadColumn::Agent(Column::Description),
+    ReadColumn::Agent(Column::Instructions),
+    ReadColumn::Agent(Column::Provider),
+    ReadColumn::Agent(Column::Model),
+    ReadColumn::Agent(Column::Temperature),
+    ReadColumn::Agent(Column::TopP),
+    ReadColumn::Agent(Column::MaxTokens),
+    ReadColumn::Agent(Column::KnowledgeCollectionIds),
+    ReadColumn::Agent(Column::OutputFormat),
+    ReadColumn::Agent(Column::Icon),
+    ReadColumn::Agent(Column::Tier),
+    ReadColumn::Agent(Column::Published),
+    ReadColumn::Agent(Column::AllowedRoles),
+    ReadColumn::Agent(Column::Version),
+    ReadColumn::Agent(Column::CreatedBy),
+    ReadColumn::Agent(Column::CreatedAt),
+    ReadColumn::Agent(Column::UpdatedAt),
+    ReadColumn::ToolIds,
+];
+
+/// Reads an agent row of [`AGENT_READ`] by position, from either client.
+fn decoders() -> Decoders<AgentRow> {
+    by_position!(|row| AgentRow {
+        agent: agent::Model {
+            tenant_id: row.try_get(0)?,
+            id: row.try_get(1)?,
+            name: row.try_get(2)?,
+            description: row.try_get(3)?,
+            instructions: row.try_get(4)?,
+            provider: row.try_get(5)?,
+            model: row.try_get(6)?,
+            temperature: row.try_get(7)?,
+            top_p: row.try_get(8)?,
+            max_tokens: row.try_get(9)?,
+            knowledge_collection_ids: row.try_get(10)?,
+            output_format: row.try_get(11)?,
+            icon: row.try_get(12)?,
+            tier: row.try_get(13)?,
+            published: row.try_get(14)?,
+            allowed_roles: row.try_get(15)?,
+            version: row.try_get(16)?,
+            created_by: row.try_get(17)?,
+            created_at: row.try_get(18)?,
+            updated_at: row.try_get(19)?,
+        },
+        tool_ids: row.try_get(20)?,
+    })
+}
+
+/// The statement that reads the agent `conversation` answers with (no row when it
+/// has none, or the agent is gone), for a read of several statements
+/// ([`PgStore::fetch`]); [`decode_conversation_agent`] reads its rows.
+pub(super) fn conversation_agent(
+    tenant: TenantId,
+    conversation: ConversationId,
+) -> sea_orm::Statement {
+    let mut select = Entity::find().select_only();
+    for column in AGENT_READ {
+        select = match column {
+            ReadColumn::Agent(c) => select.column(c),
+            ReadColumn::ToolIds => select.expr_as(Expr::cust(TOOL_IDS_SQL), TOOL_IDS),
+        };
+    }
+    let agent_of_conversation = Query::select()
+        .column(conversation::Column::AgentId)
+        .from(conversation::Entity)
+        .and_where(conversation::Column::TenantId.eq(tenant.as_uuid()))
+        .and_where(conversation::Column::Id.eq(conversation.as_uuid()))
+        .to_owned();
+    select
+        .filter(Column::TenantId.eq(tenant.as_uuid()))
+        .filter(Column::Id.in_subquery(agent_of_conversation))
+        .build(DbBackend::Postgres)
+}
+
+/// The agent in statement `i` of `fetched`, a [`conversation_agent`] statement.
+pub(super) fn decode_conversation_agent(fetched: &Fetched, i: usize) -> Result<Option<Agent>> {
+    let row = fetched.decode(i, &AGENT_READ, decoders())?.pop();
+    Ok(row.map(content_mapper::agent).transpose()?)
 }
 
 pub(super) async fn load(txn: &Txn, tenant: TenantId, id: AgentId) -> Result<Option<Agent>> {

@@ -6,8 +6,7 @@ use super::content_common::db;
 use super::{content_agents, content_messages};
 use crate::content_mapper;
 use crate::entity::conversation::{ActiveModel, Column, Entity, Model};
-use crate::store::{PgStore, by_position, finish_page, keyset};
-use crate::txn::Txn;
+use crate::store::{Decoders, Fetched, PgStore, by_position, finish_page, keyset, select_columns};
 use async_trait::async_trait;
 use sea_orm::sea_query::{Expr, SimpleExpr};
 use sea_orm::sqlx::Row as _;
@@ -16,19 +15,9 @@ use sea_orm::{
 };
 use trellis_content::{
     ContentError, Conversation, ConversationFilter, ConversationId, ConversationPatch,
-    ConversationRepo, NewConversation, Result, Thread,
+    ConversationRepo, Message, NewConversation, Result, Thread,
 };
 use trellis_kernel::{Page, PageRequest, TenantCtx, TenantId};
-
-/// One conversation; `NotFound` when there is none in this tenant.
-async fn load(txn: &Txn, tenant: TenantId, id: ConversationId) -> Result<Conversation> {
-    let row = Entity::find_by_id((tenant.as_uuid(), id.as_uuid()))
-        .one(txn)
-        .await
-        .map_err(db("load conversation"))?
-        .ok_or(ContentError::NotFound("conversation"))?;
-    Ok(content_mapper::conversation(row)?)
-}
 
 /// Every column of a conversation, in the order [`read_conversations`] reads them.
 const CONVERSATION_COLUMNS: [Column; 14] = [
@@ -48,6 +37,45 @@ const CONVERSATION_COLUMNS: [Column; 14] = [
     Column::UpdatedAt,
 ];
 
+/// Reads a conversation row of [`CONVERSATION_COLUMNS`] by position, from either client.
+fn decoders() -> Decoders<Model> {
+    by_position!(|row| Model {
+        tenant_id: row.try_get(0)?,
+        id: row.try_get(1)?,
+        owner_id: row.try_get(2)?,
+        title: row.try_get(3)?,
+        provider: row.try_get(4)?,
+        model: row.try_get(5)?,
+        agent_id: row.try_get(6)?,
+        temperature: row.try_get(7)?,
+        top_p: row.try_get(8)?,
+        max_tokens: row.try_get(9)?,
+        archived: row.try_get(10)?,
+        last_message_at: row.try_get(11)?,
+        created_at: row.try_get(12)?,
+        updated_at: row.try_get(13)?,
+    })
+}
+
+/// The statement that reads one conversation, for a read of several statements
+/// ([`PgStore::fetch`]); [`decode_one`] reads its row.
+fn by_id(tenant: TenantId, id: ConversationId) -> sea_orm::Statement {
+    select_columns(
+        Entity::find_by_id((tenant.as_uuid(), id.as_uuid())),
+        &CONVERSATION_COLUMNS,
+    )
+}
+
+/// The conversation in statement `i` of `fetched`, a [`by_id`] statement;
+/// `NotFound` when it found none.
+fn decode_one(fetched: &Fetched, i: usize) -> Result<Conversation> {
+    let row = fetched
+        .decode(i, &CONVERSATION_COLUMNS, decoders())?
+        .pop()
+        .ok_or(ContentError::NotFound("conversation"))?;
+    Ok(content_mapper::conversation(row)?)
+}
+
 /// Runs a query of conversations as a read of its own (`PgStore::read_columns`):
 /// one pipeline on a loopback server instead of three round trips, as for users. Chat
 /// clients list and open conversations on every visit.
@@ -58,28 +86,7 @@ async fn read_conversations(
     what: &'static str,
 ) -> Result<Vec<Model>> {
     store
-        .read_columns(
-            ctx,
-            select,
-            &CONVERSATION_COLUMNS,
-            by_position!(|row| Model {
-                tenant_id: row.try_get(0)?,
-                id: row.try_get(1)?,
-                owner_id: row.try_get(2)?,
-                title: row.try_get(3)?,
-                provider: row.try_get(4)?,
-                model: row.try_get(5)?,
-                agent_id: row.try_get(6)?,
-                temperature: row.try_get(7)?,
-                top_p: row.try_get(8)?,
-                max_tokens: row.try_get(9)?,
-                archived: row.try_get(10)?,
-                last_message_at: row.try_get(11)?,
-                created_at: row.try_get(12)?,
-                updated_at: row.try_get(13)?,
-            }),
-            what,
-        )
+        .read_columns(ctx, select, &CONVERSATION_COLUMNS, decoders(), what)
         .await
 }
 
@@ -122,28 +129,51 @@ impl ConversationRepo for PgStore {
         Ok(content_mapper::conversation(row)?)
     }
 
+    async fn with_messages(
+        &self,
+        ctx: &TenantCtx,
+        id: ConversationId,
+    ) -> Result<(Conversation, Vec<Message>)> {
+        let tenant = ctx.tenant_id();
+        // Both statements in one read, on one snapshot: one round trip where reading
+        // the conversation and then its messages took two.
+        let fetched = self
+            .fetch::<ContentError>(
+                ctx,
+                vec![
+                    by_id(tenant, id),
+                    content_messages::conversation_messages(tenant, id),
+                ],
+                "open conversation",
+            )
+            .await?;
+        Ok((
+            decode_one(&fetched, 0)?,
+            content_messages::decode_conversation_messages(&fetched, 1)?,
+        ))
+    }
+
     async fn thread(&self, ctx: &TenantCtx, id: ConversationId) -> Result<Thread> {
         let tenant = ctx.tenant_id();
-        // One unit of work, statement after statement: on two cores three round trips
-        // on one connection cost an answer less than three transactions side by side.
-        // One snapshot, so a message or agent change committed between two of the
-        // statements is seen by all three or by none.
-        self.in_tenant_snapshot(ctx, move |txn| {
-            Box::pin(async move {
-                let conversation = load(txn, tenant, id).await?;
-                let messages = content_messages::of_conversation(txn, tenant, id).await?;
-                let agent = match conversation.agent_id {
-                    Some(agent) => content_agents::load(txn, tenant, agent).await?,
-                    None => None,
-                };
-                Ok(Thread {
-                    conversation,
-                    messages,
-                    agent,
-                })
-            })
+        // One read of three statements on one snapshot, so a message or agent change
+        // committed meanwhile is seen by all three or by none; pipelined, it is one
+        // round trip where three statements one after another took three.
+        let fetched = self
+            .fetch::<ContentError>(
+                ctx,
+                vec![
+                    by_id(tenant, id),
+                    content_messages::conversation_messages(tenant, id),
+                    content_agents::conversation_agent(tenant, id),
+                ],
+                "read conversation thread",
+            )
+            .await?;
+        Ok(Thread {
+            conversation: decode_one(&fetched, 0)?,
+            messages: content_messages::decode_conversation_messages(&fetched, 1)?,
+            agent: content_agents::decode_conversation_agent(&fetched, 2)?,
         })
-        .await
     }
 
     async fn list(

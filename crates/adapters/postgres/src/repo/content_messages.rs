@@ -11,7 +11,7 @@ use super::to_json;
 use crate::content_mapper;
 use crate::entity::message::{self, ActiveModel, Column, Entity, FILE_IDS, MessageRow};
 use crate::entity::{conversation, message_file};
-use crate::store::{PgStore, by_position};
+use crate::store::{Decoders, Fetched, PgStore, by_position};
 use crate::txn::Txn;
 use anyhow::Context as _;
 use async_trait::async_trait;
@@ -120,17 +120,32 @@ fn row(tenant: TenantId, n: &NewMessage) -> Result<ActiveModel> {
     })
 }
 
-/// A conversation's messages, oldest first.
-pub(super) async fn of_conversation(
-    txn: &Txn,
-    tenant: TenantId,
-    conversation: ConversationId,
-) -> Result<Vec<Message>> {
-    let rows = of_conversation_select(tenant, conversation)
-        .into_model::<MessageRow>()
-        .all(txn)
-        .await
-        .map_err(db("list messages"))?;
+/// Reads a message row of a [`select`] query by position, from either client.
+fn decoders() -> Decoders<MessageRow> {
+    by_position!(|row| MessageRow {
+        message: message::Model {
+            tenant_id: row.try_get(0)?,
+            id: row.try_get(1)?,
+            conversation_id: row.try_get(2)?,
+            parent_id: row.try_get(3)?,
+            role: row.try_get(4)?,
+            content: row.try_get(5)?,
+            author_id: row.try_get(6)?,
+            provider: row.try_get(7)?,
+            model: row.try_get(8)?,
+            finish_reason: row.try_get(9)?,
+            prompt_tokens: row.try_get(10)?,
+            completion_tokens: row.try_get(11)?,
+            error: row.try_get(12)?,
+            unfinished: row.try_get(13)?,
+            citations: row.try_get(14)?,
+            created_at: row.try_get(15)?,
+        },
+        file_ids: row.try_get(16)?,
+    })
+}
+
+fn to_messages(rows: Vec<MessageRow>) -> Result<Vec<Message>> {
     rows.into_iter()
         .map(|r| Ok(content_mapper::message(r)?))
         .collect()
@@ -145,38 +160,30 @@ async fn read_messages(
     select: Select<Entity>,
     what: &'static str,
 ) -> Result<Vec<Message>> {
-    let rows: Vec<MessageRow> = store
+    let rows = store
         .read_by_position::<_, ContentError, _>(
             ctx,
             select.build(DbBackend::Postgres),
             &MESSAGE_READ,
-            by_position!(|row| MessageRow {
-                message: message::Model {
-                    tenant_id: row.try_get(0)?,
-                    id: row.try_get(1)?,
-                    conversation_id: row.try_get(2)?,
-                    parent_id: row.try_get(3)?,
-                    role: row.try_get(4)?,
-                    content: row.try_get(5)?,
-                    author_id: row.try_get(6)?,
-                    provider: row.try_get(7)?,
-                    model: row.try_get(8)?,
-                    finish_reason: row.try_get(9)?,
-                    prompt_tokens: row.try_get(10)?,
-                    completion_tokens: row.try_get(11)?,
-                    error: row.try_get(12)?,
-                    unfinished: row.try_get(13)?,
-                    citations: row.try_get(14)?,
-                    created_at: row.try_get(15)?,
-                },
-                file_ids: row.try_get(16)?,
-            }),
+            decoders(),
             what,
         )
         .await?;
-    rows.into_iter()
-        .map(|r| Ok(content_mapper::message(r)?))
-        .collect()
+    to_messages(rows)
+}
+
+/// The statement that reads every message of `conversation`, for a read of several
+/// statements ([`PgStore::fetch`]); [`decode_conversation_messages`] reads its rows.
+pub(super) fn conversation_messages(
+    tenant: TenantId,
+    conversation: ConversationId,
+) -> sea_orm::Statement {
+    of_conversation_select(tenant, conversation).build(DbBackend::Postgres)
+}
+
+/// The messages in statement `i` of `fetched`, a [`conversation_messages`] statement.
+pub(super) fn decode_conversation_messages(fetched: &Fetched, i: usize) -> Result<Vec<Message>> {
+    to_messages(fetched.decode(i, &MESSAGE_READ, decoders())?)
 }
 
 /// A column of a raw search row.

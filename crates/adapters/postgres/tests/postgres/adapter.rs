@@ -5,10 +5,11 @@
 //! conformance suite, which runs the same cases against every adapter.)
 
 use super::support::{
-    begin_in, email, first_admin, new_tenant, owner_url, raw, stmt_with, store, tenant,
-    unique_slug, user,
+    begin_in, conversation, email, first_admin, new_tenant, owner_url, raw, stmt_with, store,
+    tenant, unique_slug, user,
 };
 use sea_orm::ConnectionTrait;
+use trellis_content::{ConversationRepo, MessageRepo, NewMessage};
 use trellis_identity::{
     ApiKeyRepo, IdentityError, Membership, MembershipRepo, NewApiKey, RefreshToken,
     RefreshTokenRepo, UserRepo,
@@ -336,26 +337,61 @@ async fn named_store(prefix: &str) -> (PgStore, String) {
 
 #[tokio::test]
 async fn a_request_dropped_while_its_transaction_begins_leaves_no_open_transaction_behind() {
-    dropped_requests_leave_no_open_transaction(false).await;
+    dropped_requests_leave_no_open_transaction(false, Read::User).await;
+    dropped_requests_leave_no_open_transaction(false, Read::ConversationWithMessages).await;
 }
 
 #[tokio::test]
 async fn a_request_dropped_while_its_pipelined_read_runs_leaves_no_open_transaction_behind() {
-    dropped_requests_leave_no_open_transaction(true).await;
+    dropped_requests_leave_no_open_transaction(true, Read::User).await;
 }
 
-async fn dropped_requests_leave_no_open_transaction(pipelined: bool) {
+#[tokio::test]
+async fn a_request_dropped_while_its_two_statement_pipelined_read_runs_leaves_no_open_transaction_behind()
+ {
+    dropped_requests_leave_no_open_transaction(true, Read::ConversationWithMessages).await;
+}
+
+/// What the dropped requests read: one statement, or two in one read.
+#[derive(Clone, Copy)]
+enum Read {
+    User,
+    ConversationWithMessages,
+}
+
+async fn dropped_requests_leave_no_open_transaction(pipelined: bool, what: Read) {
     let setup = store().await;
     let (_, ctx, admin) = tenant(&setup).await;
+    let conversation = conversation(&setup, &ctx, admin).await;
+    MessageRepo::insert(
+        &setup,
+        &ctx,
+        NewMessage::from_user(conversation, None, admin, "Still there?".into(), vec![]),
+    )
+    .await
+    .unwrap();
     let (store, application) = named_store("trellis_drop").await;
     let store = if pipelined {
         store
     } else {
         store.without_pipelined_reads()
     };
+    let read = |store: &PgStore| {
+        let store = store.clone();
+        let ctx = ctx.clone();
+        async move {
+            match what {
+                Read::User => UserRepo::get(&store, &ctx, admin).await.map(|_| ()).ok(),
+                Read::ConversationWithMessages => {
+                    let (_, messages) = store.with_messages(&ctx, conversation).await.ok()?;
+                    (messages.len() == 1).then_some(())
+                }
+            }
+        }
+    };
     let url = super::support::app_url();
     // Open the pool's one connection, so the next unit of work starts at once.
-    UserRepo::get(&store, &ctx, admin).await.unwrap();
+    read(&store).await.unwrap();
     // The app role sees its own sessions' state in pg_stat_activity.
     let observer = raw(&url).await;
     let sessions_before = sessions(&observer, &application).await;
@@ -363,7 +399,7 @@ async fn dropped_requests_leave_no_open_transaction(pipelined: bool) {
         // Dropped after `polls` polls, as when a client hangs up mid-request: after one
         // poll the unit of work has sent BEGIN and waits for the answer.
         {
-            let mut call = UserRepo::get(&store, &ctx, admin);
+            let mut call = std::pin::pin!(read(&store));
             for _ in 0..polls {
                 let polled = std::future::poll_fn(|cx| {
                     std::task::Poll::Ready(call.as_mut().poll(cx).is_ready())
@@ -382,7 +418,7 @@ async fn dropped_requests_leave_no_open_transaction(pipelined: bool) {
             "dropped after {polls} polls: a pooled connection was left inside the request's transaction"
         );
         // And the connection still serves the next request.
-        UserRepo::get(&store, &ctx, admin).await.unwrap();
+        read(&store).await.unwrap();
     }
     if pipelined {
         // A pipelined read's requests all leave in its first poll and run to their

@@ -1,5 +1,5 @@
 //! The port conformance suite, the same cases the in-memory adapter passes, against
-//! PostgreSQL as the application role: once as the app connects (one-statement reads
+//! PostgreSQL as the application role: once as the app connects (hot reads
 //! pipelined, on a loopback server), and once with every read on the sqlx path.
 
 use super::support::store;

@@ -5,17 +5,17 @@
 //! and compare-and-set and idempotency hold under concurrency.
 
 use super::support::{
-    app_url, begin_in, first_admin, new_tenant, owner_url, query, raw, stmt, stmt_with, store,
-    tenant, unique_slug,
+    app_url, begin_in, conversation, first_admin, new_tenant, owner_url, query, raw, stmt,
+    stmt_with, store, tenant, unique_slug,
 };
 use sea_orm::{ConnectionTrait, TransactionTrait};
 use std::collections::HashSet;
 use trellis_content::{
     AgentConfig, AgentId, AgentRepo, AgentTier, BudgetPeriod, ContentError, ConversationId,
     ConversationRepo, FileId, FileRepo, InputSchema, KnowledgeCollectionId, LlmCatalog, LlmModel,
-    MemoryId, MemoryRepo, MemorySource, MessageRepo, MicroUsd, ModelParameters, NewAgent,
-    NewConversation, NewFile, NewMemory, NewMessage, NewTool, Quota, QuotaSource, Recorded,
-    TokenBudget, TokenUsage, ToolId, ToolKind, ToolRepo, UsageEvent, UsageEventId, UsageMeter,
+    MemoryId, MemoryRepo, MemorySource, MessageRepo, MicroUsd, ModelParameters, NewAgent, NewFile,
+    NewMemory, NewMessage, NewTool, Quota, QuotaSource, Recorded, TokenBudget, TokenUsage, ToolId,
+    ToolKind, ToolRepo, UsageEvent, UsageEventId, UsageMeter,
 };
 use trellis_kernel::{PlatformCtx, Role, TenantCtx, UserId};
 use trellis_postgres::PgStore;
@@ -81,25 +81,6 @@ async fn agent(store: &PgStore, ctx: &TenantCtx, config: AgentConfig) -> trellis
     )
     .await
     .unwrap()
-}
-
-async fn conversation(store: &PgStore, ctx: &TenantCtx, owner: UserId) -> ConversationId {
-    ConversationRepo::insert(
-        store,
-        ctx,
-        NewConversation {
-            id: ConversationId::new(),
-            owner_id: owner,
-            title: Some("Handbook".into()),
-            provider: LlmProvider::Openai,
-            model: "gpt-4o".into(),
-            agent_id: None,
-            parameters: ModelParameters::default(),
-        },
-    )
-    .await
-    .unwrap()
-    .id
 }
 
 async fn file(store: &PgStore, ctx: &TenantCtx, owner: UserId, conv: ConversationId) -> FileId {

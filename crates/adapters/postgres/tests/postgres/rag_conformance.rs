@@ -1,6 +1,6 @@
 //! The RAG port conformance suite — the cases the in-memory adapter passes — against
 //! PostgreSQL as the application role, with one store serving every port: once as the
-//! app connects (one-statement reads pipelined), once with every read on sqlx.
+//! app connects (reads pipelined), once with every read on sqlx.
 
 use super::rag_jobs::queue_lock;
 use super::support::store;

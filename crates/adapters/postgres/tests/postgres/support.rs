@@ -6,10 +6,13 @@ use sea_orm::{
     QueryResult, Statement, TransactionTrait,
 };
 use tokio::sync::OnceCell;
+use trellis_content::{ConversationId, ConversationRepo, ModelParameters, NewConversation};
 use trellis_identity::{NewUser, Preferences, Tier, User, UserRepo};
 use trellis_kernel::{Email, PasswordHash, PlatformCtx, Role, Slug, TenantCtx, TenantId, UserId};
 use trellis_postgres::PgStore;
-use trellis_tenancy::{Branding, FirstAdmin, NewTenant, Plan, Tenant, TenantConfig, TenantRepo};
+use trellis_tenancy::{
+    Branding, FirstAdmin, LlmProvider, NewTenant, Plan, Tenant, TenantConfig, TenantRepo,
+};
 
 fn var(name: &str) -> String {
     match std::env::var(name) {
@@ -230,4 +233,24 @@ impl Scratch {
             .await
             .unwrap();
     }
+}
+
+/// A new conversation of `owner` with no agent and default parameters.
+pub async fn conversation(store: &PgStore, ctx: &TenantCtx, owner: UserId) -> ConversationId {
+    ConversationRepo::insert(
+        store,
+        ctx,
+        NewConversation {
+            id: ConversationId::new(),
+            owner_id: owner,
+            title: Some("Handbook".into()),
+            provider: LlmProvider::Openai,
+            model: "gpt-4o".into(),
+            agent_id: None,
+            parameters: ModelParameters::default(),
+        },
+    )
+    .await
+    .unwrap()
+    .id
 }

@@ -31,7 +31,7 @@ use crate::{
     Agent, AgentConfig, AgentFilter, AgentId, AgentPatch, AgentRepo, AgentVersion,
     AttachmentReader, ChatModel, ContentError, Conversation, ConversationFilter, ConversationId,
     ConversationPatch, ConversationRepo, FileRepo, InputSchema, LlmCatalog, LlmModel, Memory,
-    MemoryId, MemoryPatch, MemoryRepo, MemorySource, MessageHit, MessageId, MessageRepo,
+    MemoryId, MemoryPatch, MemoryRepo, MemorySource, Message, MessageHit, MessageId, MessageRepo,
     ModelParameters, NewAgent, NewConversation, NewMemory, NewTool, QuotaSource, Result, Retriever,
     TaskSpawner, ToolConfig, ToolId, ToolKind, ToolPatch, ToolRepo, UsageMeter, UsageScope,
 };
@@ -583,6 +583,22 @@ impl ContentService {
         }
     }
 
+    /// A conversation the caller may read, with all its messages, in one read: the
+    /// messages are fetched before the caller's right to them is checked, and dropped
+    /// unseen when it is missing.
+    pub(crate) async fn readable_with_messages(
+        &self,
+        ctx: &TenantCtx,
+        id: ConversationId,
+    ) -> Result<(Conversation, Vec<Message>)> {
+        let (c, messages) = self.conversations.with_messages(ctx, id).await?;
+        if may_read_conversation(ctx, &c) {
+            Ok((c, messages))
+        } else {
+            Err(ContentError::NotFound("conversation"))
+        }
+    }
+
     /// A conversation the caller may change (their own).
     pub(crate) async fn writable_conversation(
         &self,
@@ -711,8 +727,7 @@ impl ContentService {
     ) -> Result<Conversation> {
         require(ctx, Permission::ChatUse)?;
         let owner = acting_user(ctx)?;
-        let source = self.readable_conversation(ctx, id).await?;
-        let messages = self.messages.for_conversation(ctx, id).await?;
+        let (source, messages) = self.readable_with_messages(ctx, id).await?;
         let path = tree::path_to(&messages, at)?;
         let fork = self
             .conversations
@@ -752,8 +767,7 @@ impl ContentService {
         through: Option<MessageId>,
     ) -> Result<MessageTree> {
         require(ctx, Permission::ChatUse)?;
-        self.readable_conversation(ctx, id).await?;
-        let messages = self.messages.for_conversation(ctx, id).await?;
+        let (_, messages) = self.readable_with_messages(ctx, id).await?;
         tree::render(&messages, through)
     }
 

@@ -239,6 +239,10 @@ impl Mocks {
         self.conversations
             .expect_thread()
             .returning(move |_, _| Ok(thread.clone()));
+        let with_messages = (conv.clone(), existing.clone());
+        self.conversations
+            .expect_with_messages()
+            .returning(move |_, _| Ok(with_messages.clone()));
         self.messages
             .expect_for_conversation()
             .returning(move |_, _| Ok(existing.clone()));
@@ -1129,18 +1133,15 @@ async fn forking_copies_the_path_into_a_new_conversation_of_the_caller() {
     let a1 = message(conv.id, Some(q1.id), MessageRole::Assistant, "a1", 1);
     let a1b = message(conv.id, Some(q1.id), MessageRole::Assistant, "a1b", 2);
     let mut m = Mocks::new();
+    let messages = vec![q1.clone(), a1.clone(), a1b];
     let c = conv.clone();
     m.conversations
-        .expect_get()
+        .expect_with_messages()
         .withf(move |_, id| *id == c.id)
         .returning({
             let c = conv.clone();
-            move |_, _| Ok(c.clone())
+            move |_, _| Ok((c.clone(), messages.clone()))
         });
-    let messages = vec![q1.clone(), a1.clone(), a1b];
-    m.messages
-        .expect_for_conversation()
-        .returning(move |_, _| Ok(messages.clone()));
     let created = Arc::new(Mutex::new(None));
     let cr = created.clone();
     m.conversations.expect_insert().returning(move |_, n| {
@@ -1225,6 +1226,14 @@ async fn another_users_conversation_is_not_found_for_a_plain_user() {
     m.conversations
         .expect_get()
         .returning(move |_, _| Ok(c.clone()));
+    // The conversation's messages come with it, and are not shown to the caller.
+    let with_messages = (
+        conv.clone(),
+        vec![message(conv.id, None, MessageRole::User, "private", 0)],
+    );
+    m.conversations
+        .expect_with_messages()
+        .returning(move |_, _| Ok(with_messages.clone()));
     let svc = m.service();
     let ctx = ctx_as(t, other, Role::User);
     assert!(matches!(
