@@ -124,6 +124,11 @@ pub(crate) fn dev_secrets(root: &Path) -> Result<Vec<(String, String)>> {
 /// `cargo xtask test [args]`: the OpenAI SDK's Python environment, database (unless
 /// DATABASE_URL is set), migrations, then `cargo nextest run --workspace --no-fail-fast`
 /// (or `cargo test --workspace` without nextest). Exits with the test runner's status.
+/// The scratch database `cargo xtask test` makes, fresh each run, for the fuzzing of
+/// the platform operations, and the variable that gives the tests its app URL.
+const PLATFORM_FUZZ_DATABASE: &str = "trellis_platform_fuzz";
+const PLATFORM_FUZZ_VAR: &str = "TRELLIS_PLATFORM_FUZZ_DATABASE_URL";
+
 pub fn test(root: &Path, args: &[String]) -> Result<ExitCode> {
     // trellis-embed's reference test needs the local model; CI starts from a fresh clone.
     let model = crate::model::ensure(root)?;
@@ -133,6 +138,15 @@ pub fn test(root: &Path, args: &[String]) -> Result<ExitCode> {
     say!("SDK and spec tests use {}", sdk_python.display());
     let env = db::ensure_up(root)?;
     run_app(root, &env, "migrate")?;
+    // The platform operations' spec test creates and deletes tenants at random: in the
+    // shared database it could delete other tests' tenants, so it gets one of its own.
+    let platform_fuzz = db::scratch_database(&env, PLATFORM_FUZZ_DATABASE)?;
+    match &platform_fuzz {
+        Some(fuzz) => run_app(root, fuzz, "migrate")?,
+        None => say!(
+            "no superuser URL known (TRELLIS_ADMIN_DATABASE_URL): the platform operations' spec test is skipped"
+        ),
+    }
     let nextest = sys::succeeds(cargo(root).args(["nextest", "--version"]));
     let mut runner = cargo(root);
     if nextest {
@@ -144,6 +158,9 @@ pub fn test(root: &Path, args: &[String]) -> Result<ExitCode> {
     runner.args(args);
     env.apply(&mut runner);
     runner.env(crate::sdk::PYTHON_VAR, &sdk_python);
+    if let Some(fuzz) = &platform_fuzz {
+        runner.env(PLATFORM_FUZZ_VAR, &fuzz.database_url);
+    }
     say!("running `{}`", sys::describe(&runner));
     let status = runner
         .status()

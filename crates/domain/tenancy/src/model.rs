@@ -8,6 +8,7 @@ use trellis_kernel::{
 
 /// The commercial plan a tenant is on (seed 002 `plan`, seed 000 tiers).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum Plan {
     #[default]
@@ -40,6 +41,7 @@ impl Plan {
 
 /// Whether a tenant may be used. Suspended tenants cannot log in.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum TenantStatus {
     #[default]

@@ -44,9 +44,12 @@ list_response!(
 #[derive(Debug, Clone, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct FirstAdminBody {
+    #[schema(format = Email, max_length = 254)]
     pub email: String,
+    #[schema(min_length = 1, max_length = 200)]
     pub name: String,
     /// 8–256 characters.
+    #[schema(min_length = 8, max_length = 256)]
     pub password: String,
 }
 
@@ -54,13 +57,23 @@ pub struct FirstAdminBody {
 #[derive(Debug, Clone, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateTenantBody {
+    #[schema(min_length = 1, max_length = 200)]
     pub name: String,
-    #[schema(example = "acme")]
+    /// A lower-case DNS label, unique among tenants.
+    #[schema(
+        example = "acme",
+        pattern = "^[a-z0-9]+(-[a-z0-9]+)*$",
+        min_length = 2,
+        max_length = 63
+    )]
     pub slug: String,
     /// Defaults to the slug.
+    #[schema(pattern = "^[a-z0-9]+(-[a-z0-9]+)*$", min_length = 2, max_length = 63)]
     pub subdomain: Option<String>,
+    #[schema(format = Hostname)]
     pub custom_domain: Option<String>,
     /// `free` (default), `starter`, `pro` or `enterprise`.
+    #[schema(value_type = Option<Plan>)]
     pub plan: Option<String>,
     pub branding: Option<BrandingBody>,
     pub config: Option<TenantConfigBody>,
@@ -136,7 +149,7 @@ impl From<CreatedTenant> for CreatedTenantResponse {
 #[serde(deny_unknown_fields)]
 pub struct UpdateTenantStatusBody {
     /// `active` or `suspended`. Suspended tenants cannot log in.
-    #[schema(example = "suspended")]
+    #[schema(example = "suspended", value_type = Option<TenantStatus>)]
     pub status: Option<String>,
     /// User limit, allowed LLM providers, default model; absent fields are kept.
     pub config: Option<ConfigChangeBody>,

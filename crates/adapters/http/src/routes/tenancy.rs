@@ -14,9 +14,9 @@ use serde::{Deserialize, Serialize};
 use std::sync::Arc;
 use trellis_kernel::{HexColor, HttpUrl};
 use trellis_tenancy::{
-    ApiKeyChange, Branding, ConfigChange, Hostname, LlmConfig, LlmConfigInput, LlmProvider,
-    SettingsChange, TenancyService, Tenant, TenantConfig, WidgetConfig, WidgetPosition,
-    bounded_text,
+    ApiKeyChange, Branding, ConfigChange, Hostname, LlmConfig, LlmConfigInput, LlmProvider, Plan,
+    SettingsChange, TenancyService, Tenant, TenantConfig, TenantStatus, WidgetConfig,
+    WidgetPosition, bounded_text,
 };
 use utoipa::ToSchema;
 use uuid::Uuid;
@@ -86,8 +86,10 @@ pub struct TenantResponse {
     pub branding: BrandingResponse,
     pub config: TenantConfigResponse,
     /// `free`, `starter`, `pro` or `enterprise`.
+    #[schema(value_type = Plan)]
     pub plan: String,
     /// `active` or `suspended`.
+    #[schema(value_type = TenantStatus)]
     pub status: String,
     #[serde(serialize_with = "trellis_kernel::timestamp::rfc3339")]
     pub created_at: DateTime<Utc>,
@@ -118,8 +120,10 @@ impl From<Tenant> for TenantResponse {
 #[serde(deny_unknown_fields)]
 pub struct BrandingBody {
     pub logo_url: Option<String>,
-    #[schema(example = "#2563eb")]
+    /// `#rgb` or `#rrggbb`.
+    #[schema(example = "#2563eb", pattern = "^#([0-9a-fA-F]{3}|[0-9a-fA-F]{6})$")]
     pub primary_color: Option<String>,
+    #[schema(pattern = "^#([0-9a-fA-F]{3}|[0-9a-fA-F]{6})$")]
     pub secondary_color: Option<String>,
     pub font_family: Option<String>,
 }
