@@ -37,6 +37,7 @@ pub struct BrandingResponse {
     pub logo_url: Option<String>,
     pub primary_color: Option<String>,
     pub secondary_color: Option<String>,
+    #[schema(max_length = 100)]
     pub font_family: Option<String>,
 }
 
@@ -160,6 +161,7 @@ impl BrandingBody {
 pub struct TenantConfigBody {
     /// Provider names (`openai`, `anthropic`, ...); empty allows all.
     #[serde(default)]
+    #[schema(value_type = Vec<LlmProvider>)]
     pub allowed_llm_providers: Vec<String>,
     pub default_model: Option<String>,
     /// Absent or `null` means unlimited.
@@ -204,6 +206,7 @@ impl TenantConfigBody {
 #[derive(Debug, Clone, Default, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ConfigChangeBody {
+    #[schema(value_type = Option<Vec<LlmProvider>>)]
     pub allowed_llm_providers: Option<Vec<String>>,
     #[serde(default, deserialize_with = "double_option")]
     #[schema(value_type = Option<String>)]
