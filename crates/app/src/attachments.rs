@@ -6,7 +6,9 @@
 
 use async_trait::async_trait;
 use hashlink::LruCache;
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
+use tokio::sync::OnceCell;
 use trellis_content::{
     AttachmentReader, ContentError, FileAttachment, FileBlobs, FileId, FileSniffer,
     KnowledgeCollectionId, KnowledgeDocumentId, KnowledgeIntake,
@@ -57,6 +59,37 @@ pub struct ExtractedAttachments {
     pub cache: AttachmentTexts,
 }
 
+impl ExtractedAttachments {
+    /// Fetches and extracts the attachment, and keeps what it found in the cache.
+    async fn extract(
+        &self,
+        key: TextKey,
+        file: &FileAttachment,
+        max_chars: usize,
+    ) -> trellis_content::Result<Option<Arc<str>>> {
+        let bytes = self.blobs.get(&file.storage_key).await?;
+        let extractor = self.extractor.clone();
+        let filename = file.filename.clone();
+        let extracted = tokio::task::spawn_blocking(move || extractor.extract(&bytes, &filename))
+            .await
+            .map_err(|e| ContentError::Unexpected(anyhow::Error::new(e)))?;
+        let text: Option<Arc<str>> = match extracted {
+            Ok(e) if !e.text.trim().is_empty() => Some(Arc::from(
+                e.text.chars().take(max_chars).collect::<String>(),
+            )),
+            Ok(_) => None,
+            Err(e) => {
+                // The file was accepted when uploaded, so this is unusual (a type the
+                // sniffer knows but cannot read, a corrupt PDF): answer without it.
+                tracing::warn!(file = %file.id, error = %e, "an attached file has no readable text");
+                None
+            }
+        };
+        self.cache.put(key, max_chars, text.clone());
+        Ok(text)
+    }
+}
+
 #[async_trait]
 impl AttachmentReader for ExtractedAttachments {
     async fn text(
@@ -69,25 +102,18 @@ impl AttachmentReader for ExtractedAttachments {
         if let Some(text) = self.cache.get(&key, max_chars) {
             return Ok(text.map(|t| t.to_string()));
         }
-        let bytes = self.blobs.get(&file.storage_key).await?;
-        let extractor = self.extractor.clone();
-        let filename = file.filename.clone();
-        let extracted = tokio::task::spawn_blocking(move || extractor.extract(&bytes, &filename))
-            .await
-            .map_err(|e| ContentError::Unexpected(anyhow::Error::new(e)))?;
-        let text: Option<String> = match extracted {
-            Ok(e) if !e.text.trim().is_empty() => Some(e.text.chars().take(max_chars).collect()),
-            Ok(_) => None,
-            Err(e) => {
-                // The file was accepted when uploaded, so this is unusual (a type the
-                // sniffer knows but cannot read, a corrupt PDF): answer without it.
-                tracing::warn!(file = %file.id, error = %e, "an attached file has no readable text");
-                None
-            }
-        };
-        self.cache
-            .put(key, max_chars, text.as_deref().map(Arc::from));
-        Ok(text)
+        // Answers that need the same attachment at the same time (a question and a
+        // regenerate, two tabs) wait for one extraction instead of each running
+        // their own: a large PDF is the slowest part of a turn and holds a blocking
+        // thread while it runs. A failed extraction is not shared: the next waiter
+        // tries again.
+        let flight = self.cache.flight(key, max_chars);
+        let text = flight
+            .cell
+            .get_or_try_init(|| self.extract(key, file, max_chars))
+            .await?
+            .clone();
+        Ok(text.map(|t| t.to_string()))
     }
 
     fn forget(&self, ctx: &TenantCtx, file: FileId) {
@@ -106,6 +132,32 @@ type TextKey = (TenantId, FileId);
 pub struct AttachmentTexts {
     entries: Mutex<Entries>,
     budget_bytes: usize,
+    /// Extractions running now, by attachment and limit, for callers to wait on.
+    flights: Mutex<HashMap<(TextKey, usize), Arc<FlightCell>>>,
+}
+
+/// What one extraction of an attachment found, once it is done.
+type FlightCell = OnceCell<Option<Arc<str>>>;
+
+/// A caller's share of an extraction running now ([`AttachmentTexts::flight`]); the
+/// last caller to let go of it takes it off the list, done or not.
+struct Flight<'a> {
+    texts: &'a AttachmentTexts,
+    key: (TextKey, usize),
+    cell: Arc<FlightCell>,
+}
+
+impl Drop for Flight<'_> {
+    fn drop(&mut self) {
+        let mut flights = self.texts.lock_flights();
+        // Held by the list and by this caller only: nobody else waits on it.
+        let last = flights
+            .get(&self.key)
+            .is_some_and(|cell| Arc::ptr_eq(cell, &self.cell) && Arc::strong_count(cell) == 2);
+        if last {
+            flights.remove(&self.key);
+        }
+    }
 }
 
 struct Entries {
@@ -130,11 +182,35 @@ impl AttachmentTexts {
                 bytes: 0,
             }),
             budget_bytes,
+            flights: Mutex::new(HashMap::new()),
         }
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Entries> {
         self.entries.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn lock_flights(
+        &self,
+    ) -> std::sync::MutexGuard<'_, HashMap<(TextKey, usize), Arc<FlightCell>>> {
+        self.flights.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// The extraction of `key` at `max_chars` running now, joined, or a new one.
+    fn flight(&self, key: TextKey, max_chars: usize) -> Flight<'_> {
+        let key = (key, max_chars);
+        let cell = self.lock_flights().entry(key).or_default().clone();
+        Flight {
+            texts: self,
+            key,
+            cell,
+        }
+    }
+
+    /// Extractions running now.
+    #[cfg(test)]
+    fn flights(&self) -> usize {
+        self.lock_flights().len()
     }
 
     /// The text kept for `key` cut at `max_chars` (`Some(None)`: the file has none),
@@ -236,6 +312,8 @@ mod tests {
     #[derive(Default)]
     struct CountingExtractor {
         calls: AtomicUsize,
+        /// How long each extraction takes, as a large PDF's would.
+        takes: std::time::Duration,
     }
 
     impl TextExtractor for CountingExtractor {
@@ -245,6 +323,7 @@ mod tests {
 
         fn extract(&self, bytes: &[u8], _filename: &str) -> Result<Extracted, ExtractError> {
             self.calls.fetch_add(1, Ordering::SeqCst);
+            std::thread::sleep(self.takes);
             Ok(Extracted {
                 mime_type: "text/plain".into(),
                 text: String::from_utf8_lossy(bytes).into_owned(),
@@ -260,7 +339,11 @@ mod tests {
     }
 
     fn fixture(budget_bytes: usize) -> Fixture {
-        let extractor = Arc::new(CountingExtractor::default());
+        fixture_with(budget_bytes, CountingExtractor::default())
+    }
+
+    fn fixture_with(budget_bytes: usize, extractor: CountingExtractor) -> Fixture {
+        let extractor = Arc::new(extractor);
         let blobs = Arc::new(InMemoryBlobStore::new());
         Fixture {
             reader: ExtractedAttachments {
@@ -318,6 +401,50 @@ mod tests {
         let short = f.reader.text(&a, &file, 7).await.unwrap();
         assert_eq!(short.as_deref(), Some("Refunds"));
         assert_eq!(f.extractions(), 2);
+    }
+
+    #[tokio::test]
+    async fn answers_that_need_an_attachment_at_the_same_time_share_one_extraction() {
+        // No cache, so only the sharing can save the second extraction.
+        let f = fixture_with(
+            0,
+            CountingExtractor {
+                takes: std::time::Duration::from_millis(50),
+                ..CountingExtractor::default()
+            },
+        );
+        let file = f.file("Refunds take 14 days.").await;
+        let a = ctx(TenantId::new());
+        let texts = tokio::join!(
+            f.reader.text(&a, &file, 100),
+            f.reader.text(&a, &file, 100),
+            f.reader.text(&a, &file, 100),
+            f.reader.text(&a, &file, 100),
+        );
+        for text in [texts.0, texts.1, texts.2, texts.3] {
+            assert_eq!(text.unwrap().as_deref(), Some("Refunds take 14 days."));
+        }
+        assert_eq!(f.extractions(), 1);
+        assert_eq!(f.reader.cache.flights(), 0, "nothing is left waiting");
+        // Once done, a later answer extracts again (the cache is off).
+        f.reader.text(&a, &file, 100).await.unwrap();
+        assert_eq!(f.extractions(), 2);
+    }
+
+    #[tokio::test]
+    async fn a_failed_read_of_an_attachment_is_not_shared_with_the_next_answer() {
+        let f = fixture(1 << 20);
+        let file = f.file("Refunds take 14 days.").await;
+        let a = ctx(TenantId::new());
+        f.blobs.delete(&file.storage_key).await.unwrap();
+        assert!(f.reader.text(&a, &file, 100).await.is_err());
+        assert_eq!(f.reader.cache.flights(), 0);
+        f.blobs
+            .put(&file.storage_key, b"Back again.".to_vec())
+            .await
+            .unwrap();
+        let text = f.reader.text(&a, &file, 100).await.unwrap();
+        assert_eq!(text.as_deref(), Some("Back again."));
     }
 
     #[tokio::test]
