@@ -1,8 +1,8 @@
 //! `cargo xtask bench api --content`: the lists a chat client polls most, measured in
 //! the same run (same server, database and machine moment) as the users list, so each
-//! can be read as a ratio to it. The bench tenant's admin gets 30 conversations, the
-//! first holding a chain of 20 messages of about 1 KB, and a collection of 30 processed
-//! documents. Rows are written with `psql` as the app role under the tenant's scope
+//! can be read as a ratio to it. The bench tenant gets 30 published agents, its admin
+//! 30 conversations, the first holding a chain of 20 messages of about 1 KB, and a
+//! collection of 30 processed documents. Rows are written with `psql` as the app role under the tenant's scope
 //! (row-level security applies as it does to the app): going through the API would
 //! need a model to answer and an embedder to ingest, and neither is what is measured.
 
@@ -17,7 +17,7 @@ use crate::bench_http::{http_request, str_field};
 use crate::db::ConnUrl;
 use crate::sys;
 
-/// Conversations of the admin, and documents in the collection.
+/// Agents, conversations of the admin, and documents in the collection.
 const ROWS: u32 = 30;
 /// Messages in the first conversation (the one `?limit=1` lists), alternating user and assistant.
 const CHAIN: u32 = 20;
@@ -25,14 +25,20 @@ const CHAIN: u32 = 20;
 /// The endpoints measured, once their data exists.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ContentPaths {
+    pub agents: String,
     pub conversations: String,
     pub messages: String,
     pub documents: String,
 }
 
 impl ContentPaths {
-    pub fn all(&self) -> [&str; 3] {
-        [&self.conversations, &self.messages, &self.documents]
+    pub fn all(&self) -> [&str; 4] {
+        [
+            &self.agents,
+            &self.conversations,
+            &self.messages,
+            &self.documents,
+        ]
     }
 }
 
@@ -62,7 +68,9 @@ pub fn seed(
             bail!("{id:?} is not a UUID");
         }
     }
-    say!("bench: writing {ROWS} conversations, a chain of {CHAIN} messages and {ROWS} documents");
+    say!(
+        "bench: writing {ROWS} agents, {ROWS} conversations, a chain of {CHAIN} messages and {ROWS} documents"
+    );
     let mut cmd = Command::new(psql);
     cmd.args(["-X", "-q", "-v", "ON_ERROR_STOP=1"]);
     url.apply(&mut cmd);
@@ -75,11 +83,13 @@ pub fn seed(
         .map(str::to_owned)
         .ok_or_else(|| anyhow::anyhow!("no bench conversation was listed: {first}"))?;
     let paths = ContentPaths {
+        agents: "/v1/agents?limit=20".to_owned(),
         conversations: "/v1/conversations?limit=20".to_owned(),
         messages: format!("/v1/conversations/{conversation}/messages"),
         documents: format!("/v1/rag/documents?collection_id={collection}&limit=20"),
     };
     for (path, field, expected) in [
+        (&paths.agents, "items", 20),
         (&paths.conversations, "items", 20),
         (&paths.messages, "nodes", CHAIN as usize),
         (&paths.documents, "items", 20),
@@ -99,6 +109,12 @@ fn seed_sql(tenant: &str, owner: &str, collection: &str) -> String {
     format!(
         r"BEGIN;
 SET LOCAL trellis.tenant_id = '{tenant}';
+INSERT INTO agents (tenant_id, id, name, description, instructions, provider, model,
+                    published, created_by)
+SELECT '{tenant}', uuidv7(), 'Bench agent ' || i, 'An agent of the bench',
+       repeat('Answer as a careful support agent would. ', 8), 'openai_compatible',
+       'bench-model', true, '{owner}'
+  FROM generate_series(1, {ROWS}) AS i;
 INSERT INTO conversations (tenant_id, id, owner_id, title, provider, model)
 SELECT '{tenant}', uuidv7(), '{owner}', 'Bench conversation ' || i, 'openai_compatible', 'bench-model'
   FROM generate_series(1, {ROWS}) AS i;
@@ -152,7 +168,7 @@ mod tests {
         let sql = seed_sql("t-id", "o-id", "c-id");
         assert!(sql.starts_with("BEGIN;\nSET LOCAL trellis.tenant_id = 't-id';"));
         assert!(sql.trim_end().ends_with("COMMIT;"));
-        for table in ["conversations", "messages", "documents"] {
+        for table in ["agents", "conversations", "messages", "documents"] {
             assert!(sql.contains(&format!("INSERT INTO {table} ")), "{table}");
         }
         assert!(sql.contains("FOR i IN 1..20 LOOP"));

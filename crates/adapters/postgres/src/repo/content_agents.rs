@@ -114,6 +114,19 @@ pub(super) fn conversation_agent(
     tenant: TenantId,
     conversation: ConversationId,
 ) -> sea_orm::Statement {
+    let agent_of_conversation = Query::select()
+        .column(conversation::Column::AgentId)
+        .from(conversation::Entity)
+        .and_where(conversation::Column::TenantId.eq(tenant.as_uuid()))
+        .and_where(conversation::Column::Id.eq(conversation.as_uuid()))
+        .to_owned();
+    read_select(tenant)
+        .filter(Column::Id.in_subquery(agent_of_conversation))
+        .build(DbBackend::Postgres)
+}
+
+/// Agents of `tenant` as [`AGENT_READ`] selects them, for [`read_agents`].
+fn read_select(tenant: TenantId) -> Select<Entity> {
     let mut select = Entity::find().select_only();
     for column in AGENT_READ {
         select = match column {
@@ -121,16 +134,27 @@ pub(super) fn conversation_agent(
             ReadColumn::ToolIds => select.expr_as(Expr::cust(TOOL_IDS_SQL), TOOL_IDS),
         };
     }
-    let agent_of_conversation = Query::select()
-        .column(conversation::Column::AgentId)
-        .from(conversation::Entity)
-        .and_where(conversation::Column::TenantId.eq(tenant.as_uuid()))
-        .and_where(conversation::Column::Id.eq(conversation.as_uuid()))
-        .to_owned();
-    select
-        .filter(Column::TenantId.eq(tenant.as_uuid()))
-        .filter(Column::Id.in_subquery(agent_of_conversation))
-        .build(DbBackend::Postgres)
+    select.filter(Column::TenantId.eq(tenant.as_uuid()))
+}
+
+/// Runs a [`read_select`] query as a read of its own (`PgStore::read_by_position`):
+/// one pipeline on a loopback server instead of three round trips. Chat clients list
+/// the agents a user may talk to on every visit.
+async fn read_agents(
+    store: &PgStore,
+    ctx: &TenantCtx,
+    select: Select<Entity>,
+    what: &'static str,
+) -> Result<Vec<AgentRow>> {
+    store
+        .read_by_position::<_, ContentError, _>(
+            ctx,
+            select.build(DbBackend::Postgres),
+            &AGENT_READ,
+            decoders(),
+            what,
+        )
+        .await
 }
 
 /// The agent in statement `i` of `fetched`, a [`conversation_agent`] statement.
@@ -272,15 +296,12 @@ impl AgentRepo for PgStore {
     }
 
     async fn get(&self, ctx: &TenantCtx, id: AgentId) -> Result<Agent> {
-        let tenant = ctx.tenant_id();
-        self.in_tenant_read(ctx, move |txn| {
-            Box::pin(async move {
-                load(txn, tenant, id)
-                    .await?
-                    .ok_or(ContentError::NotFound("agent"))
-            })
-        })
-        .await
+        let select = read_select(ctx.tenant_id()).filter(Column::Id.eq(id.as_uuid()));
+        let row = read_agents(self, ctx, select, "load agent")
+            .await?
+            .pop()
+            .ok_or(ContentError::NotFound("agent"))?;
+        Ok(content_mapper::agent(row)?)
     }
 
     async fn find_by_name(&self, ctx: &TenantCtx, name: &str) -> Result<Option<Agent>> {
@@ -305,43 +326,33 @@ impl AgentRepo for PgStore {
         filter: &AgentFilter,
         page: PageRequest,
     ) -> Result<Page<Agent>> {
-        let tenant = ctx.tenant_id();
-        let filter = filter.clone();
-        self.in_tenant_read(ctx, move |txn| {
-            Box::pin(async move {
-                let mut select = select(tenant);
-                if let Some(published) = filter.published {
-                    select = select.filter(Column::Published.eq(published));
-                }
-                if let Some(role) = filter.usable_by_role {
-                    let one = to_json(&[role], "role")?;
-                    select = select.filter(Expr::cust_with_values(
-                        r#"("agents"."allowed_roles" = '[]'::jsonb OR "agents"."allowed_roles" @> $1)"#,
-                        [one],
-                    ));
-                }
-                if let Some(tool) = filter.uses_tool {
-                    select = select.filter(Expr::cust_with_values(
-                        r#"EXISTS (SELECT 1 FROM agent_tools t
-                            WHERE t.tenant_id = "agents"."tenant_id" AND t.agent_id = "agents"."id"
-                              AND t.tool_id = $1)"#,
-                        [tool.as_uuid()],
-                    ));
-                }
-                let rows = keyset(select, Column::Id, page)
-                    .into_model::<AgentRow>()
-                    .all(txn)
-                    .await
-                    .map_err(db("list agents"))?;
-                Ok(finish_page(
-                    page,
-                    rows,
-                    |r| r.agent.id,
-                    content_mapper::agent,
-                )?)
-            })
-        })
-        .await
+        let mut select = read_select(ctx.tenant_id());
+        if let Some(published) = filter.published {
+            select = select.filter(Column::Published.eq(published));
+        }
+        if let Some(role) = filter.usable_by_role {
+            // The role as text, not as a JSON value: a read binding only ids, text,
+            // flags and numbers can be pipelined.
+            select = select.filter(Expr::cust_with_values(
+                r#"("agents"."allowed_roles" = '[]'::jsonb OR "agents"."allowed_roles" @> jsonb_build_array($1::text))"#,
+                [role.as_str()],
+            ));
+        }
+        if let Some(tool) = filter.uses_tool {
+            select = select.filter(Expr::cust_with_values(
+                r#"EXISTS (SELECT 1 FROM agent_tools t
+                    WHERE t.tenant_id = "agents"."tenant_id" AND t.agent_id = "agents"."id"
+                      AND t.tool_id = $1)"#,
+                [tool.as_uuid()],
+            ));
+        }
+        let rows = read_agents(self, ctx, keyset(select, Column::Id, page), "list agents").await?;
+        Ok(finish_page(
+            page,
+            rows,
+            |r| r.agent.id,
+            content_mapper::agent,
+        )?)
     }
 
     async fn update(
