@@ -140,6 +140,80 @@ impl Modify for CommonProblems {
     }
 }
 
+/// Links each operation that creates a resource (a `POST` to a collection answering
+/// 201 with the new resource, whose `id` it carries) to the operations on that
+/// resource: the paths below `…/{id}` with no other path parameter. A client generator
+/// or a fuzzer can then follow a creation to what it made, and the document says which
+/// id goes where.
+struct ResourceLinks;
+
+impl ResourceLinks {
+    /// The operations of `item`, with their method names.
+    fn operations(
+        item: &utoipa::openapi::PathItem,
+    ) -> impl Iterator<Item = (&'static str, &Operation)> {
+        [
+            ("get", &item.get),
+            ("put", &item.put),
+            ("post", &item.post),
+            ("delete", &item.delete),
+            ("patch", &item.patch),
+        ]
+        .into_iter()
+        .filter_map(|(method, operation)| operation.as_ref().map(|o| (method, o)))
+    }
+}
+
+impl Modify for ResourceLinks {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let mut links = Vec::new();
+        for (path, item) in &openapi.paths.paths {
+            let creates = item
+                .post
+                .as_ref()
+                .is_some_and(|post| post.responses.responses.contains_key("201"));
+            if !creates || path.contains('{') {
+                continue;
+            }
+            let item_path = format!("{path}/{{id}}");
+            for (target, target_item) in &openapi.paths.paths {
+                let below = target == &item_path || target.starts_with(&format!("{item_path}/"));
+                if !below || target.matches('{').count() != 1 {
+                    continue;
+                }
+                for (method, operation) in Self::operations(target_item) {
+                    let name = operation
+                        .operation_id
+                        .clone()
+                        .unwrap_or_else(|| format!("{method} {target}"));
+                    // A JSON pointer to the operation: operation ids are not unique
+                    // across the document (two handlers are called `upload`).
+                    let pointer = format!(
+                        "#/paths/{}/{method}",
+                        target.replace('~', "~0").replace('/', "~1")
+                    );
+                    let link = utoipa::openapi::link::LinkBuilder::new()
+                        .operation_ref(pointer)
+                        .parameter("id", "$response.body#/id")
+                        .build();
+                    links.push((path.clone(), name, link));
+                }
+            }
+        }
+        for (path, name, link) in links {
+            let created = openapi
+                .paths
+                .paths
+                .get_mut(&path)
+                .and_then(|item| item.post.as_mut())
+                .and_then(|post| post.responses.responses.get_mut("201"));
+            if let Some(RefOr::T(response)) = created {
+                response.links.insert(name, RefOr::T(link));
+            }
+        }
+    }
+}
+
 /// The API description.
 #[derive(OpenApi)]
 #[openapi(
@@ -238,7 +312,7 @@ impl Modify for CommonProblems {
         ops::metrics,
     ),
     components(schemas(Problem, FieldError)),
-    modifiers(&SecuritySchemes, &CommonProblems),
+    modifiers(&SecuritySchemes, &CommonProblems, &ResourceLinks),
     tags(
         (name = "auth", description = "Sessions and the signed-in user"),
         (name = "chat", description = "Agents, conversations with streamed answers, and memories"),
@@ -264,6 +338,52 @@ pub fn openapi() -> utoipa::openapi::OpenApi {
 #[allow(clippy::unwrap_used, clippy::expect_used)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn creating_a_resource_links_to_the_operations_on_it_and_every_link_resolves() {
+        let doc = serde_json::to_value(openapi()).unwrap();
+        let links = &doc["paths"]["/v1/conversations"]["post"]["responses"]["201"]["links"];
+        let tree = &links["message_tree"];
+        assert_eq!(
+            tree["operationRef"],
+            "#/paths/~1v1~1conversations~1{id}~1messages/get"
+        );
+        assert_eq!(tree["parameters"]["id"], "$response.body#/id");
+        // Operations needing a second id (a message's) are not linked from the first.
+        assert!(links.get("edit_message").is_none());
+        assert!(
+            doc["paths"]["/v1/agents"]["post"]["responses"]["201"]["links"]["agent_versions"]
+                .is_object()
+        );
+        assert!(
+            doc["paths"]["/v1/tenants"]["post"]["responses"]["201"]["links"]["put_quota"]
+                .is_object()
+        );
+
+        let mut count = 0;
+        for item in doc["paths"].as_object().unwrap().values() {
+            for operation in item.as_object().unwrap().values() {
+                let Some(responses) = operation.get("responses") else {
+                    continue;
+                };
+                for response in responses.as_object().unwrap().values() {
+                    let Some(links) = response.get("links") else {
+                        continue;
+                    };
+                    for link in links.as_object().unwrap().values() {
+                        let pointer = link["operationRef"].as_str().unwrap();
+                        let target = doc.pointer(pointer.trim_start_matches('#'));
+                        assert!(
+                            target.is_some_and(|t| t.get("responses").is_some()),
+                            "{pointer} is no operation"
+                        );
+                        count += 1;
+                    }
+                }
+            }
+        }
+        assert!(count >= 30, "only {count} links");
+    }
 
     #[test]
     fn the_document_is_openapi_3_1_and_lists_every_area() {
