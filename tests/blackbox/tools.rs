@@ -140,6 +140,28 @@ async fn a_bad_kind_schema_or_role_is_a_422_naming_the_field() {
 }
 
 #[tokio::test]
+async fn a_nul_character_in_a_tools_json_is_a_422_not_a_500_and_nothing_is_stored() {
+    let app = app().await;
+    let t = app.tenant().await;
+    let mut bad = weather_tool();
+    bad["kind"] = json!("web_search");
+    bad["config"] = json!({"engine\u{0}": {"list": ["x\u{0}"]}});
+    let body = problem(
+        app.post_json("/v1/tools", Some(&t.admin_token), &bad).await,
+        422,
+    )
+    .await;
+    assert_eq!(body["errors"][0]["field"], "config", "{body}");
+    let list: Value = app
+        .get("/v1/tools", Some(&t.admin_token))
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(list["items"], json!([]));
+}
+
+#[tokio::test]
 async fn another_tenant_gets_404_on_a_tool() {
     let app = app().await;
     let t = app.tenant().await;

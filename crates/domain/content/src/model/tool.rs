@@ -69,6 +69,9 @@ impl ToolKind {
                 format!("must be at most {MAX_TOOL_JSON_BYTES} bytes"),
             ));
         }
+        if holds_nul(config) {
+            return Err(InvalidValue::new("config", NUL_REASON));
+        }
         if self == ToolKind::Http {
             let url = map
                 .get("url")
@@ -77,6 +80,20 @@ impl ToolKind {
             HttpUrl::parse(url).map_err(|e| InvalidValue::new("config", e.reason))?;
         }
         Ok(())
+    }
+}
+
+/// Why JSON holding U+0000 is refused: Postgres's `jsonb` (and `text`) cannot store
+/// it, so it could never be saved.
+const NUL_REASON: &str = "must not contain the NUL character (\\u0000)";
+
+/// Whether any key or string anywhere in `v` holds U+0000.
+fn holds_nul(v: &Value) -> bool {
+    match v {
+        Value::String(s) => s.contains('\0'),
+        Value::Array(items) => items.iter().any(holds_nul),
+        Value::Object(map) => map.iter().any(|(k, v)| k.contains('\0') || holds_nul(v)),
+        Value::Null | Value::Bool(_) | Value::Number(_) => false,
     }
 }
 
@@ -115,6 +132,9 @@ impl InputSchema {
         let Value::Object(map) = &v else {
             return Err(bad("must be a JSON object"));
         };
+        if holds_nul(&v) {
+            return Err(bad(NUL_REASON));
+        }
         if map.get("type").and_then(Value::as_str) != Some("object") {
             return Err(bad("must have \"type\": \"object\""));
         }
@@ -239,6 +259,28 @@ pub struct ToolPatch {
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn a_nul_character_anywhere_in_a_config_or_input_schema_is_refused() {
+        for config in [
+            json!({"a\u{0}b": 1}),
+            json!({"nested": {"list": ["ok", "x\u{0}"]}}),
+        ] {
+            let e = ToolKind::WebSearch.validate_config(&config).unwrap_err();
+            assert_eq!(e.field, "config");
+        }
+        assert!(
+            ToolKind::WebSearch
+                .validate_config(&json!({"ok": ["fine"]}))
+                .is_ok()
+        );
+        let e = InputSchema::parse(json!({
+            "type": "object",
+            "properties": {"q\u{0}": {"type": "string"}}
+        }))
+        .unwrap_err();
+        assert_eq!(e.field, "input_schema");
+    }
 
     #[test]
     fn an_object_schema_with_defined_required_properties_is_accepted() {
