@@ -42,6 +42,36 @@ async fn a_duplicate_email_in_a_tenant_gets_409() {
 }
 
 #[tokio::test]
+async fn taking_another_users_username_gets_409_and_changes_nothing() {
+    let app = spawn_app().await;
+    let t = app.tenant().await;
+    let first = app
+        .create_user(&t.admin_token, "first@example.com", "user")
+        .await;
+    let second = app
+        .create_user(&t.admin_token, "second@example.com", "user")
+        .await;
+    let tok = Some(t.admin_token.as_str());
+    let path = |u: &Value| format!("/v1/users/{}", u["id"].as_str().unwrap());
+    let res = app
+        .patch_json(&path(&first), tok, &json!({"username": "taken.name"}))
+        .await;
+    assert_eq!(res.status(), 200);
+    let res = app
+        .patch_json(
+            &path(&second),
+            tok,
+            &json!({"username": "taken.name", "name": "Renamed"}),
+        )
+        .await;
+    let body = problem(res, 409).await;
+    assert_eq!(body["type"], "https://trellis.dev/problems/conflict");
+    let after: Value = app.get(&path(&second), tok).await.json().await.unwrap();
+    assert_eq!(after["username"], Value::Null);
+    assert_eq!(after["name"], second["name"]);
+}
+
+#[tokio::test]
 async fn listing_users_pages_with_a_cursor_without_repeats() {
     let app = spawn_app().await;
     let t = app.tenant().await;

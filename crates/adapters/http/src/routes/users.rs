@@ -135,15 +135,21 @@ pub(crate) fn parse_role(s: &str) -> Result<Role, trellis_kernel::InvalidValue> 
 #[derive(Debug, Clone, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateUserBody {
+    #[schema(format = Email, max_length = 254)]
     pub email: String,
+    #[schema(min_length = 1, max_length = 200)]
     pub name: String,
-    #[schema(example = "user")]
+    #[schema(example = "user", value_type = Role)]
     pub role: String,
     /// Without one the user signs in through OAuth or after a reset. 8–256 characters.
+    #[schema(min_length = 8, max_length = 256)]
     pub password: Option<String>,
+    /// 2 to 64 letters, digits, `.`, `_` or `-`.
+    #[schema(pattern = "^[A-Za-z0-9._-]{2,64}$")]
     pub username: Option<String>,
     pub avatar_url: Option<String>,
     /// `free` (default), `basic`, `pro` or `enterprise`.
+    #[schema(pattern = "^(free|basic|pro|enterprise)$")]
     pub tier: Option<String>,
 }
 
@@ -189,14 +195,18 @@ pub struct PreferencesBody {
 #[derive(Debug, Clone, Default, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct UpdateUserBody {
+    #[schema(min_length = 1, max_length = 200)]
     pub name: Option<String>,
     #[serde(default, deserialize_with = "double_option")]
-    #[schema(value_type = Option<String>)]
+    #[schema(value_type = Option<String>, pattern = "^[A-Za-z0-9._-]{2,64}$")]
     pub username: Option<Option<String>>,
     #[serde(default, deserialize_with = "double_option")]
     #[schema(value_type = Option<String>)]
     pub avatar_url: Option<Option<String>>,
+    #[schema(value_type = Option<Role>)]
     pub role: Option<String>,
+    /// `free`, `basic`, `pro` or `enterprise`.
+    #[schema(pattern = "^(free|basic|pro|enterprise)$")]
     pub tier: Option<String>,
     pub active: Option<bool>,
     /// Replaces all preferences.
@@ -355,6 +365,7 @@ pub async fn get_user(
         (status = 200, body = UserResponse),
         (status = 403, body = Problem, content_type = "application/problem+json"),
         (status = 404, body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "Another user of the tenant has this username", body = Problem, content_type = "application/problem+json"),
         (status = 422, body = Problem, content_type = "application/problem+json"),
     ),
     security(("bearer" = []), ("api_key" = []))
