@@ -738,11 +738,18 @@ pub async fn regenerate(
 #[derive(Debug, Clone, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateMemoryBody {
+    /// One line; unique per user.
+    #[schema(min_length = 1, max_length = 200)]
     pub key: String,
+    #[schema(min_length = 1, max_length = 2000)]
     pub value: String,
+    /// One line.
+    #[schema(min_length = 1, max_length = 100)]
     pub category: Option<String>,
     /// Default `manual`.
     pub source: Option<MemorySource>,
+    /// One line.
+    #[schema(min_length = 1, max_length = 200)]
     pub source_id: Option<String>,
 }
 
@@ -750,7 +757,9 @@ pub struct CreateMemoryBody {
 #[derive(Debug, Clone, Default, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct UpdateMemoryBody {
+    #[schema(min_length = 1, max_length = 200)]
     pub key: Option<String>,
+    #[schema(min_length = 1, max_length = 2000)]
     pub value: Option<String>,
     #[serde(default, deserialize_with = "double_option")]
     #[schema(value_type = Option<String>)]
