@@ -30,13 +30,6 @@ const TOOL_IDS_SQL: &str = r#"COALESCE((SELECT jsonb_agg(t.tool_id ORDER BY t.po
     FROM agent_tools t
     WHERE t.tenant_id = "agents"."tenant_id" AND t.agent_id = "agents"."id"), '[]'::jsonb)"#;
 
-/// Agents of `tenant`, each with its tools.
-fn select(tenant: TenantId) -> Select<Entity> {
-    Entity::find()
-        .expr_as(Expr::cust(TOOL_IDS_SQL), TOOL_IDS)
-        .filter(Column::TenantId.eq(tenant.as_uuid()))
-}
-
 /// What a read of agents by position selects, in the order [`decoders`] reads it:
 /// every column of an agent, then its tool ids.
 #[derive(Clone, Copy)]
@@ -125,7 +118,7 @@ pub(super) fn conversation_agent(
         .build(DbBackend::Postgres)
 }
 
-/// Agents of `tenant` as [`AGENT_READ`] selects them, for [`read_agents`].
+/// Agents of `tenant` as [`AGENT_READ`] selects them, their tool ids included.
 fn read_select(tenant: TenantId) -> Select<Entity> {
     let mut select = Entity::find().select_only();
     for column in AGENT_READ {
@@ -157,28 +150,31 @@ async fn read_agents(
         .await
 }
 
+/// The one agent a [`read_select`] query narrowed to a key finds, if any.
+async fn one_agent(
+    store: &PgStore,
+    ctx: &TenantCtx,
+    select: Select<Entity>,
+    what: &'static str,
+) -> Result<Option<Agent>> {
+    let row = read_agents(store, ctx, select, what).await?.pop();
+    Ok(row.map(content_mapper::agent).transpose()?)
+}
+
 /// The agent in statement `i` of `fetched`, a [`conversation_agent`] statement.
 pub(super) fn decode_conversation_agent(fetched: &Fetched, i: usize) -> Result<Option<Agent>> {
     let row = fetched.decode(i, &AGENT_READ, decoders())?.pop();
     Ok(row.map(content_mapper::agent).transpose()?)
 }
 
-pub(super) async fn load(txn: &Txn, tenant: TenantId, id: AgentId) -> Result<Option<Agent>> {
-    first(
-        txn,
-        select(tenant).filter(Column::Id.eq(id.as_uuid())),
-        "load agent",
-    )
-    .await
-}
-
-/// The first agent `query` finds, if any.
-async fn first(txn: &Txn, query: Select<Entity>, what: &'static str) -> Result<Option<Agent>> {
-    let row = query
+/// The agent as `txn` sees it, if it exists (a write's own reads go here).
+async fn load(txn: &Txn, tenant: TenantId, id: AgentId) -> Result<Option<Agent>> {
+    let row = read_select(tenant)
+        .filter(Column::Id.eq(id.as_uuid()))
         .into_model::<AgentRow>()
         .one(txn)
         .await
-        .map_err(db(what))?;
+        .map_err(db("load agent"))?;
     Ok(row.map(content_mapper::agent).transpose()?)
 }
 
@@ -297,27 +293,14 @@ impl AgentRepo for PgStore {
 
     async fn get(&self, ctx: &TenantCtx, id: AgentId) -> Result<Agent> {
         let select = read_select(ctx.tenant_id()).filter(Column::Id.eq(id.as_uuid()));
-        let row = read_agents(self, ctx, select, "load agent")
+        one_agent(self, ctx, select, "load agent")
             .await?
-            .pop()
-            .ok_or(ContentError::NotFound("agent"))?;
-        Ok(content_mapper::agent(row)?)
+            .ok_or(ContentError::NotFound("agent"))
     }
 
     async fn find_by_name(&self, ctx: &TenantCtx, name: &str) -> Result<Option<Agent>> {
-        let tenant = ctx.tenant_id();
-        let name = name.to_owned();
-        self.in_tenant_read(ctx, move |txn| {
-            Box::pin(async move {
-                first(
-                    txn,
-                    select(tenant).filter(Column::Name.eq(name)),
-                    "find agent by name",
-                )
-                .await
-            })
-        })
-        .await
+        let select = read_select(ctx.tenant_id()).filter(Column::Name.eq(name));
+        one_agent(self, ctx, select, "find agent by name").await
     }
 
     async fn list(
