@@ -428,6 +428,75 @@ async fn dropped_requests_leave_no_open_transaction(pipelined: bool, what: Read)
     }
 }
 
+#[tokio::test]
+async fn a_pipelined_read_dropped_before_its_large_answer_is_read_does_not_hold_its_session() {
+    // More rows than loopback's socket buffers hold unread: were no one to read them,
+    // the backend would wait to send, inside the read's snapshot, until the
+    // connection's next use.
+    let setup = store().await;
+    let (_, ctx, admin) = tenant(&setup).await;
+    let conversation = conversation(&setup, &ctx, admin).await;
+    let long = "x".repeat(256 * 1024);
+    for _ in 0..64 {
+        MessageRepo::insert(
+            &setup,
+            &ctx,
+            NewMessage::from_user(conversation, None, admin, long.clone(), vec![]),
+        )
+        .await
+        .unwrap();
+    }
+    let (store, application) = named_store("trellis_drop_large").await;
+    let read = || async {
+        let (_, messages) = store.with_messages(&ctx, conversation).await.unwrap();
+        assert_eq!(messages.len(), 64);
+    };
+    read().await;
+    let observer = raw(&super::support::app_url()).await;
+    let sessions_before = sessions(&observer, &application).await;
+    // When the store's sessions last began a statement (the first read's ROLLBACK):
+    // the abandoned read has ended once they are all idle after a later one.
+    let rows = super::support::query(
+        &observer,
+        &format!(
+            "SELECT max(query_start)::text AS at FROM pg_stat_activity
+              WHERE application_name = '{application}'"
+        ),
+    )
+    .await;
+    let before: String = rows[0].try_get("", "at").unwrap();
+    {
+        // One poll sends the read; then the client is gone.
+        let mut call = std::pin::pin!(read());
+        let polled =
+            std::future::poll_fn(|cx| std::task::Poll::Ready(call.as_mut().poll(cx).is_ready()))
+                .await;
+        assert!(!polled);
+    }
+    // Waits for the session to be idle after a later statement, for far longer than
+    // sending 16 MiB on loopback takes.
+    let mut ended = false;
+    for _ in 0..200 {
+        let rows = super::support::query(
+            &observer,
+            &format!(
+                "SELECT bool_and(state = 'idle') AND max(query_start) > '{before}'::timestamptz
+                        AS ended
+                   FROM pg_stat_activity WHERE application_name = '{application}'"
+            ),
+        )
+        .await;
+        ended = rows[0].try_get("", "ended").unwrap();
+        if ended {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert!(ended, "the abandoned read's session never finished");
+    read().await;
+    assert_eq!(sessions(&observer, &application).await, sessions_before);
+}
+
 /// The process ids of the sessions named `application`, in order.
 async fn sessions(observer: &sea_orm::DatabaseConnection, application: &str) -> Vec<i32> {
     let rows = super::support::query(
