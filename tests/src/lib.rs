@@ -59,8 +59,23 @@ pub async fn spawn_app() -> TestApp {
     spawn_app_with(|_| {}).await
 }
 
+/// Logs the apps' events to the test's output when `TRELLIS_LOG` is set (as for
+/// `trellis serve`), so a failing test can show what the server said; silent by default.
+fn init_logs() {
+    static INIT: std::sync::Once = std::sync::Once::new();
+    INIT.call_once(|| {
+        if let Ok(filter) = tracing_subscriber::EnvFilter::try_from_env("TRELLIS_LOG") {
+            let _ = tracing_subscriber::fmt()
+                .with_env_filter(filter)
+                .with_test_writer()
+                .try_init();
+        }
+    });
+}
+
 /// Like [`spawn_app`], after letting the test adjust the configuration.
 pub async fn spawn_app_with(adjust: impl FnOnce(&mut Config)) -> TestApp {
+    init_logs();
     let key = base64::engine::general_purpose::STANDARD.encode([7u8; 32]);
     let mut config = Config {
         database_url: Some(database_url()),

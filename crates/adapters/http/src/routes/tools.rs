@@ -80,36 +80,82 @@ fn describe(kind: ToolKind) -> ToolKindResponse {
 #[serde(deny_unknown_fields)]
 pub struct CreateToolBody {
     /// A base tool type: `rag`, `http`, `web_search` or `function`. Never changes.
+    #[schema(value_type = ToolKind)]
     pub kind: String,
-    /// Unique in the tenant.
+    /// Unique in the tenant; one line of 1 to 100 characters.
+    #[schema(
+        min_length = 1,
+        max_length = 100,
+        pattern = "^[^\\x00-\\x1F\\x7F-\\x9F]+$"
+    )]
     pub name: String,
+    /// Up to 2000 characters; line breaks and tabs are the only control characters.
+    #[schema(
+        max_length = 2000,
+        pattern = "^[^\\x00-\\x08\\x0B\\x0C\\x0E-\\x1F\\x7F-\\x9F]*$"
+    )]
     pub description: Option<String>,
-    /// Kind-specific settings, a JSON object (default `{}`). No secrets.
+    /// Kind-specific settings, a JSON object (default `{}`) of at most 64 KiB, with no
+    /// NUL characters. An `http` tool's holds its http(s) `url`. No secrets.
     #[schema(value_type = Option<Object>)]
     pub config: Option<Value>,
     /// A JSON Schema of `"type": "object"` for the input the model produces
-    /// (default: no input).
-    #[schema(value_type = Option<Object>)]
+    /// (default: no input); at most 64 KiB.
+    #[schema(value_type = Option<InputSchemaDoc>)]
     pub input_schema: Option<Value>,
     /// Roles that may use the tool; empty (default) means every role.
     #[serde(default)]
+    #[schema(value_type = Vec<Role>)]
     pub allowed_roles: Vec<String>,
     /// Default `true`.
     pub enabled: Option<bool>,
+}
+
+/// What a tool's `input_schema` must be, as documented: a JSON Schema of type
+/// `object` (other JSON Schema keywords are kept as sent).
+#[derive(ToSchema)]
+#[allow(dead_code)] // Describes the document only; bodies arrive as JSON values.
+pub struct InputSchemaDoc {
+    #[schema(rename = "type")]
+    kind: ObjectType,
+    /// A schema (a JSON object) for each property.
+    #[schema(value_type = HashMap<String, Object>, required = false)]
+    properties: Value,
+    /// Names of `properties` the model must always give.
+    #[schema(required = false)]
+    required: Vec<String>,
+}
+
+/// The one type a tool's input schema has.
+#[derive(ToSchema)]
+#[schema(rename_all = "lowercase")]
+#[allow(dead_code)]
+enum ObjectType {
+    Object,
 }
 
 /// A partial change of a tool; the kind never changes.
 #[derive(Debug, Clone, Default, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct UpdateToolBody {
+    #[schema(
+        min_length = 1,
+        max_length = 100,
+        pattern = "^[^\\x00-\\x1F\\x7F-\\x9F]+$"
+    )]
     pub name: Option<String>,
     #[serde(default, deserialize_with = "double_option")]
-    #[schema(value_type = Option<String>)]
+    #[schema(
+        value_type = Option<String>,
+        max_length = 2000,
+        pattern = "^[^\\x00-\\x08\\x0B\\x0C\\x0E-\\x1F\\x7F-\\x9F]*$"
+    )]
     pub description: Option<Option<String>>,
     #[schema(value_type = Option<Object>)]
     pub config: Option<Value>,
-    #[schema(value_type = Option<Object>)]
+    #[schema(value_type = Option<InputSchemaDoc>)]
     pub input_schema: Option<Value>,
+    #[schema(value_type = Option<Vec<Role>>)]
     pub allowed_roles: Option<Vec<String>>,
     pub enabled: Option<bool>,
 }
