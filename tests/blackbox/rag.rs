@@ -426,3 +426,30 @@ async fn bad_search_requests_get_422() {
     .await;
     assert!(body.to_string().contains("collection_ids"), "{body}");
 }
+
+#[tokio::test]
+async fn a_chunk_overlap_too_large_to_double_is_a_422_and_no_collection_is_made() {
+    let app = spawn_app().await;
+    let t = app.tenant().await;
+    let tok = Some(t.admin_token.as_str());
+    for overlap in [2_147_483_648_u64, 4_294_967_295] {
+        let body = problem(
+            app.post_json(
+                "/v1/rag/collections",
+                tok,
+                &json!({"name": "Docs", "chunking": {"max_tokens": 200, "overlap_tokens": overlap}}),
+            )
+            .await,
+            422,
+        )
+        .await;
+        assert!(body.to_string().contains("chunk_overlap_tokens"), "{body}");
+    }
+    let list: Value = app
+        .get("/v1/rag/collections", tok)
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(list["items"], json!([]));
+}

@@ -162,6 +162,51 @@ async fn a_nul_character_in_a_tools_json_is_a_422_not_a_500_and_nothing_is_store
 }
 
 #[tokio::test]
+async fn numbers_at_the_ends_of_the_double_range_in_a_tools_json_read_back_as_sent() {
+    // Postgres prints a jsonb number in full (1.7976931348623157e308 as 309 digits),
+    // which the reader must turn back into the same double, not call out of range.
+    let app = app().await;
+    let t = app.tenant().await;
+    let numbers = json!({
+        "max": f64::MAX,
+        "near_max": -1.797_693_134_862_315_5e308,
+        "smallest": 5e-324,
+        "tiny": -1.492_673_728_494_612_9e-300,
+        "big_integer": 21_130_516_851_159_i64,
+    });
+    let mut tool = weather_tool();
+    tool["kind"] = json!("function");
+    tool["config"] = numbers.clone();
+    tool["input_schema"]["properties"]["city"]["maximum"] = json!(f64::MAX);
+    let res = app
+        .post_json("/v1/tools", Some(&t.admin_token), &tool)
+        .await;
+    assert_eq!(res.status(), 201);
+    let created: Value = res.json().await.unwrap();
+    assert_eq!(created["config"], numbers);
+    let id = created["id"].as_str().unwrap();
+    let changed = app
+        .patch_json(
+            &format!("/v1/tools/{id}"),
+            Some(&t.admin_token),
+            &json!({"config": {"min": f64::MIN}}),
+        )
+        .await;
+    assert_eq!(changed.status(), 200);
+    let read: Value = app
+        .get(&format!("/v1/tools/{id}"), Some(&t.admin_token))
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(read["config"], json!({"min": f64::MIN}));
+    assert_eq!(
+        read["input_schema"]["properties"]["city"]["maximum"],
+        json!(f64::MAX)
+    );
+}
+
+#[tokio::test]
 async fn another_tenant_gets_404_on_a_tool() {
     let app = app().await;
     let t = app.tenant().await;

@@ -123,7 +123,8 @@ impl ChunkingSettings {
                 "must be between 16 and 2048",
             ));
         }
-        if overlap_tokens * 2 >= max_tokens {
+        // Widened: an overlap of 2^31 or more would overflow `u32` when doubled.
+        if u64::from(overlap_tokens) * 2 >= u64::from(max_tokens) {
             return Err(InvalidValue::new(
                 "chunk_overlap_tokens",
                 "must be less than half of chunk_max_tokens",
@@ -529,6 +530,15 @@ pub struct SearchHit {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_overlap_of_half_the_chunk_or_more_is_refused_however_large() {
+        assert!(ChunkingSettings::new(200, 99).is_ok());
+        for overlap in [100, 2_147_483_648, u32::MAX] {
+            let err = ChunkingSettings::new(200, overlap).unwrap_err();
+            assert_eq!(err.field, "chunk_overlap_tokens", "{overlap}");
+        }
+    }
 
     #[test]
     fn metadata_with_control_characters_is_refused_with_the_field_named() {
