@@ -13,6 +13,7 @@ use std::str::FromStr;
 /// What a role may do. Grouped by domain; the spine enforces the first block.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub enum Permission {
     /// Read the tenant's own settings (branding, widget, masked LLM config).
     TenantRead,

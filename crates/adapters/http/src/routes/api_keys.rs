@@ -105,9 +105,17 @@ impl From<CreatedApiKey> for CreatedApiKeyResponse {
 #[derive(Debug, Clone, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateApiKeyBody {
+    /// 1 to 100 characters, no control characters but line breaks.
+    #[schema(
+        min_length = 1,
+        max_length = 100,
+        pattern = "^[^\\x00-\\x09\\x0B-\\x1F\\x7F-\\x9F]+$"
+    )]
     pub name: String,
-    /// Permission names; absent or empty means every permission of your role.
+    /// Permission names; absent or empty means every permission of your role. Only
+    /// permissions your role holds (403 otherwise).
     #[serde(default)]
+    #[schema(value_type = Vec<Permission>)]
     pub scopes: Vec<String>,
     /// RFC 3339; absent means the key never expires.
     pub expires_at: Option<DateTime<Utc>>,

@@ -36,9 +36,16 @@ pub fn router() -> Router<AppState> {
 #[serde(deny_unknown_fields)]
 pub struct LoginBody {
     /// The tenant's slug.
-    #[schema(example = "acme")]
+    #[schema(
+        example = "acme",
+        pattern = "^[a-z0-9]+(-[a-z0-9]+)*$",
+        min_length = 2,
+        max_length = 63
+    )]
     pub tenant: Option<String>,
+    #[schema(format = Email, max_length = 254)]
     pub email: String,
+    #[schema(max_length = 256)]
     pub password: String,
 }
 
@@ -137,8 +144,10 @@ impl From<Me> for MeResponse {
 #[serde(deny_unknown_fields)]
 pub struct ChangePasswordBody {
     /// Required: proves it is you.
+    #[schema(max_length = 256)]
     pub current_password: Option<String>,
     /// 8–256 characters.
+    #[schema(min_length = 8, max_length = 256)]
     pub new_password: String,
 }
 

@@ -152,19 +152,53 @@ pub(crate) fn page_json<T: Serialize>(page: trellis_kernel::Page<T>) -> Result<R
 #[derive(Debug, Clone, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateAgentBody {
+    /// Unique in the tenant; one line of 1 to 100 characters.
+    #[schema(
+        min_length = 1,
+        max_length = 100,
+        pattern = "^[^\\x00-\\x1F\\x7F-\\x9F]+$"
+    )]
     pub name: String,
+    /// Up to 2000 characters; line breaks and tabs are the only control characters.
+    #[schema(
+        max_length = 2000,
+        pattern = "^[^\\x00-\\x08\\x0B\\x0C\\x0E-\\x1F\\x7F-\\x9F]*$"
+    )]
     pub description: Option<String>,
+    /// The system prompt: up to 32,000 characters (default none).
     #[serde(default)]
+    #[schema(
+        max_length = 32000,
+        pattern = "^[^\\x00-\\x08\\x0B\\x0C\\x0E-\\x1F\\x7F-\\x9F]*$"
+    )]
     pub instructions: String,
     pub provider: LlmProvider,
+    /// A model of `provider` in the tenant's catalogue (`GET /v1/models`).
+    #[schema(
+        min_length = 1,
+        max_length = 200,
+        pattern = "^[^\\x00-\\x1F\\x7F-\\x9F]+$",
+        example = "gpt-4o-mini"
+    )]
     pub model: String,
     #[serde(default)]
     pub parameters: ModelParameters,
+    /// Ids of the tenant's tools (`/v1/tools`), at most 32.
     #[serde(default)]
+    #[schema(max_items = 32)]
     pub tools: Vec<Uuid>,
+    /// Ids of the tenant's knowledge collections, at most 16.
     #[serde(default)]
+    #[schema(max_items = 16)]
     pub knowledge_collections: Vec<Uuid>,
+    /// A template the answer should follow: up to 8000 characters.
+    #[schema(
+        max_length = 8000,
+        pattern = "^[^\\x00-\\x08\\x0B\\x0C\\x0E-\\x1F\\x7F-\\x9F]*$"
+    )]
     pub output_format: Option<String>,
+    /// An icon URL or emoji: one line of up to 500 characters.
+    #[schema(max_length = 500, pattern = "^[^\\x00-\\x1F\\x7F-\\x9F]+$")]
     pub icon: Option<String>,
     /// Default `free`.
     #[serde(default)]
@@ -204,22 +238,39 @@ impl From<CreateAgentBody> for AgentConfig {
 #[serde(deny_unknown_fields)]
 pub struct UpdateAgentBody {
     /// Refuse the change (409) unless the agent is still at this version.
+    #[schema(minimum = 1)]
     pub expected_version: Option<u32>,
+    #[schema(
+        min_length = 1,
+        max_length = 100,
+        pattern = "^[^\\x00-\\x1F\\x7F-\\x9F]+$"
+    )]
     pub name: Option<String>,
     #[serde(default, deserialize_with = "double_option")]
-    #[schema(value_type = Option<String>)]
+    #[schema(value_type = Option<String>, max_length = 2000, pattern = "^[^\\x00-\\x08\\x0B\\x0C\\x0E-\\x1F\\x7F-\\x9F]*$")]
     pub description: Option<Option<String>>,
+    #[schema(
+        max_length = 32000,
+        pattern = "^[^\\x00-\\x08\\x0B\\x0C\\x0E-\\x1F\\x7F-\\x9F]*$"
+    )]
     pub instructions: Option<String>,
     pub provider: Option<LlmProvider>,
+    #[schema(
+        min_length = 1,
+        max_length = 200,
+        pattern = "^[^\\x00-\\x1F\\x7F-\\x9F]+$"
+    )]
     pub model: Option<String>,
     pub parameters: Option<ModelParameters>,
+    #[schema(max_items = 32)]
     pub tools: Option<Vec<Uuid>>,
+    #[schema(max_items = 16)]
     pub knowledge_collections: Option<Vec<Uuid>>,
     #[serde(default, deserialize_with = "double_option")]
-    #[schema(value_type = Option<String>)]
+    #[schema(value_type = Option<String>, max_length = 8000, pattern = "^[^\\x00-\\x08\\x0B\\x0C\\x0E-\\x1F\\x7F-\\x9F]*$")]
     pub output_format: Option<Option<String>>,
     #[serde(default, deserialize_with = "double_option")]
-    #[schema(value_type = Option<String>)]
+    #[schema(value_type = Option<String>, max_length = 500, pattern = "^[^\\x00-\\x1F\\x7F-\\x9F]+$")]
     pub icon: Option<Option<String>>,
     pub tier: Option<AgentTier>,
     pub published: Option<bool>,
@@ -364,9 +415,20 @@ pub struct ConversationListQuery {
 #[derive(Debug, Clone, Default, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateConversationBody {
+    /// One line of up to 200 characters.
+    #[schema(max_length = 200, pattern = "^[^\\x00-\\x1F\\x7F-\\x9F]+$")]
     pub title: Option<String>,
+    /// An agent the caller may use; it sets the provider and model.
     pub agent_id: Option<Uuid>,
+    /// Without an agent: a provider and one of its models in the tenant's catalogue
+    /// (`GET /v1/models`).
     pub provider: Option<LlmProvider>,
+    #[schema(
+        min_length = 1,
+        max_length = 200,
+        pattern = "^[^\\x00-\\x1F\\x7F-\\x9F]+$",
+        example = "gpt-4o-mini"
+    )]
     pub model: Option<String>,
     #[serde(default)]
     pub parameters: ModelParameters,
@@ -377,7 +439,7 @@ pub struct CreateConversationBody {
 #[serde(deny_unknown_fields)]
 pub struct UpdateConversationBody {
     #[serde(default, deserialize_with = "double_option")]
-    #[schema(value_type = Option<String>)]
+    #[schema(value_type = Option<String>, max_length = 200, pattern = "^[^\\x00-\\x1F\\x7F-\\x9F]+$")]
     pub title: Option<Option<String>>,
     pub archived: Option<bool>,
     pub parameters: Option<ModelParameters>,
@@ -555,10 +617,19 @@ pub struct TreeQuery {
 #[derive(Debug, Clone, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SendMessageBody {
+    /// The text, up to 32,000 characters: line breaks and tabs are the only control
+    /// characters.
+    #[schema(
+        min_length = 1,
+        max_length = 32000,
+        pattern = "^[^\\x00-\\x08\\x0B\\x0C\\x0E-\\x1F\\x7F-\\x9F]+$"
+    )]
     pub content: String,
     /// The message it answers; default: the end of the current branch.
     pub parent_id: Option<Uuid>,
+    /// Files the sender uploaded to this conversation, at most 10.
     #[serde(default)]
+    #[schema(max_items = 10)]
     pub file_ids: Vec<Uuid>,
 }
 
@@ -566,6 +637,11 @@ pub struct SendMessageBody {
 #[derive(Debug, Clone, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct EditMessageBody {
+    #[schema(
+        min_length = 1,
+        max_length = 32000,
+        pattern = "^[^\\x00-\\x08\\x0B\\x0C\\x0E-\\x1F\\x7F-\\x9F]+$"
+    )]
     pub content: String,
 }
 

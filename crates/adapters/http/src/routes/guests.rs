@@ -65,9 +65,11 @@ list_response!(
 #[serde(deny_unknown_fields)]
 pub struct AddGuestBody {
     /// The slug of the guest's home tenant.
+    #[schema(pattern = "^[a-z0-9]+(-[a-z0-9]+)*$", min_length = 2, max_length = 63)]
     pub home_tenant: String,
+    #[schema(format = Email, max_length = 254)]
     pub email: String,
-    #[schema(example = "user")]
+    #[schema(example = "user", value_type = Role)]
     pub role: String,
 }
 

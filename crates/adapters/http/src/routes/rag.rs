@@ -107,8 +107,10 @@ impl From<RagError> for ApiError {
 #[serde(deny_unknown_fields)]
 pub struct ChunkingBody {
     /// 16–2048 (default 200).
+    #[schema(minimum = 16, maximum = 2048)]
     pub max_tokens: u32,
     /// Below half of `max_tokens` (default 30).
+    #[schema(maximum = 1023)]
     pub overlap_tokens: u32,
 }
 
@@ -182,10 +184,19 @@ list_response!(
 #[derive(Debug, Clone, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateCollectionBody {
+    /// One line of 1 to 200 characters.
+    #[schema(
+        min_length = 1,
+        max_length = 200,
+        pattern = "^[^\\x00-\\x1F\\x7F-\\x9F]+$"
+    )]
     pub name: String,
+    /// One line of up to 2000 characters.
+    #[schema(max_length = 2000, pattern = "^[^\\x00-\\x1F\\x7F-\\x9F]+$")]
     pub description: Option<String>,
     pub agent_id: Option<Uuid>,
-    /// Default `upload`.
+    /// `manual`, `upload` (default), `shopify` or `wordpress`.
+    #[schema(pattern = "^(manual|upload|shopify|wordpress)$")]
     pub source_type: Option<String>,
     pub chunking: Option<ChunkingBody>,
     /// An embedding model id this server runs; default: the server's default model.
@@ -226,9 +237,14 @@ impl CreateCollectionBody {
 #[derive(Debug, Clone, Default, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct UpdateCollectionBody {
+    #[schema(
+        min_length = 1,
+        max_length = 200,
+        pattern = "^[^\\x00-\\x1F\\x7F-\\x9F]+$"
+    )]
     pub name: Option<String>,
     #[serde(default, deserialize_with = "double_option")]
-    #[schema(value_type = Option<String>)]
+    #[schema(value_type = Option<String>, max_length = 2000, pattern = "^[^\\x00-\\x1F\\x7F-\\x9F]+$")]
     pub description: Option<Option<String>>,
     #[serde(default, deserialize_with = "double_option")]
     #[schema(value_type = Option<Uuid>)]
