@@ -269,7 +269,7 @@ pub fn validate_metadata(m: &Metadata) -> Result<(), InvalidValue> {
         ));
     }
     for (k, v) in m {
-        if k.is_empty() || k.len() > 64 || v.len() > 1024 {
+        if k.is_empty() || k.chars().count() > 64 || v.chars().count() > 1024 {
             return Err(InvalidValue::new(
                 "metadata",
                 "keys must be 1–64 and values at most 1024 characters",
@@ -538,6 +538,16 @@ mod tests {
             let err = ChunkingSettings::new(200, overlap).unwrap_err();
             assert_eq!(err.field, "chunk_overlap_tokens", "{overlap}");
         }
+    }
+
+    #[test]
+    fn metadata_bounds_count_characters_not_bytes() {
+        let entry = |k: usize, v: usize| -> Metadata {
+            BTreeMap::from([("é".repeat(k), "ü".repeat(v))])
+        };
+        assert!(validate_metadata(&entry(64, 1024)).is_ok());
+        assert!(validate_metadata(&entry(65, 1)).is_err());
+        assert!(validate_metadata(&entry(1, 1025)).is_err());
     }
 
     #[test]

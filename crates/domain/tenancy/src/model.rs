@@ -488,7 +488,7 @@ impl LlmConfigInput {
             ));
         }
         if let ApiKeyChange::Set(k) = &self.api_key
-            && (k.trim().is_empty() || k.len() > 512)
+            && (k.trim().is_empty() || k.chars().count() > 512)
         {
             return Err(InvalidValue::new("api_key", "must be 1 to 512 characters"));
         }

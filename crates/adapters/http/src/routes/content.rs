@@ -458,8 +458,15 @@ pub struct ForkBody {
 #[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct SearchQueryParams {
+    /// One line of 1 to 200 characters.
+    #[param(
+        min_length = 1,
+        max_length = 200,
+        pattern = "^[^\\x00-\\x1F\\x7F-\\x9F]+$"
+    )]
     pub q: String,
     /// 1–50 (default 20).
+    #[param(minimum = 1, maximum = 50)]
     pub limit: Option<usize>,
 }
 

@@ -758,27 +758,47 @@ pub async fn document_chunks(
 
 // ----- search ------------------------------------------------------------------------
 
+/// A source type's name, as search filters take it.
+#[derive(ToSchema)]
+#[schema(rename_all = "lowercase")]
+#[allow(dead_code)] // Describes the document only; filters arrive as strings.
+pub enum SourceTypeName {
+    Manual,
+    Upload,
+    Shopify,
+    Wordpress,
+}
+
 /// A search request.
 #[derive(Debug, Clone, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SearchBody {
     /// 1–2000 characters.
+    #[schema(min_length = 1, max_length = 2000, pattern = "\\S")]
     pub query: String,
     /// `vector`, `text` or `hybrid` (default).
+    #[schema(pattern = "^(vector|text|hybrid)$")]
     pub mode: Option<String>,
     /// How the full-text half reads the query. `all` (default): web-search syntax,
     /// every word required (`"a phrase"`, `or`, `-word`); `any`: any of its words, the
     /// more the better (for questions).
+    #[schema(pattern = "^(all|any)$")]
     pub text_match: Option<String>,
-    /// Restrict to these collections (default: all of the tenant's).
+    /// Restrict to these collections (default: all of the tenant's); at most 100.
     #[serde(default)]
+    #[schema(max_items = 100)]
     pub collection_ids: Vec<Uuid>,
+    /// `manual`, `upload`, `shopify` or `wordpress`.
     #[serde(default)]
+    #[schema(value_type = Vec<SourceTypeName>)]
     pub source_types: Vec<String>,
-    /// Exact matches on document metadata.
+    /// Exact matches on document metadata: at most 32 entries, keys of 1 to 64
+    /// characters and values of up to 1024, without control characters.
     #[serde(default)]
+    #[schema(value_type = HashMap<String, String>)]
     pub metadata: BTreeMap<String, String>,
     /// 1–50 (default 10).
+    #[schema(minimum = 1, maximum = 50)]
     pub top_k: Option<u32>,
     /// Drop results scoring below this.
     pub min_score: Option<f32>,

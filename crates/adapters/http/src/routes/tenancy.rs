@@ -480,15 +480,24 @@ impl From<LlmConfig> for LlmResponse {
 #[derive(Debug, Clone, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct LlmBody {
-    #[schema(example = "openai")]
+    #[schema(example = "openai", value_type = LlmProvider)]
     pub provider: String,
+    /// 1 to 200 characters, no control characters but line breaks.
+    #[schema(
+        min_length = 1,
+        max_length = 200,
+        pattern = "^[^\\x00-\\x09\\x0B-\\x1F\\x7F-\\x9F]+$"
+    )]
     pub model: String,
     /// 0 to 2.
+    #[schema(minimum = 0, maximum = 2)]
     pub temperature: f32,
     /// 1 to 1,000,000.
+    #[schema(minimum = 1, maximum = 1_000_000)]
     pub max_tokens: u32,
+    /// A new key (1 to 512 characters), `null` to remove it, absent to keep it.
     #[serde(default, deserialize_with = "double_option")]
-    #[schema(value_type = Option<String>)]
+    #[schema(value_type = Option<String>, min_length = 1, max_length = 512, pattern = "\\S")]
     pub api_key: Option<Option<String>>,
     /// The tenant's own endpoint, up to the path before `/chat/completions`, for
     /// `azure_openai`, `openai_compatible` or `ollama`: e.g.

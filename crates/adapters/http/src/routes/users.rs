@@ -263,6 +263,7 @@ impl UpdateUserBody {
 #[serde(deny_unknown_fields)]
 pub struct ResetPasswordBody {
     /// 8–256 characters.
+    #[schema(min_length = 8, max_length = 256)]
     pub new_password: String,
 }
 
