@@ -542,9 +542,8 @@ mod tests {
 
     #[test]
     fn metadata_bounds_count_characters_not_bytes() {
-        let entry = |k: usize, v: usize| -> Metadata {
-            BTreeMap::from([("é".repeat(k), "ü".repeat(v))])
-        };
+        let entry =
+            |k: usize, v: usize| -> Metadata { BTreeMap::from([("é".repeat(k), "ü".repeat(v))]) };
         assert!(validate_metadata(&entry(64, 1024)).is_ok());
         assert!(validate_metadata(&entry(65, 1)).is_err());
         assert!(validate_metadata(&entry(1, 1025)).is_err());

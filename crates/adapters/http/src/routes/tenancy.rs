@@ -120,6 +120,8 @@ impl From<Tenant> for TenantResponse {
 #[derive(Debug, Clone, Default, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct BrandingBody {
+    /// An absolute http(s) URL.
+    #[schema(format = "uri", max_length = 2048, pattern = "^[Hh][Tt][Tt][Pp][Ss]?://[^/?#]")]
     pub logo_url: Option<String>,
     /// `#rgb` or `#rrggbb`.
     #[schema(example = "#2563eb", pattern = "^#([0-9a-fA-F]{3}|[0-9a-fA-F]{6})$")]

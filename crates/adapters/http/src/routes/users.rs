@@ -147,6 +147,8 @@ pub struct CreateUserBody {
     /// 2 to 64 letters, digits, `.`, `_` or `-`.
     #[schema(pattern = "^[A-Za-z0-9._-]{2,64}$")]
     pub username: Option<String>,
+    /// An absolute http(s) URL.
+    #[schema(format = "uri", max_length = 2048, pattern = "^[Hh][Tt][Tt][Pp][Ss]?://[^/?#]")]
     pub avatar_url: Option<String>,
     /// `free` (default), `basic`, `pro` or `enterprise`.
     #[schema(pattern = "^(free|basic|pro|enterprise)$")]
@@ -201,7 +203,7 @@ pub struct UpdateUserBody {
     #[schema(value_type = Option<String>, pattern = "^[A-Za-z0-9._-]{2,64}$")]
     pub username: Option<Option<String>>,
     #[serde(default, deserialize_with = "double_option")]
-    #[schema(value_type = Option<String>)]
+    #[schema(value_type = Option<String>, format = "uri", max_length = 2048, pattern = "^[Hh][Tt][Tt][Pp][Ss]?://[^/?#]")]
     pub avatar_url: Option<Option<String>>,
     #[schema(value_type = Option<Role>)]
     pub role: Option<String>,
