@@ -369,6 +369,42 @@ async fn an_agents_temperature_reads_back_as_it_was_written() {
 }
 
 #[tokio::test]
+async fn an_agent_naming_another_tenants_tool_is_a_404_and_is_not_created() {
+    let app = app().await;
+    let t = app.tenant().await;
+    let other = app.tenant().await;
+    configure_llm(&app, &t).await;
+    let res = app
+        .post_json(
+            "/v1/tools",
+            Some(&other.admin_token),
+            &json!({"kind": "function", "name": "Theirs"}),
+        )
+        .await;
+    assert_eq!(res.status(), 201);
+    let theirs: Value = res.json().await.unwrap();
+    let body = problem(
+        app.post_json(
+            "/v1/agents",
+            Some(&t.admin_token),
+            &json!({"name": "Borrower", "provider": "openai_compatible", "model": "fake-model",
+                    "tools": [theirs["id"]]}),
+        )
+        .await,
+        404,
+    )
+    .await;
+    assert_eq!(body["detail"], "tool not found", "{body}");
+    let agents: Value = app
+        .get("/v1/agents", Some(&t.admin_token))
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(agents["items"], json!([]));
+}
+
+#[tokio::test]
 async fn another_tenant_gets_404_on_the_conversation_and_the_agent() {
     let app = app().await;
     let t = app.tenant().await;

@@ -316,6 +316,7 @@ pub async fn list_agents(
 
 #[utoipa::path(post, path = "/v1/agents", tag = "chat", request_body = CreateAgentBody,
     responses((status = 201, body = Agent),
+              (status = 404, description = "A tool or knowledge collection it names is not the tenant's", body = Problem, content_type = "application/problem+json"),
               (status = 409, body = Problem, content_type = "application/problem+json"),
               (status = 422, body = Problem, content_type = "application/problem+json")),
     security(("bearer" = []), ("api_key" = [])))]

@@ -121,7 +121,11 @@ impl From<Tenant> for TenantResponse {
 #[serde(deny_unknown_fields)]
 pub struct BrandingBody {
     /// An absolute http(s) URL.
-    #[schema(format = "uri", max_length = 2048, pattern = "^[Hh][Tt][Tt][Pp][Ss]?://[^/?#]")]
+    #[schema(
+        format = "uri",
+        max_length = 2048,
+        pattern = "^[Hh][Tt][Tt][Pp][Ss]?://[^/?#]"
+    )]
     pub logo_url: Option<String>,
     /// `#rgb` or `#rrggbb`.
     #[schema(example = "#2563eb", pattern = "^#([0-9a-fA-F]{3}|[0-9a-fA-F]{6})$")]

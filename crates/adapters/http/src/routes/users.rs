@@ -148,7 +148,11 @@ pub struct CreateUserBody {
     #[schema(pattern = "^[A-Za-z0-9._-]{2,64}$")]
     pub username: Option<String>,
     /// An absolute http(s) URL.
-    #[schema(format = "uri", max_length = 2048, pattern = "^[Hh][Tt][Tt][Pp][Ss]?://[^/?#]")]
+    #[schema(
+        format = "uri",
+        max_length = 2048,
+        pattern = "^[Hh][Tt][Tt][Pp][Ss]?://[^/?#]"
+    )]
     pub avatar_url: Option<String>,
     /// `free` (default), `basic`, `pro` or `enterprise`.
     #[schema(pattern = "^(free|basic|pro|enterprise)$")]
