@@ -121,14 +121,14 @@ pub(crate) fn dev_secrets(root: &Path) -> Result<Vec<(String, String)>> {
         .collect())
 }
 
-/// `cargo xtask test [args]`: the OpenAI SDK's Python environment, database (unless
-/// DATABASE_URL is set), migrations, then `cargo nextest run --workspace --no-fail-fast`
-/// (or `cargo test --workspace` without nextest). Exits with the test runner's status.
 /// The scratch database `cargo xtask test` makes, fresh each run, for the fuzzing of
 /// the platform operations, and the variable that gives the tests its app URL.
 const PLATFORM_FUZZ_DATABASE: &str = "trellis_platform_fuzz";
 const PLATFORM_FUZZ_VAR: &str = "TRELLIS_PLATFORM_FUZZ_DATABASE_URL";
 
+/// `cargo xtask test [args]`: the OpenAI SDK's Python environment, database (unless
+/// DATABASE_URL is set), migrations, then `cargo nextest run --workspace --no-fail-fast`
+/// (or `cargo test --workspace` without nextest). Exits with the test runner's status.
 pub fn test(root: &Path, args: &[String]) -> Result<ExitCode> {
     // trellis-embed's reference test needs the local model; CI starts from a fresh clone.
     let model = crate::model::ensure(root)?;

@@ -2,9 +2,10 @@
 //! the same run (same server, database and machine moment) as the users list, so each
 //! can be read as a ratio to it. The bench tenant gets 30 published agents, its admin
 //! 30 conversations, the first holding a chain of 20 messages of about 1 KB, and a
-//! collection of 30 processed documents. Rows are written with `psql` as the app role under the tenant's scope
-//! (row-level security applies as it does to the app): going through the API would
-//! need a model to answer and an embedder to ingest, and neither is what is measured.
+//! collection of 30 processed documents. Rows are written with `psql` as the app role
+//! under the tenant's scope (row-level security applies as it does to the app): going
+//! through the API would need a model to answer and an embedder to ingest, and neither
+//! is what is measured.
 
 use std::net::SocketAddr;
 use std::path::Path;

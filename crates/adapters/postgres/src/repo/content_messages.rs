@@ -145,6 +145,7 @@ fn decoders() -> Decoders<MessageRow> {
     })
 }
 
+/// Message rows as the domain's messages.
 fn to_messages(rows: Vec<MessageRow>) -> Result<Vec<Message>> {
     rows.into_iter()
         .map(|r| Ok(content_mapper::message(r)?))
