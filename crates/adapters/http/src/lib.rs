@@ -19,7 +19,7 @@ pub mod validate;
 pub use auth::{PlatformAuth, TenantAuth};
 pub use metrics::Metrics;
 pub use problem::{ApiError, FieldError, Problem, ProblemType};
-pub use state::{AlwaysReady, AppState, DEFAULT_BODY_LIMIT_BYTES, HttpConfig, Readiness};
+pub use state::{AlwaysReady, AppParts, AppState, DEFAULT_BODY_LIMIT_BYTES, HttpConfig, Readiness};
 
 use axum::Router;
 use axum::extract::{DefaultBodyLimit, MatchedPath, Request};

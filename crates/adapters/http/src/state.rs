@@ -51,9 +51,17 @@ impl Readiness for AlwaysReady {
     }
 }
 
-/// Everything handlers may need, cheap to clone.
+/// Everything handlers may need, cheap to clone: axum clones the state into every
+/// request's handler, so the parts sit behind one `Arc` (one reference count to bump
+/// and drop per request, not one per service). Fields read through `Deref`.
 #[derive(Clone)]
 pub struct AppState {
+    parts: Arc<AppParts>,
+}
+
+/// The services and settings an [`AppState`] shares.
+#[derive(Clone)]
+pub struct AppParts {
     pub tenancy: Arc<TenancyService>,
     pub identity: Arc<IdentityService>,
     pub config: Arc<HttpConfig>,
@@ -69,56 +77,71 @@ pub struct AppState {
     pub files: Option<Arc<FileService>>,
 }
 
+impl std::ops::Deref for AppState {
+    type Target = AppParts;
+
+    fn deref(&self) -> &AppParts {
+        &self.parts
+    }
+}
+
 impl AppState {
     /// Default settings, an empty metrics registry and an always-ready probe.
     #[must_use]
     pub fn new(tenancy: Arc<TenancyService>, identity: Arc<IdentityService>) -> Self {
         Self {
-            tenancy,
-            identity,
-            config: Arc::new(HttpConfig::default()),
-            metrics: Arc::new(Metrics::default()),
-            readiness: Arc::new(AlwaysReady),
-            rag: None,
-            content: None,
-            quota_admin: None,
-            files: None,
+            parts: Arc::new(AppParts {
+                tenancy,
+                identity,
+                config: Arc::new(HttpConfig::default()),
+                metrics: Arc::new(Metrics::default()),
+                readiness: Arc::new(AlwaysReady),
+                rag: None,
+                content: None,
+                quota_admin: None,
+                files: None,
+            }),
         }
+    }
+
+    /// The parts to change while building (copied first if the state is shared).
+    fn parts_mut(&mut self) -> &mut AppParts {
+        Arc::make_mut(&mut self.parts)
     }
 
     #[must_use]
     pub fn with_config(mut self, config: HttpConfig) -> Self {
-        self.config = Arc::new(config);
+        self.parts_mut().config = Arc::new(config);
         self
     }
 
     #[must_use]
     pub fn with_rag(mut self, rag: Arc<RagService>) -> Self {
-        self.rag = Some(rag);
+        self.parts_mut().rag = Some(rag);
         self
     }
 
     #[must_use]
     pub fn with_content(mut self, content: Arc<ContentService>) -> Self {
-        self.content = Some(content);
+        self.parts_mut().content = Some(content);
         self
     }
 
     #[must_use]
     pub fn with_quota_admin(mut self, admin: Arc<QuotaAdministration>) -> Self {
-        self.quota_admin = Some(admin);
+        self.parts_mut().quota_admin = Some(admin);
         self
     }
 
     #[must_use]
     pub fn with_files(mut self, files: Arc<FileService>) -> Self {
-        self.files = Some(files);
+        self.parts_mut().files = Some(files);
         self
     }
 
     #[must_use]
     pub fn with_readiness(mut self, readiness: Arc<dyn Readiness>) -> Self {
-        self.readiness = readiness;
+        self.parts_mut().readiness = readiness;
         self
     }
 }

@@ -10,6 +10,7 @@
 mod content_mapper;
 mod entity;
 mod error;
+mod jsonb;
 mod mapper;
 mod migrate;
 mod pipelined;

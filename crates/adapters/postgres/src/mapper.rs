@@ -10,8 +10,8 @@ use crate::entity::{
 use crate::error::bad_row;
 use anyhow::Context as _;
 use trellis_identity::{
-    ApiKey, ApiKeyRecord, LoginRecord, Membership, OAuthLink, PlatformAdmin, RefreshToken, Tier,
-    User, Username,
+    ApiKey, ApiKeyRecord, LoginRecord, Membership, OAuthLink, PlatformAdmin, Preferences,
+    RefreshToken, Tier, User, Username,
 };
 use trellis_kernel::{
     ApiKeyId, Email, HexColor, HttpUrl, MembershipId, PasswordHash, PlatformAdminId,
@@ -82,7 +82,16 @@ pub(crate) fn llm(row: tenant_llm_config::Model) -> anyhow::Result<LlmConfig> {
     })
 }
 
-pub(crate) fn user(row: user::Model) -> anyhow::Result<User> {
+pub(crate) fn user(mut row: user::Model) -> anyhow::Result<User> {
+    let preferences = serde_json::from_value(row.preferences.take())
+        .with_context(|| bad_row("users", row.id, "preferences"))?;
+    user_with(row, preferences)
+}
+
+/// A user from `row` and its preferences, decoded apart from the row (the reads decode
+/// them from the column's JSON text straight into their type, without a JSON tree in
+/// between); `row.preferences` is not read.
+pub(crate) fn user_with(row: user::Model, preferences: Preferences) -> anyhow::Result<User> {
     let bad = |field| bad_row("users", row.id, field);
     let oauth = match (row.oauth_provider, row.oauth_subject) {
         (Some(provider), Some(subject)) => Some(OAuthLink { provider, subject }),
@@ -107,7 +116,7 @@ pub(crate) fn user(row: user::Model) -> anyhow::Result<User> {
             .with_context(|| bad("avatar_url"))?,
         role: row.role.parse::<Role>().with_context(|| bad("role"))?,
         tier: Tier::parse(&row.tier).with_context(|| bad("tier"))?,
-        preferences: serde_json::from_value(row.preferences).with_context(|| bad("preferences"))?,
+        preferences,
         oauth,
         email_verified: row.email_verified,
         name: row.name,

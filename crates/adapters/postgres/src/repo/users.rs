@@ -3,6 +3,7 @@
 
 use crate::entity::user::{ActiveModel, Column, Entity, Model};
 use crate::error::DomainError as _;
+use crate::jsonb::Jsonb;
 use crate::mapper;
 use crate::store::{PgStore, by_position, finish_page, keyset};
 use crate::txn::Txn;
@@ -14,7 +15,8 @@ use sea_orm::{
     QueryFilter as _, Select, Set,
 };
 use trellis_identity::{
-    IdentityError as E, LoginRecord, NewUser, Result, User, UserFilter, UserPatch, UserRepo,
+    IdentityError as E, LoginRecord, NewUser, Preferences, Result, User, UserFilter, UserPatch,
+    UserRepo,
 };
 use trellis_kernel::{
     Email, Page, PageRequest, PasswordHash, TenantCtx, TenantId, Timestamp, UserId,
@@ -52,7 +54,8 @@ const USER_COLUMNS: [Column; 16] = [
 ];
 
 /// Runs a query of users as a read of its own of [`USER_COLUMNS`]
-/// (`PgStore::read_columns`).
+/// (`PgStore::read_columns`), each row with its preferences decoded apart
+/// ([`mapper::user_with`]).
 ///
 /// By position, because SeaORM's derived `FromQueryResult` looks every column up by
 /// name and formats an error message for every NULL it meets (most optional user fields
@@ -62,36 +65,46 @@ async fn read_users(
     ctx: &TenantCtx,
     select: Select<Entity>,
     what: &'static str,
-) -> Result<Vec<Model>> {
+) -> Result<Vec<(Model, Preferences)>> {
     store
         .read_columns(
             ctx,
             select,
             &USER_COLUMNS,
             // Without the password hash and `deleted_at`, which it does not select.
-            by_position!(|row| Model {
-                tenant_id: row.try_get(0)?,
-                id: row.try_get(1)?,
-                email: row.try_get(2)?,
-                email_verified: row.try_get(3)?,
-                password_hash: None,
-                name: row.try_get(4)?,
-                username: row.try_get(5)?,
-                avatar_url: row.try_get(6)?,
-                role: row.try_get(7)?,
-                tier: row.try_get(8)?,
-                oauth_provider: row.try_get(9)?,
-                oauth_subject: row.try_get(10)?,
-                preferences: row.try_get(11)?,
-                active: row.try_get(12)?,
-                last_login_at: row.try_get(13)?,
-                created_at: row.try_get(14)?,
-                updated_at: row.try_get(15)?,
-                deleted_at: None,
+            by_position!(|row| {
+                let preferences: Jsonb<Preferences> = row.try_get(11)?;
+                let model = Model {
+                    tenant_id: row.try_get(0)?,
+                    id: row.try_get(1)?,
+                    email: row.try_get(2)?,
+                    email_verified: row.try_get(3)?,
+                    password_hash: None,
+                    name: row.try_get(4)?,
+                    username: row.try_get(5)?,
+                    avatar_url: row.try_get(6)?,
+                    role: row.try_get(7)?,
+                    tier: row.try_get(8)?,
+                    oauth_provider: row.try_get(9)?,
+                    oauth_subject: row.try_get(10)?,
+                    // Decoded above, into its type.
+                    preferences: serde_json::Value::Null,
+                    active: row.try_get(12)?,
+                    last_login_at: row.try_get(13)?,
+                    created_at: row.try_get(14)?,
+                    updated_at: row.try_get(15)?,
+                    deleted_at: None,
+                };
+                (model, preferences.0)
             }),
             what,
         )
         .await
+}
+
+/// A user read by [`read_users`].
+fn user_read((row, preferences): (Model, Preferences)) -> anyhow::Result<User> {
+    mapper::user_with(row, preferences)
 }
 
 /// Sets `values` on one live user; `NotFound` when there is none in this tenant.
@@ -160,7 +173,7 @@ impl UserRepo for PgStore {
             .await?
             .pop()
             .ok_or(E::NotFound("user"))?;
-        Ok(mapper::user(row)?)
+        Ok(user_read(row)?)
     }
 
     async fn find_for_login(&self, ctx: &TenantCtx, email: &Email) -> Result<Option<LoginRecord>> {
@@ -193,7 +206,7 @@ impl UserRepo for PgStore {
             select = select.filter(Column::Active.eq(active));
         }
         let rows = read_users(self, ctx, keyset(select, Column::Id, page), "list users").await?;
-        Ok(finish_page(page, rows, |r| r.id, mapper::user)?)
+        Ok(finish_page(page, rows, |(r, _)| r.id, user_read)?)
     }
 
     async fn update(&self, ctx: &TenantCtx, id: UserId, patch: UserPatch) -> Result<User> {
