@@ -99,7 +99,8 @@ impl Email {
         if !domain.contains('.') || domain.split('.').any(bad_label) {
             return bad("the domain is not valid");
         }
-        if s.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        // The domain's labels are letters, digits and hyphens by now.
+        if local.chars().any(|c| c.is_whitespace() || c.is_control()) {
             return bad("must not contain spaces");
         }
         Ok(Self(s))
