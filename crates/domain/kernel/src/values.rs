@@ -29,6 +29,12 @@ macro_rules! string_value {
             pub fn as_str(&self) -> &str {
                 &self.0
             }
+
+            /// The text, without copying it.
+            #[must_use]
+            pub fn into_string(self) -> String {
+                self.0
+            }
         }
 
         impl fmt::Display for $name {

@@ -66,10 +66,10 @@ pub struct UserResponse {
     pub avatar_url: Option<String>,
     /// One of the role names of the permission model, e.g. `tenant_admin`, `user`.
     #[schema(example = "user")]
-    pub role: String,
+    pub role: &'static str,
     /// `free`, `basic`, `pro` or `enterprise`.
     #[schema(example = "free")]
-    pub tier: String,
+    pub tier: &'static str,
     /// The external identity provider the user signs in with, if any.
     pub oauth_provider: Option<String>,
     pub preferences: PreferencesResponse,
@@ -87,13 +87,13 @@ impl From<User> for UserResponse {
         Self {
             id: u.id.as_uuid(),
             tenant_id: u.tenant_id.as_uuid(),
-            email: u.email.as_str().to_owned(),
+            email: u.email.into_string(),
             email_verified: u.email_verified,
             name: u.name,
-            username: u.username.map(|n| n.as_str().to_owned()),
-            avatar_url: u.avatar_url.map(|a| a.as_str().to_owned()),
-            role: u.role.as_str().to_owned(),
-            tier: u.tier.as_str().to_owned(),
+            username: u.username.map(|n| n.into_string()),
+            avatar_url: u.avatar_url.map(|a| a.into_string()),
+            role: u.role.as_str(),
+            tier: u.tier.as_str(),
             oauth_provider: u.oauth.map(|o| o.provider),
             preferences: u.preferences.into(),
             active: u.active,
