@@ -5,15 +5,16 @@ use crate::entity::user::{ActiveModel, Column, Entity, Model};
 use crate::error::DomainError as _;
 use crate::jsonb::Jsonb;
 use crate::mapper;
-use crate::store::{PgStore, by_position, finish_page, keyset};
+use crate::store::{PgStore, by_position, finish_page, keyset, select_columns};
 use crate::txn::Txn;
 use async_trait::async_trait;
-use sea_orm::sea_query::{Expr, SimpleExpr};
+use sea_orm::sea_query::{Expr, SimpleExpr, Value, Values};
 use sea_orm::sqlx::Row as _;
 use sea_orm::{
-    ActiveModelTrait as _, ColumnTrait as _, EntityTrait as _, PaginatorTrait as _,
+    ActiveModelTrait as _, ColumnTrait as _, DbBackend, EntityTrait as _, PaginatorTrait as _,
     QueryFilter as _, Select, Set,
 };
+use std::sync::OnceLock;
 use trellis_identity::{
     IdentityError as E, LoginRecord, NewUser, Preferences, Result, User, UserFilter, UserPatch,
     UserRepo,
@@ -66,10 +67,20 @@ async fn read_users(
     select: Select<Entity>,
     what: &'static str,
 ) -> Result<Vec<(Model, Preferences)>> {
+    read_users_by(store, ctx, select_columns(select, &USER_COLUMNS), what).await
+}
+
+/// [`read_users`] of a statement that selects [`USER_COLUMNS`].
+async fn read_users_by(
+    store: &PgStore,
+    ctx: &TenantCtx,
+    stmt: sea_orm::Statement,
+    what: &'static str,
+) -> Result<Vec<(Model, Preferences)>> {
     store
-        .read_columns(
+        .read_by_position(
             ctx,
-            select,
+            stmt,
             &USER_COLUMNS,
             // Without the password hash and `deleted_at`, which it does not select.
             by_position!(|row| {
@@ -105,6 +116,55 @@ async fn read_users(
 /// A user read by [`read_users`].
 fn user_read((row, preferences): (Model, Preferences)) -> anyhow::Result<User> {
     mapper::user_with(row, preferences)
+}
+
+/// The list's query of live users, as sea-query builds it: filtered by the given
+/// role and active flag, after the cursor, one more than the limit.
+fn list_select(tenant: TenantId, filter: &UserFilter, page: PageRequest) -> sea_orm::Statement {
+    let mut select = live(tenant);
+    if let Some(role) = filter.role {
+        select = select.filter(Column::Role.eq(role.as_str()));
+    }
+    if let Some(active) = filter.active {
+        select = select.filter(Column::Active.eq(active));
+    }
+    select_columns(keyset(select, Column::Id, page), &USER_COLUMNS)
+}
+
+/// The list's SQL for each shape of request (a role filter or not, an active filter or
+/// not, a cursor or not), rendered by [`list_select`] the first time that shape is
+/// asked for. Building and rendering the query on every request was about 5 % of the
+/// list's CPU; only the values differ between requests of one shape.
+static LIST_SQL: [OnceLock<String>; 8] = [const { OnceLock::new() }; 8];
+
+/// [`list_select`]'s statement, with the SQL rendered once per shape and the values
+/// bound in the order it binds them (the tests compare the two for every shape).
+fn list_statement(tenant: TenantId, filter: &UserFilter, page: PageRequest) -> sea_orm::Statement {
+    let after = page.after();
+    let shape = usize::from(filter.role.is_some())
+        | usize::from(filter.active.is_some()) << 1
+        | usize::from(after.is_some()) << 2;
+    let Some(sql) = LIST_SQL.get(shape) else {
+        return list_select(tenant, filter, page);
+    };
+    let sql = sql.get_or_init(|| list_select(tenant, filter, page).sql);
+    let mut values = Vec::with_capacity(5);
+    values.push(Value::from(tenant.as_uuid()));
+    if let Some(role) = filter.role {
+        values.push(Value::from(role.as_str()));
+    }
+    if let Some(active) = filter.active {
+        values.push(Value::from(active));
+    }
+    if let Some(cursor) = after {
+        values.push(Value::from(cursor.id()));
+    }
+    values.push(Value::from(u64::from(page.limit()) + 1));
+    sea_orm::Statement {
+        sql: sql.clone(),
+        values: Some(Values(values)),
+        db_backend: DbBackend::Postgres,
+    }
 }
 
 /// Sets `values` on one live user; `NotFound` when there is none in this tenant.
@@ -198,14 +258,8 @@ impl UserRepo for PgStore {
         filter: &UserFilter,
         page: PageRequest,
     ) -> Result<Page<User>> {
-        let mut select = live(ctx.tenant_id());
-        if let Some(role) = filter.role {
-            select = select.filter(Column::Role.eq(role.as_str()));
-        }
-        if let Some(active) = filter.active {
-            select = select.filter(Column::Active.eq(active));
-        }
-        let rows = read_users(self, ctx, keyset(select, Column::Id, page), "list users").await?;
+        let stmt = list_statement(ctx.tenant_id(), filter, page);
+        let rows = read_users_by(self, ctx, stmt, "list users").await?;
         Ok(finish_page(page, rows, |(r, _)| r.id, user_read)?)
     }
 
@@ -299,5 +353,32 @@ impl UserRepo for PgStore {
             Box::pin(async move { live(tenant).count(txn).await.map_err(E::db("count users")) })
         })
         .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use trellis_kernel::{Cursor, Role};
+
+    #[test]
+    fn the_lists_statement_is_the_one_sea_query_builds_for_every_shape_and_value() {
+        let cursor = Cursor::after(uuid::Uuid::now_v7()).encode();
+        // Each shape twice with other values: the second is served from the kept SQL.
+        for (tenant, role, limit) in [(1_u128, Role::Support, 20), (2, Role::TenantAdmin, 7)] {
+            let tenant = TenantId::from_uuid(uuid::Uuid::from_u128(tenant));
+            for shape in 0..8_u8 {
+                let filter = UserFilter {
+                    role: (shape & 1 != 0).then_some(role),
+                    active: (shape & 2 != 0).then_some(limit == 7),
+                };
+                let cursor = (shape & 4 != 0).then_some(cursor.as_str());
+                let page = PageRequest::new(Some(limit), cursor).unwrap();
+                let kept = list_statement(tenant, &filter, page);
+                let built = list_select(tenant, &filter, page);
+                assert_eq!(kept.sql, built.sql, "shape {shape}");
+                assert_eq!(kept.values, built.values, "shape {shape}");
+            }
+        }
     }
 }
