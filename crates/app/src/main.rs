@@ -2,6 +2,7 @@
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
+use std::io::IsTerminal as _;
 use trellis_app::seed::seed_demo;
 use trellis_app::workers::Workers;
 use trellis_app::{Config, Storage, bootstrap, reindex};
@@ -49,7 +50,11 @@ enum Command {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
+    // Colour only on a terminal: a log file or a collector would get the escape codes as
+    // text (and every request span paid for writing them around its field names).
+    let colour = std::io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none();
     tracing_subscriber::fmt()
+        .with_ansi(colour)
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("TRELLIS_LOG").unwrap_or_else(|_| {
                 tracing_subscriber::EnvFilter::new("info,sqlx=warn,sea_orm=warn")

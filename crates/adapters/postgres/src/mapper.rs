@@ -101,7 +101,7 @@ pub(crate) fn user_with(row: user::Model, preferences: Preferences) -> anyhow::R
     Ok(User {
         id: UserId::from_uuid(row.id),
         tenant_id: TenantId::from_uuid(row.tenant_id),
-        email: Email::parse(&row.email).with_context(|| bad("email"))?,
+        email: Email::parse_owned(row.email).with_context(|| bad("email"))?,
         username: row
             .username
             .as_deref()

@@ -83,6 +83,26 @@ impl Email {
         } else {
             s.to_lowercase()
         };
+        Self::check(&s)?;
+        Ok(Self(s))
+    }
+
+    /// [`Email::parse`] of text the caller owns, kept as it is when it is already in
+    /// normal form (ASCII, lower case, no surrounding space), as stored emails are.
+    ///
+    /// # Errors
+    /// As [`Email::parse`].
+    pub fn parse_owned(s: String) -> Result<Self, InvalidValue> {
+        let normal = s.is_ascii() && !s.bytes().any(|b| b.is_ascii_uppercase()) && s.trim() == s;
+        if !normal {
+            return Self::parse(&s);
+        }
+        Self::check(&s)?;
+        Ok(Self(s))
+    }
+
+    /// Checks an email already trimmed and lower-cased.
+    fn check(s: &str) -> Result<(), InvalidValue> {
         let bad = |why: &str| Err(InvalidValue::new("email", why));
         if s.is_empty() || s.len() > 254 {
             return bad("must be 1 to 254 characters");
@@ -109,7 +129,7 @@ impl Email {
         if local.chars().any(|c| c.is_whitespace() || c.is_control()) {
             return bad("must not contain spaces");
         }
-        Ok(Self(s))
+        Ok(())
     }
 }
 
@@ -214,6 +234,25 @@ mod tests {
             Email::parse("ÅSA@Example.com").unwrap().as_str(),
             "åsa@example.com"
         );
+    }
+
+    #[test]
+    fn owned_emails_parse_as_borrowed_ones_do() {
+        for text in [
+            "ann@example.com",
+            " Ann@Example.COM ",
+            "ÅSA@Example.com",
+            "ann@example",
+            "a b@example.com",
+            "ann@-x.com",
+            "",
+        ] {
+            assert_eq!(
+                Email::parse_owned(text.to_owned()).map(|e| e.into_string()),
+                Email::parse(text).map(|e| e.into_string()),
+                "{text:?}"
+            );
+        }
     }
 
     #[test]
