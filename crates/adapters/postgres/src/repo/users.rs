@@ -55,7 +55,7 @@ const USER_COLUMNS: [Column; 16] = [
 ];
 
 /// Runs a query of users as a read of its own of [`USER_COLUMNS`]
-/// (`PgStore::read_columns`), each row with its preferences decoded apart
+/// (`PgStore::read_by_position`), each row with its preferences decoded apart
 /// ([`mapper::user_with`]).
 ///
 /// By position, because SeaORM's derived `FromQueryResult` looks every column up by
