@@ -196,7 +196,7 @@ pub struct CreateCollectionBody {
     pub description: Option<String>,
     pub agent_id: Option<Uuid>,
     /// `manual`, `upload` (default), `shopify` or `wordpress`.
-    #[schema(pattern = "^(manual|upload|shopify|wordpress)$")]
+    #[schema(value_type = Option<SourceTypeName>)]
     pub source_type: Option<String>,
     pub chunking: Option<ChunkingBody>,
     /// An embedding model id this server runs; default: the server's default model.
@@ -758,10 +758,10 @@ pub async fn document_chunks(
 
 // ----- search ------------------------------------------------------------------------
 
-/// A source type's name, as search filters take it.
+/// A source type's name, as a new collection and search filters take it.
 #[derive(ToSchema)]
 #[schema(rename_all = "lowercase")]
-#[allow(dead_code)] // Describes the document only; filters arrive as strings.
+#[allow(dead_code)] // Describes the document only; the names arrive as strings.
 pub enum SourceTypeName {
     Manual,
     Upload,
