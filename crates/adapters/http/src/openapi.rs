@@ -140,11 +140,18 @@ impl Modify for CommonProblems {
     }
 }
 
-/// Links each operation that creates a resource (a `POST` to a collection answering
-/// 201 with the new resource, whose `id` it carries) to the operations on that
-/// resource: the paths below `…/{id}` with no other path parameter. A client generator
-/// or a fuzzer can then follow a creation to what it made, and the document says which
-/// id goes where.
+/// Links what names a resource to the operations on it, so a client generator or a
+/// fuzzer can follow a response to what it names, and the document says which id goes
+/// where:
+/// - an operation that creates one (a `POST` answering 201 with it) to the operations
+///   on it, with the `id` it answers;
+/// - a list (a `GET` of a collection answering `{"items": [...]}`) to the operations on
+///   its first item.
+///
+/// The operations on a resource are those at its path (`…/{id}`) and below it with no
+/// other path parameter. A resource made below another one (a conversation's file, a
+/// collection's document) lives where a `GET …/{id}` answers with the same schema
+/// (`/v1/files/{id}`, `/v1/rag/documents/{id}`).
 struct ResourceLinks;
 
 impl ResourceLinks {
@@ -162,52 +169,135 @@ impl ResourceLinks {
         .into_iter()
         .filter_map(|(method, operation)| operation.as_ref().map(|o| (method, o)))
     }
+
+    /// The component schema `status` answers `operation` with, as a `$ref`; for a
+    /// schema that extends another (`allOf` starting with a `$ref`), that other one.
+    fn answered(
+        openapi: &utoipa::openapi::OpenApi,
+        operation: &Operation,
+        status: &str,
+    ) -> Option<String> {
+        let RefOr::T(response) = operation.responses.responses.get(status)? else {
+            return None;
+        };
+        let RefOr::T(content) = response.content.get("application/json")? else {
+            return None;
+        };
+        let RefOr::Ref(named) = content.schema.as_ref()? else {
+            return None;
+        };
+        let name = named.ref_location.rsplit('/').next()?;
+        let components = openapi.components.as_ref()?;
+        match components.schemas.get(name) {
+            Some(RefOr::T(utoipa::openapi::schema::Schema::AllOf(all))) => {
+                match all.items.first() {
+                    Some(RefOr::Ref(base)) => Some(base.ref_location.clone()),
+                    _ => Some(named.ref_location.clone()),
+                }
+            }
+            _ => Some(named.ref_location.clone()),
+        }
+    }
+
+    /// Whether `schema` (a `$ref`) is a page of a list: an object with `items`.
+    fn is_page(openapi: &utoipa::openapi::OpenApi, schema: &str) -> bool {
+        let name = schema.rsplit('/').next().unwrap_or_default();
+        openapi
+            .components
+            .as_ref()
+            .and_then(|c| c.schemas.get(name))
+            .is_some_and(|s| {
+                matches!(s, RefOr::T(utoipa::openapi::schema::Schema::Object(o))
+                    if o.properties.contains_key("items"))
+            })
+    }
+
+    /// Links from one response to every operation on the resource at `home`, whose id
+    /// is at `id` (a runtime expression) in that response.
+    fn to_resource(
+        openapi: &utoipa::openapi::OpenApi,
+        home: &str,
+        id: &str,
+    ) -> Vec<(String, utoipa::openapi::link::Link)> {
+        let mut links = Vec::new();
+        for (target, target_item) in &openapi.paths.paths {
+            let below = target == home || target.starts_with(&format!("{home}/"));
+            if !below || target.matches('{').count() != 1 {
+                continue;
+            }
+            for (method, operation) in Self::operations(target_item) {
+                let name = operation
+                    .operation_id
+                    .clone()
+                    .unwrap_or_else(|| format!("{method} {target}"));
+                // A JSON pointer to the operation: operation ids are not unique across
+                // the document (two handlers are called `upload`).
+                let pointer = format!(
+                    "#/paths/{}/{method}",
+                    target.replace('~', "~0").replace('/', "~1")
+                );
+                let link = utoipa::openapi::link::LinkBuilder::new()
+                    .operation_ref(pointer)
+                    .parameter("id", id)
+                    .build();
+                links.push((name, link));
+            }
+        }
+        links
+    }
 }
 
 impl Modify for ResourceLinks {
     fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        // Where each schema's resource is read: the `GET …/{id}` answering with it.
+        let homes: std::collections::HashMap<String, String> = openapi
+            .paths
+            .paths
+            .iter()
+            .filter(|(path, _)| path.ends_with("/{id}") && path.matches('{').count() == 1)
+            .filter_map(|(path, item)| {
+                let schema = Self::answered(openapi, item.get.as_ref()?, "200")?;
+                Some((schema, path.clone()))
+            })
+            .collect();
+        // (path, method, status, link name, link)
         let mut links = Vec::new();
         for (path, item) in &openapi.paths.paths {
-            let creates = item
-                .post
-                .as_ref()
-                .is_some_and(|post| post.responses.responses.contains_key("201"));
-            if !creates || path.contains('{') {
-                continue;
-            }
-            let item_path = format!("{path}/{{id}}");
-            for (target, target_item) in &openapi.paths.paths {
-                let below = target == &item_path || target.starts_with(&format!("{item_path}/"));
-                if !below || target.matches('{').count() != 1 {
-                    continue;
+            if let Some(post) = &item.post
+                && post.responses.responses.contains_key("201")
+            {
+                let home = if path.contains('{') {
+                    Self::answered(openapi, post, "201").and_then(|s| homes.get(&s).cloned())
+                } else {
+                    Some(format!("{path}/{{id}}"))
+                };
+                for (name, link) in home
+                    .map(|home| Self::to_resource(openapi, &home, "$response.body#/id"))
+                    .unwrap_or_default()
+                {
+                    links.push((path.clone(), "post", "201", name, link));
                 }
-                for (method, operation) in Self::operations(target_item) {
-                    let name = operation
-                        .operation_id
-                        .clone()
-                        .unwrap_or_else(|| format!("{method} {target}"));
-                    // A JSON pointer to the operation: operation ids are not unique
-                    // across the document (two handlers are called `upload`).
-                    let pointer = format!(
-                        "#/paths/{}/{method}",
-                        target.replace('~', "~0").replace('/', "~1")
-                    );
-                    let link = utoipa::openapi::link::LinkBuilder::new()
-                        .operation_ref(pointer)
-                        .parameter("id", "$response.body#/id")
-                        .build();
-                    links.push((path.clone(), name, link));
+            }
+            if let Some(get) = &item.get
+                && !path.contains('{')
+                && Self::answered(openapi, get, "200").is_some_and(|s| Self::is_page(openapi, &s))
+            {
+                let home = format!("{path}/{{id}}");
+                for (name, link) in Self::to_resource(openapi, &home, "$response.body#/items/0/id")
+                {
+                    links.push((path.clone(), "get", "200", name, link));
                 }
             }
         }
-        for (path, name, link) in links {
-            let created = openapi
-                .paths
-                .paths
-                .get_mut(&path)
-                .and_then(|item| item.post.as_mut())
-                .and_then(|post| post.responses.responses.get_mut("201"));
-            if let Some(RefOr::T(response)) = created {
+        for (path, method, status, name, link) in links {
+            let item = openapi.paths.paths.get_mut(&path);
+            let operation = item.and_then(|item| match method {
+                "post" => item.post.as_mut(),
+                _ => item.get.as_mut(),
+            });
+            if let Some(RefOr::T(response)) =
+                operation.and_then(|o| o.responses.responses.get_mut(status))
+            {
                 response.links.insert(name, RefOr::T(link));
             }
         }
@@ -340,7 +430,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn creating_a_resource_links_to_the_operations_on_it_and_every_link_resolves() {
+    fn creating_or_listing_a_resource_links_to_the_operations_on_it_and_every_link_resolves() {
         let doc = serde_json::to_value(openapi()).unwrap();
         let links = &doc["paths"]["/v1/conversations"]["post"]["responses"]["201"]["links"];
         let tree = &links["message_tree"];
@@ -358,6 +448,30 @@ mod tests {
         assert!(
             doc["paths"]["/v1/tenants"]["post"]["responses"]["201"]["links"]["put_quota"]
                 .is_object()
+        );
+        // Made below another resource, read at its own path: a conversation's file.
+        let file = &doc["paths"]["/v1/conversations/{id}/files"]["post"]["responses"]["201"]["links"]
+            ["get_file"];
+        assert_eq!(file["operationRef"], "#/paths/~1v1~1files~1{id}/get");
+        assert_eq!(file["parameters"]["id"], "$response.body#/id");
+        // An upload answers a document (its schema extends the document's).
+        assert!(
+            doc["paths"]["/v1/rag/collections/{id}/documents"]["post"]["responses"]["201"]["links"]
+                ["document_chunks"]
+                .is_object()
+        );
+        // A list links to the operations on its first item.
+        let first = &doc["paths"]["/v1/rag/documents"]["get"]["responses"]["200"]["links"]["reindex_document"];
+        assert_eq!(
+            first["operationRef"],
+            "#/paths/~1v1~1rag~1documents~1{id}~1reindex/post"
+        );
+        assert_eq!(first["parameters"]["id"], "$response.body#/items/0/id");
+        // Not a list of items: the model catalogue.
+        assert!(
+            doc["paths"]["/v1/models"]["get"]["responses"]["200"]
+                .get("links")
+                .is_none()
         );
 
         let mut count = 0;
@@ -382,7 +496,7 @@ mod tests {
                 }
             }
         }
-        assert!(count >= 30, "only {count} links");
+        assert!(count >= 80, "only {count} links");
     }
 
     #[test]

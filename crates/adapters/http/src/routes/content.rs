@@ -799,6 +799,7 @@ pub async fn edit_message(
     responses((status = 200, description = "text/event-stream of answer events", content_type = "text/event-stream"),
               (status = 404, body = Problem, content_type = "application/problem+json"),
               (status = 409, description = "The conversation is archived or full", body = Problem, content_type = "application/problem+json"),
+              (status = 422, description = "The conversation's model is no longer available to the tenant", body = Problem, content_type = "application/problem+json"),
               (status = 429, body = Problem, content_type = "application/problem+json")),
     security(("bearer" = []), ("api_key" = [])))]
 pub async fn regenerate(

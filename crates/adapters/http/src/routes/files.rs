@@ -184,7 +184,8 @@ fn disposition(filename: &str) -> HeaderValue {
 
 /// The file's bytes, as the sniffed type, to be saved rather than shown.
 #[utoipa::path(get, path = "/v1/files/{id}/content", tag = "chat", params(("id" = Uuid, Path)),
-    responses((status = 200, description = "The file's bytes", content_type = "application/octet-stream"),
+    responses((status = 200, description = "The file's bytes, as the media type it was stored with (its `mime_type`; \
+                `application/octet-stream` when that is not a valid header value)", content_type = "*/*"),
               (status = 404, body = Problem, content_type = "application/problem+json")),
     security(("bearer" = []), ("api_key" = [])))]
 pub async fn download(
