@@ -11,7 +11,7 @@ use crate::rag::{HANDBOOK, collection, search};
 use serde_json::{Value, json};
 use trellis_tests::{TestApp, problem, spawn_app_with, spawn_ingesting_app_with};
 
-async fn attach(
+pub(crate) async fn attach(
     app: &TestApp,
     token: &str,
     conv: &str,
