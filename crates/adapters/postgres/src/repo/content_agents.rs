@@ -5,6 +5,7 @@
 //! cannot both win. Reads bring the tool ids along in the same query.
 
 use super::content_common::db;
+use super::kept_sql::{Bound, KeptSql};
 use super::to_json;
 use crate::content_mapper;
 use crate::entity::agent::{self, ActiveModel, AgentRow, Column, Entity, TOOL_IDS};
@@ -139,15 +140,59 @@ async fn read_agents(
     select: Select<Entity>,
     what: &'static str,
 ) -> Result<Vec<AgentRow>> {
+    read_agents_by(store, ctx, select.build(DbBackend::Postgres), what).await
+}
+
+/// [`read_agents`] of a statement that selects what [`read_select`] does.
+async fn read_agents_by(
+    store: &PgStore,
+    ctx: &TenantCtx,
+    stmt: sea_orm::Statement,
+    what: &'static str,
+) -> Result<Vec<AgentRow>> {
     store
-        .read_by_position::<_, ContentError, _>(
-            ctx,
-            select.build(DbBackend::Postgres),
-            &AGENT_READ,
-            decoders(),
-            what,
-        )
+        .read_by_position::<_, ContentError, _>(ctx, stmt, &AGENT_READ, decoders(), what)
         .await
+}
+
+/// The list's query as sea-query builds it: filtered by the published flag, the role
+/// that may use an agent and a tool it uses, after the cursor, one more than the limit.
+fn list_select(tenant: TenantId, filter: &AgentFilter, page: PageRequest) -> sea_orm::Statement {
+    let mut select = read_select(tenant);
+    if let Some(published) = filter.published {
+        select = select.filter(Column::Published.eq(published));
+    }
+    if let Some(role) = filter.usable_by_role {
+        // The role as text, not as a JSON value: a read binding only ids, text,
+        // flags and numbers can be pipelined.
+        select = select.filter(Expr::cust_with_values(
+            r#"("agents"."allowed_roles" = '[]'::jsonb OR "agents"."allowed_roles" @> jsonb_build_array($1::text))"#,
+            [role.as_str()],
+        ));
+    }
+    if let Some(tool) = filter.uses_tool {
+        select = select.filter(Expr::cust_with_values(
+            r#"EXISTS (SELECT 1 FROM agent_tools t
+                WHERE t.tenant_id = "agents"."tenant_id" AND t.agent_id = "agents"."id"
+                  AND t.tool_id = $1)"#,
+            [tool.as_uuid()],
+        ));
+    }
+    keyset(select, Column::Id, page).build(DbBackend::Postgres)
+}
+
+/// The list's SQL for each shape of request: each of the three filters or not, a
+/// cursor or not.
+static LIST_SQL: KeptSql<16> = KeptSql::new();
+
+/// [`list_select`]'s statement, with the SQL rendered once per shape.
+fn list_statement(tenant: TenantId, filter: &AgentFilter, page: PageRequest) -> sea_orm::Statement {
+    let bound = Bound::tenant(tenant.as_uuid())
+        .optional(filter.published)
+        .optional(filter.usable_by_role.map(|role| role.as_str()))
+        .optional(filter.uses_tool.map(|tool| tool.as_uuid()))
+        .page(page);
+    LIST_SQL.statement(bound, || list_select(tenant, filter, page))
 }
 
 /// The one agent a [`read_select`] query narrowed to a key finds, if any.
@@ -309,27 +354,8 @@ impl AgentRepo for PgStore {
         filter: &AgentFilter,
         page: PageRequest,
     ) -> Result<Page<Agent>> {
-        let mut select = read_select(ctx.tenant_id());
-        if let Some(published) = filter.published {
-            select = select.filter(Column::Published.eq(published));
-        }
-        if let Some(role) = filter.usable_by_role {
-            // The role as text, not as a JSON value: a read binding only ids, text,
-            // flags and numbers can be pipelined.
-            select = select.filter(Expr::cust_with_values(
-                r#"("agents"."allowed_roles" = '[]'::jsonb OR "agents"."allowed_roles" @> jsonb_build_array($1::text))"#,
-                [role.as_str()],
-            ));
-        }
-        if let Some(tool) = filter.uses_tool {
-            select = select.filter(Expr::cust_with_values(
-                r#"EXISTS (SELECT 1 FROM agent_tools t
-                    WHERE t.tenant_id = "agents"."tenant_id" AND t.agent_id = "agents"."id"
-                      AND t.tool_id = $1)"#,
-                [tool.as_uuid()],
-            ));
-        }
-        let rows = read_agents(self, ctx, keyset(select, Column::Id, page), "list agents").await?;
+        let stmt = list_statement(ctx.tenant_id(), filter, page);
+        let rows = read_agents_by(self, ctx, stmt, "list agents").await?;
         Ok(finish_page(
             page,
             rows,
@@ -433,5 +459,34 @@ impl AgentRepo for PgStore {
             })
         })
         .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::repo::kept_sql::tests::pages;
+    use trellis_content::ToolId;
+    use trellis_kernel::Role;
+
+    #[test]
+    fn the_lists_statement_is_the_one_sea_query_builds_for_every_shape_and_value() {
+        // Each shape twice with other values: the second is served from the kept SQL.
+        for (tenant, role) in [(1_u128, Role::Client), (2, Role::Support)] {
+            let tenant = TenantId::from_uuid(uuid::Uuid::from_u128(tenant));
+            for shape in 0..16_u8 {
+                let filter = AgentFilter {
+                    published: (shape & 1 != 0).then_some(role == Role::Client),
+                    usable_by_role: (shape & 2 != 0).then_some(role),
+                    uses_tool: (shape & 4 != 0).then(|| ToolId::from_uuid(uuid::Uuid::now_v7())),
+                };
+                for page in pages(shape & 8 != 0) {
+                    let kept = list_statement(tenant, &filter, page);
+                    let built = list_select(tenant, &filter, page);
+                    assert_eq!(kept.sql, built.sql, "shape {shape}");
+                    assert_eq!(kept.values, built.values, "shape {shape}");
+                }
+            }
+        }
     }
 }

@@ -3,6 +3,7 @@
 //! files, in the same statement.
 
 use super::content_common::db;
+use super::kept_sql::{Bound, KeptSql};
 use super::{content_agents, content_messages};
 use crate::content_mapper;
 use crate::entity::conversation::{ActiveModel, Column, Entity, Model};
@@ -85,9 +86,71 @@ async fn read_conversations(
     select: Select<Entity>,
     what: &'static str,
 ) -> Result<Vec<Model>> {
+    read_conversations_by(
+        store,
+        ctx,
+        select_columns(select, &CONVERSATION_COLUMNS),
+        what,
+    )
+    .await
+}
+
+/// [`read_conversations`] of a statement that selects [`CONVERSATION_COLUMNS`].
+async fn read_conversations_by(
+    store: &PgStore,
+    ctx: &TenantCtx,
+    stmt: sea_orm::Statement,
+    what: &'static str,
+) -> Result<Vec<Model>> {
     store
-        .read_columns(ctx, select, &CONVERSATION_COLUMNS, decoders(), what)
+        .read_by_position(ctx, stmt, &CONVERSATION_COLUMNS, decoders(), what)
         .await
+}
+
+/// The list's query as sea-query builds it: filtered by the given owner, archived
+/// flag, agent and title, after the cursor, one more than the limit.
+fn list_select(
+    tenant: TenantId,
+    filter: &ConversationFilter,
+    page: PageRequest,
+) -> sea_orm::Statement {
+    let mut select = Entity::find().filter(Column::TenantId.eq(tenant.as_uuid()));
+    if let Some(owner) = filter.owner {
+        select = select.filter(Column::OwnerId.eq(owner.as_uuid()));
+    }
+    if let Some(archived) = filter.archived {
+        select = select.filter(Column::Archived.eq(archived));
+    }
+    if let Some(agent) = filter.agent {
+        select = select.filter(Column::AgentId.eq(agent.as_uuid()));
+    }
+    if let Some(needle) = &filter.title_contains {
+        // strpos rather than ILIKE: no wildcard in the needle to escape.
+        select = select.filter(Expr::cust_with_values(
+            r#"strpos(lower("conversations"."title"), lower($1)) > 0"#,
+            [needle.clone()],
+        ));
+    }
+    select_columns(keyset(select, Column::Id, page), &CONVERSATION_COLUMNS)
+}
+
+/// The list's SQL for each shape of request: each of the four filters or not, a
+/// cursor or not.
+static LIST_SQL: KeptSql<32> = KeptSql::new();
+
+/// [`list_select`]'s statement, with the SQL rendered once per shape.
+fn list_statement(
+    tenant: TenantId,
+    filter: &ConversationFilter,
+    page: PageRequest,
+) -> sea_orm::Statement {
+    let bound = Bound::tenant(tenant.as_uuid())
+        .optional(filter.owner.map(|o| o.as_uuid()))
+        .optional(filter.archived)
+        .optional(filter.agent.map(|a| a.as_uuid()))
+        .optional(filter.title_contains.clone())
+        .page(page);
+    LIST_SQL.statement(bound, || list_select(tenant, filter, page))
 }
 
 #[async_trait]
@@ -182,30 +245,8 @@ impl ConversationRepo for PgStore {
         filter: &ConversationFilter,
         page: PageRequest,
     ) -> Result<Page<Conversation>> {
-        let mut select = Entity::find().filter(Column::TenantId.eq(ctx.tenant_id().as_uuid()));
-        if let Some(owner) = filter.owner {
-            select = select.filter(Column::OwnerId.eq(owner.as_uuid()));
-        }
-        if let Some(archived) = filter.archived {
-            select = select.filter(Column::Archived.eq(archived));
-        }
-        if let Some(agent) = filter.agent {
-            select = select.filter(Column::AgentId.eq(agent.as_uuid()));
-        }
-        if let Some(needle) = &filter.title_contains {
-            // strpos rather than ILIKE: no wildcard in the needle to escape.
-            select = select.filter(Expr::cust_with_values(
-                r#"strpos(lower("conversations"."title"), lower($1)) > 0"#,
-                [needle.clone()],
-            ));
-        }
-        let rows = read_conversations(
-            self,
-            ctx,
-            keyset(select, Column::Id, page),
-            "list conversations",
-        )
-        .await?;
+        let stmt = list_statement(ctx.tenant_id(), filter, page);
+        let rows = read_conversations_by(self, ctx, stmt, "list conversations").await?;
         Ok(finish_page(
             page,
             rows,
@@ -274,5 +315,35 @@ impl ConversationRepo for PgStore {
             })
         })
         .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::repo::kept_sql::tests::pages;
+    use trellis_content::AgentId;
+    use trellis_kernel::UserId;
+
+    #[test]
+    fn the_lists_statement_is_the_one_sea_query_builds_for_every_shape_and_value() {
+        // Each shape twice with other values: the second is served from the kept SQL.
+        for (tenant, title) in [(1_u128, "Plans"), (2, "q3 budget")] {
+            let tenant = TenantId::from_uuid(uuid::Uuid::from_u128(tenant));
+            for shape in 0..32_u8 {
+                let filter = ConversationFilter {
+                    owner: (shape & 1 != 0).then(|| UserId::from_uuid(uuid::Uuid::now_v7())),
+                    archived: (shape & 2 != 0).then_some(title == "Plans"),
+                    agent: (shape & 4 != 0).then(|| AgentId::from_uuid(uuid::Uuid::now_v7())),
+                    title_contains: (shape & 8 != 0).then(|| title.to_owned()),
+                };
+                for page in pages(shape & 16 != 0) {
+                    let kept = list_statement(tenant, &filter, page);
+                    let built = list_select(tenant, &filter, page);
+                    assert_eq!(kept.sql, built.sql, "shape {shape}");
+                    assert_eq!(kept.values, built.values, "shape {shape}");
+                }
+            }
+        }
     }
 }

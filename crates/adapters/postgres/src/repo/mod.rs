@@ -13,6 +13,7 @@ mod content_memories;
 mod content_messages;
 mod content_tools;
 mod content_usage;
+mod kept_sql;
 mod memberships;
 mod notice_cache;
 mod platform_admins;

@@ -3,10 +3,11 @@
 //! same bytes can be in a collection once (`documents_checksum_key`), and deleting a
 //! document cascades to its chunks in the same statement.
 
+use super::kept_sql::{Bound, KeptSql};
 use super::rag_common::db;
 use crate::entity::document::{ActiveModel, Column, Entity, Model};
 use crate::rag_mapper;
-use crate::store::{PgStore, by_position, finish_page, keyset};
+use crate::store::{PgStore, by_position, finish_page, keyset, select_columns};
 use anyhow::Context as _;
 use async_trait::async_trait;
 use sea_orm::sea_query::{Expr, SimpleExpr};
@@ -14,7 +15,7 @@ use sea_orm::sqlx::Row as _;
 use sea_orm::{
     ActiveModelTrait as _, ColumnTrait as _, EntityTrait as _, QueryFilter as _, Select, Set,
 };
-use trellis_kernel::{Page, PageRequest, TenantCtx};
+use trellis_kernel::{Page, PageRequest, TenantCtx, TenantId};
 use trellis_rag::index::CollectionId;
 use trellis_rag::{
     Document, DocumentFilter, DocumentId, DocumentRepo, DocumentStatus, NewDocument, RagError,
@@ -53,10 +54,20 @@ async fn read_documents(
     select: Select<Entity>,
     what: &'static str,
 ) -> Result<Vec<Model>> {
+    read_documents_by(store, ctx, select_columns(select, &DOCUMENT_COLUMNS), what).await
+}
+
+/// [`read_documents`] of a statement that selects [`DOCUMENT_COLUMNS`].
+async fn read_documents_by(
+    store: &PgStore,
+    ctx: &TenantCtx,
+    stmt: sea_orm::Statement,
+    what: &'static str,
+) -> Result<Vec<Model>> {
     store
-        .read_columns(
+        .read_by_position(
             ctx,
-            select,
+            stmt,
             &DOCUMENT_COLUMNS,
             by_position!(|row| Model {
                 tenant_id: row.try_get(0)?,
@@ -82,6 +93,36 @@ async fn read_documents(
             what,
         )
         .await
+}
+
+/// The list's query as sea-query builds it: filtered by the given collection and
+/// status, after the cursor, one more than the limit.
+fn list_select(tenant: TenantId, filter: &DocumentFilter, page: PageRequest) -> sea_orm::Statement {
+    let mut select = Entity::find().filter(Column::TenantId.eq(tenant.as_uuid()));
+    if let Some(collection) = filter.collection {
+        select = select.filter(Column::CollectionId.eq(collection.as_uuid()));
+    }
+    if let Some(status) = filter.status {
+        select = select.filter(Column::Status.eq(status.as_str()));
+    }
+    select_columns(keyset(select, Column::Id, page), &DOCUMENT_COLUMNS)
+}
+
+/// The list's SQL for each shape of request: a collection filter or not, a status
+/// filter or not, a cursor or not.
+static LIST_SQL: KeptSql<8> = KeptSql::new();
+
+/// [`list_select`]'s statement, with the SQL rendered once per shape.
+fn list_statement(
+    tenant: TenantId,
+    filter: &DocumentFilter,
+    page: PageRequest,
+) -> sea_orm::Statement {
+    let bound = Bound::tenant(tenant.as_uuid())
+        .optional(filter.collection.map(|c| c.as_uuid()))
+        .optional(filter.status.map(|s| s.as_str()))
+        .page(page);
+    LIST_SQL.statement(bound, || list_select(tenant, filter, page))
 }
 
 #[async_trait]
@@ -159,20 +200,8 @@ impl DocumentRepo for PgStore {
         filter: &DocumentFilter,
         page: PageRequest,
     ) -> Result<Page<Document>> {
-        let mut select = Entity::find().filter(Column::TenantId.eq(ctx.tenant_id().as_uuid()));
-        if let Some(collection) = filter.collection {
-            select = select.filter(Column::CollectionId.eq(collection.as_uuid()));
-        }
-        if let Some(status) = filter.status {
-            select = select.filter(Column::Status.eq(status.as_str()));
-        }
-        let rows = read_documents(
-            self,
-            ctx,
-            keyset(select, Column::Id, page),
-            "list documents",
-        )
-        .await?;
+        let stmt = list_statement(ctx.tenant_id(), filter, page);
+        let rows = read_documents_by(self, ctx, stmt, "list documents").await?;
         Ok(finish_page(page, rows, |r| r.id, rag_mapper::document)?)
     }
 
@@ -234,5 +263,34 @@ impl DocumentRepo for PgStore {
             })
         })
         .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::repo::kept_sql::tests::pages;
+
+    #[test]
+    fn the_lists_statement_is_the_one_sea_query_builds_for_every_shape_and_value() {
+        // Each shape twice with other values: the second is served from the kept SQL.
+        for (tenant, status) in [
+            (1_u128, DocumentStatus::Processed),
+            (2, DocumentStatus::Error),
+        ] {
+            let tenant = TenantId::from_uuid(uuid::Uuid::from_u128(tenant));
+            for shape in 0..8_u8 {
+                let filter = DocumentFilter {
+                    collection: (shape & 1 != 0).then(CollectionId::new),
+                    status: (shape & 2 != 0).then_some(status),
+                };
+                for page in pages(shape & 4 != 0) {
+                    let kept = list_statement(tenant, &filter, page);
+                    let built = list_select(tenant, &filter, page);
+                    assert_eq!(kept.sql, built.sql, "shape {shape}");
+                    assert_eq!(kept.values, built.values, "shape {shape}");
+                }
+            }
+        }
     }
 }
