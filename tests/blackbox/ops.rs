@@ -1,7 +1,9 @@
 //! Operational endpoints: health, readiness, metrics, OpenAPI, request ids.
 
 use serde_json::{Value, json};
-use trellis_tests::{TestApp, TestTenant, problem, spawn_app, spawn_app_with, unique};
+use trellis_tests::{
+    TestApp, TestTenant, problem, spawn_app, spawn_app_with, spawn_ingesting_app_with, unique,
+};
 
 #[tokio::test]
 async fn health_and_readiness_answer_ok_with_a_live_database() {
@@ -64,7 +66,11 @@ const SPEC_FUZZ_SEED: &str = "20261204";
 #[tokio::test]
 async fn requests_generated_from_the_openapi_document_get_no_server_error_and_only_documented_answers()
  {
-    let app = crate::content::app().await;
+    // With the ingestion workers, so that the documents it uploads and reindexes are
+    // processed (and their chunks listed) rather than left queued in the shared
+    // database for other tests' queues to step over.
+    let llm = crate::content::fake_llm().await;
+    let app = spawn_ingesting_app_with(|c| c.llm_base_url = Some(llm)).await;
     let t = app.tenant().await;
     let seeded = seed_fuzz_tenant(&app, &t).await;
     let stdout = fuzz_spec(&app, &t.admin_token, &seeded.config(), &[]).await;

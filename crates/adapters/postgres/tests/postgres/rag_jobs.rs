@@ -72,11 +72,19 @@ impl Queue {
 
     /// The next of this test's jobs that is due. Foreign jobs claimed on the way stay
     /// leased until the search ends (so the search can get past them), then go back.
+    /// A foreign job claimed a second time means the search went round the whole
+    /// queue: with many foreign jobs (other tests', or a spec fuzz's that no worker
+    /// ran) the first leases expire before the last job is reached, and the queue
+    /// never answers "none".
     async fn claim(&mut self, lease: Duration) -> Option<ClaimedJob> {
-        let mut foreign = Vec::new();
+        let mut foreign: Vec<ClaimedJob> = Vec::new();
         let mine = loop {
             match self.store.claim(lease).await.unwrap() {
                 Some(job) if self.mine.contains(&job.id) => break Some(job),
+                Some(job) if foreign.iter().any(|f| f.id == job.id) => {
+                    foreign.push(job);
+                    break None;
+                }
                 Some(job) => foreign.push(job),
                 None => break None,
             }
@@ -85,14 +93,15 @@ impl Queue {
         mine
     }
 
-    /// Undoes claims of foreign jobs: queued again, attempt count as before.
+    /// Undoes claims of foreign jobs: queued again, attempt count as before. Latest
+    /// first, so a job claimed twice is counted back down through both claims.
     async fn put_back(&self, jobs: &[ClaimedJob]) {
-        for job in jobs {
+        for job in jobs.iter().rev() {
             self.worker_sql(
                 &format!(
                     "UPDATE jobs SET status = 'queued', lease_until = NULL,
                             attempts = attempts - 1
-                      WHERE id = $1 AND status = 'running' AND attempts = {}",
+                      WHERE id = $1 AND status IN ('running', 'queued') AND attempts = {}",
                     job.attempt
                 ),
                 job.id,
