@@ -223,6 +223,15 @@ async fn postgres_stores(config: &Config, url: &str) -> anyhow::Result<Stores> {
     if !config.db_pipelined_reads {
         store = store.without_pipelined_reads();
     }
+    if let Some(max) = config.db_pipelined_connections {
+        store = store.with_pipelined_connections(max);
+    }
+    if let Some(connections) = store.pipelined_connections() {
+        tracing::info!(
+            connections,
+            "hot reads are pipelined, sharing at most this many connections"
+        );
+    }
     let readiness: Arc<dyn Readiness> = Arc::new(PgReadiness(store.clone()));
     let default_dir = BlobSetting::Dir(std::path::PathBuf::from(".trellis/blobs"));
     let blobs = blob_store(config.rag.blobs.as_ref().unwrap_or(&default_dir))?;

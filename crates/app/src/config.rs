@@ -23,9 +23,12 @@ pub struct Config {
     /// The owner role for migrations; defaults to `database_url`.
     pub migration_database_url: Option<String>,
     pub db_max_connections: u32,
-    /// Whether hot reads may go over a second, pipelining pool of at most
-    /// `db_max_connections` (where no TLS would be lost; see `PgStore::connect`).
+    /// Whether hot reads may go over a second, pipelining pool (where no TLS would be
+    /// lost; see `PgStore::connect`).
     pub db_pipelined_reads: bool,
+    /// The most connections that pool opens; `None`: twice the cores, at most
+    /// `db_max_connections` (`PgStore::with_pipelined_connections`).
+    pub db_pipelined_connections: Option<usize>,
     /// Users kept in process by the Postgres adapter (`PgCachedUsers`); 0: none.
     pub user_cache_max: usize,
     /// Knowledge collections kept in process (`PgCachedCollections`); 0: none.
@@ -169,6 +172,7 @@ impl std::fmt::Debug for Config {
             .field("database", &self.database_url.as_ref().map(|_| "<set>"))
             .field("db_max_connections", &self.db_max_connections)
             .field("db_pipelined_reads", &self.db_pipelined_reads)
+            .field("db_pipelined_connections", &self.db_pipelined_connections)
             .field("body_limit_bytes", &self.body_limit_bytes)
             .finish_non_exhaustive()
     }
@@ -182,6 +186,7 @@ impl Default for Config {
             migration_database_url: None,
             db_max_connections: 16,
             db_pipelined_reads: true,
+            db_pipelined_connections: None,
             user_cache_max: trellis_postgres::DEFAULT_MAX_CACHED_USERS,
             collection_cache_max: trellis_postgres::DEFAULT_MAX_CACHED_COLLECTIONS,
             tenant_cache_max: trellis_postgres::DEFAULT_MAX_CACHED_TENANTS,
@@ -217,6 +222,15 @@ where
             .parse()
             .map_err(|e| anyhow::anyhow!("{name}={v:?} is not valid: {e}")),
     }
+}
+
+/// A count of at least one, read from the variable `name`.
+fn positive(name: &str, value: &str) -> anyhow::Result<usize> {
+    value
+        .trim()
+        .parse::<std::num::NonZeroUsize>()
+        .map(std::num::NonZeroUsize::get)
+        .map_err(|_| anyhow::anyhow!("{name}={value:?} is not valid: a whole number of at least 1"))
 }
 
 /// An allowlist of LLM endpoint origins; a bad entry stops start-up, naming `name`.
@@ -260,6 +274,9 @@ impl Config {
         if body_limit_bytes < 1024 {
             bail!("TRELLIS_BODY_LIMIT_BYTES must be at least 1024");
         }
+        let db_pipelined_connections = var("TRELLIS_DB_PIPELINED_CONNECTIONS")
+            .map(|v| positive("TRELLIS_DB_PIPELINED_CONNECTIONS", &v))
+            .transpose()?;
         let max_conversation_messages = parsed(
             "TRELLIS_MAX_CONVERSATION_MESSAGES",
             d.max_conversation_messages,
@@ -275,6 +292,7 @@ impl Config {
             migration_database_url: var("TRELLIS_MIGRATION_DATABASE_URL"),
             db_max_connections: parsed("TRELLIS_DB_MAX_CONNECTIONS", d.db_max_connections)?,
             db_pipelined_reads: parsed("TRELLIS_DB_PIPELINED_READS", d.db_pipelined_reads)?,
+            db_pipelined_connections,
             user_cache_max: parsed("TRELLIS_USER_CACHE_MAX", d.user_cache_max)?,
             collection_cache_max: parsed("TRELLIS_COLLECTION_CACHE_MAX", d.collection_cache_max)?,
             tenant_cache_max: parsed("TRELLIS_TENANT_CACHE_MAX", d.tenant_cache_max)?,
@@ -332,6 +350,18 @@ mod tests {
         );
         let err = parse_key_list("TRELLIS_ENCRYPTION_RETIRED_KEYS", "nocolon").unwrap_err();
         assert!(err.to_string().contains("TRELLIS_ENCRYPTION_RETIRED_KEYS"));
+    }
+
+    #[test]
+    fn a_connection_count_must_be_a_whole_number_of_at_least_one() {
+        assert_eq!(positive("X", " 4 ").unwrap(), 4);
+        for bad in ["0", "-1", "two", "1.5"] {
+            let err = positive("TRELLIS_DB_PIPELINED_CONNECTIONS", bad)
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains("TRELLIS_DB_PIPELINED_CONNECTIONS"), "{err}");
+            assert!(err.contains("at least 1"), "{err}");
+        }
     }
 
     #[test]

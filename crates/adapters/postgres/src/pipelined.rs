@@ -19,18 +19,30 @@
 //! the statements' rows are thrown away with it.
 //!
 //! These connections are a second, small pool beside sqlx's, made as load needs them,
-//! at most as many as sqlx's. They carry no TLS: the pool is only made where no TLS
-//! would be lost ([`PipelinedReads::for_url`]), and where it reaches the same role and
-//! database as sqlx's over a session without TLS ([`PipelinedReads::verify`]);
-//! elsewhere reads take the sqlx path.
+//! and shared: a read takes an idle connection, or opens one while there are fewer
+//! than the most ([`PipelinedReads::for_url`]; by default twice the cores, see
+//! `PgStore::with_pipelined_connections`), or else queues behind the reads on the
+//! least busy one. Each read's requests are queued together, under a lock held for
+//! no more than the first poll that queues them, so another read's requests never
+//! land inside its transaction, and each ends in its own `ROLLBACK` before the next
+//! read's opening. Sharing is what makes them cheap under load: a backend that finds
+//! the next read waiting in its socket runs it without sleeping and being woken
+//! again, and the server reads several answers per wake-up; on the API bench the
+//! list spent 0.8× the server CPU and 0.75× Postgres's CPU per request
+//! (`docs/benchmarks.md`). No read waits for a connection to be free.
+//!
+//! They carry no TLS: the pool is only made where no TLS would be lost
+//! ([`PipelinedReads::for_url`]), and where it reaches the same role and database as
+//! sqlx's over a session without TLS ([`PipelinedReads::verify`]); elsewhere reads take
+//! the sqlx path.
 
 use crate::txn::{Access, Scope, opening_sql};
 use anyhow::Context as _;
 use sea_orm::sea_query::Value;
 use std::collections::HashMap;
 use std::net::IpAddr;
-use std::sync::Mutex;
-use tokio::sync::Semaphore;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use tokio_postgres::config::{Host, SslMode};
 use tokio_postgres::types::ToSql;
 use tokio_postgres::{Client, Config, NoTls, Row, Statement};
@@ -46,23 +58,31 @@ const MAX_READS: usize = 4;
 /// How long making a connection may take (the main pool waits as long).
 const CONNECT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 
-/// A connection with the statements prepared on it.
+/// A connection shared by the reads that run on it, with the statements prepared on it.
 struct Conn {
     client: Client,
-    statements: HashMap<String, Statement>,
+    statements: Mutex<HashMap<String, Statement>>,
+    /// Held while a read queues its requests, so that no other read's requests land
+    /// between them (inside its transaction). Held only for a synchronous first poll,
+    /// never across an await.
+    queueing: Mutex<()>,
+    /// Reads queued on this connection and not yet finished.
+    in_flight: AtomicUsize,
 }
 
 /// The pool of pipelining connections.
 pub(crate) struct PipelinedReads {
     config: Config,
-    idle: Mutex<Vec<Conn>>,
-    permits: Semaphore,
+    open: Mutex<Vec<Arc<Conn>>>,
+    /// Held while a connection is made, so that a burst makes one at a time.
+    connecting: tokio::sync::Mutex<()>,
+    max_connections: AtomicUsize,
 }
 
 impl std::fmt::Debug for PipelinedReads {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("PipelinedReads")
-            .field("max_connections", &self.permits.available_permits())
+            .field("max_connections", &self.max_connections())
             .finish_non_exhaustive()
     }
 }
@@ -113,7 +133,8 @@ fn local_only(config: &Config) -> bool {
 }
 
 impl PipelinedReads {
-    /// A pool for `url` of at most `max_connections`, or why there is none.
+    /// A pool for `url` of at most `max_connections` shared connections, or why there
+    /// is none.
     pub(crate) fn for_url(url: &str, max_connections: usize) -> Result<Self, NotPipelined> {
         let mut config: Config = url
             .parse()
@@ -129,9 +150,21 @@ impl PipelinedReads {
         }
         Ok(Self {
             config,
-            idle: Mutex::new(Vec::new()),
-            permits: Semaphore::new(max_connections.max(1)),
+            open: Mutex::new(Vec::new()),
+            connecting: tokio::sync::Mutex::new(()),
+            max_connections: AtomicUsize::new(max_connections.max(1)),
         })
+    }
+
+    /// Opens at most `max` connections from now on (at least one). Connections already
+    /// open beyond it stay until they end.
+    pub(crate) fn set_max_connections(&self, max: usize) {
+        self.max_connections.store(max.max(1), Ordering::Relaxed);
+    }
+
+    /// The most connections this pool opens.
+    pub(crate) fn max_connections(&self) -> usize {
+        self.max_connections.load(Ordering::Relaxed)
     }
 
     /// Runs `stmts` in one read-only unit of work scoped to `scope` and opened for
@@ -166,26 +199,19 @@ impl PipelinedReads {
             .collect();
         let opening = opening_sql(scope, access);
 
-        let _permit = self.permits.acquire().await.context("pool closed")?;
         let mut retried = false;
         loop {
-            let (conn, reused) = self.checkout().await?;
-            let mut held = Held {
-                pool: self,
-                conn: Some(conn),
-                stage: Stage::Preparing,
-            };
-            match held.pipeline(&opening, &reads).await {
+            let (read, reused) = self.take().await?;
+            match read.conn.pipeline(&opening, &reads).await {
                 Ok(rows) => return Ok(Some(rows)),
                 Err(e) => {
-                    // Not knowing what state an error left the connection in, drop it
-                    // (tokio-postgres then closes it) rather than hand it on.
-                    let lost = held.conn.take().is_some_and(|c| c.client.is_closed())
-                        || connection_lost(&e);
-                    // The server may have ended a pooled connection just before it was
-                    // taken (a restart, an idle timeout) without its task having seen
-                    // it yet. The read wrote nothing, so it is simply tried again, once,
-                    // on a new connection.
+                    // The server may have ended a connection (a restart, an idle
+                    // timeout) without its task having seen it yet. The read wrote
+                    // nothing, so it is simply tried again, once, on another.
+                    let lost = read.conn.client.is_closed() || connection_lost(&e);
+                    if lost {
+                        self.forget(&read.conn);
+                    }
                     if lost && reused && !retried {
                         retried = true;
                         continue;
@@ -211,7 +237,7 @@ impl PipelinedReads {
         .await
         .context("could not ask the main pool's session about itself")?;
         anyhow::ensure!(!tls, "the main pool's sessions use TLS");
-        let (conn, _) = self.checkout().await?;
+        let conn = self.connect().await?;
         let row = conn
             .client
             .query_one("SELECT current_user::text, current_database()::text", &[])
@@ -222,21 +248,46 @@ impl PipelinedReads {
             "the URL alone reaches {own_user}@{own_database}, the main pool {user}@{database} \
              (PG* variables or .pgpass fill in what the URL leaves out)"
         );
-        self.checkin(conn, true);
+        lock(&self.open).push(Arc::new(conn));
         Ok(())
     }
 
-    /// A pooled connection (`true`) or a new one.
-    async fn checkout(&self) -> anyhow::Result<(Conn, bool)> {
-        loop {
-            let idle = self.idle.lock().ok().and_then(|mut idle| idle.pop());
-            match idle {
-                // A connection whose task has seen the server end it.
-                Some(conn) if conn.client.is_closed() => {}
-                Some(conn) => return Ok((conn, true)),
-                None => break,
-            }
+    /// A connection for one read, and whether it was open before: an idle one, else a
+    /// new one while there are fewer than the most, else the least busy.
+    async fn take(&self) -> anyhow::Result<(InFlight, bool)> {
+        if let Some(read) = self.pick() {
+            return Ok((read, true));
         }
+        let _connecting = self.connecting.lock().await;
+        // Another read may have made one meanwhile.
+        if let Some(read) = self.pick() {
+            return Ok((read, true));
+        }
+        let conn = Arc::new(self.connect().await?);
+        let mut open = lock(&self.open);
+        open.push(Arc::clone(&conn));
+        Ok((InFlight::new(conn), false))
+    }
+
+    /// An open connection to share, or `None` when a new one should be made.
+    fn pick(&self) -> Option<InFlight> {
+        let mut open = lock(&self.open);
+        open.retain(|conn| !conn.client.is_closed());
+        let full = open.len() >= self.max_connections();
+        let least = open
+            .iter()
+            .min_by_key(|conn| conn.in_flight.load(Ordering::Relaxed))?;
+        (full || least.in_flight.load(Ordering::Relaxed) == 0)
+            .then(|| InFlight::new(Arc::clone(least)))
+    }
+
+    /// Drops `conn` from the pool (tokio-postgres closes it once the last read on it
+    /// lets go).
+    fn forget(&self, conn: &Arc<Conn>) {
+        lock(&self.open).retain(|open| !Arc::ptr_eq(open, conn));
+    }
+
+    async fn connect(&self) -> anyhow::Result<Conn> {
         let (client, connection) = self
             .config
             .connect(NoTls)
@@ -247,108 +298,113 @@ impl PipelinedReads {
                 tracing::debug!(error = %e, "a pipelined-read connection ended");
             }
         });
-        let conn = Conn {
+        Ok(Conn {
             client,
-            statements: HashMap::new(),
-        };
-        Ok((conn, false))
-    }
-
-    /// Gives `conn` back: on top when it is free now, at the bottom when a read
-    /// abandoned on it may still be running, so the next reads take others first.
-    fn checkin(&self, conn: Conn, free: bool) {
-        if let Ok(mut idle) = self.idle.lock() {
-            if free {
-                idle.push(conn);
-            } else {
-                idle.insert(0, conn);
-            }
-        }
+            statements: Mutex::new(HashMap::new()),
+            queueing: Mutex::new(()),
+            in_flight: AtomicUsize::new(0),
+        })
     }
 }
 
-/// Where a read on a [`Held`] connection is.
-#[derive(Clone, Copy)]
-enum Stage {
-    /// Preparing the statements: a named statement the server may be making that no
-    /// `Statement` would ever close, were the read abandoned here.
-    Preparing,
-    /// The requests are all queued.
-    Queued,
-    /// Every answer is in.
-    Done,
+/// The lock's data, also when a panic elsewhere poisoned it: the data under these locks
+/// (a list of connections, a statement cache) is whole after any panic.
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
-/// A connection taken from the pool, given back when this is dropped: when the read
-/// finished, and also when the caller gave up once its requests were queued (a
-/// client hung up). Queued requests run to the `ROLLBACK` whether or not anyone waits
-/// for the answers, and the next read's requests queue behind them, so the connection
-/// is never handed on inside the transaction. Dropping it instead would cost a new
-/// connection for every cancelled request.
-struct Held<'a> {
-    pool: &'a PipelinedReads,
-    conn: Option<Conn>,
-    stage: Stage,
+/// A read counted on its connection until it is dropped.
+struct InFlight {
+    conn: Arc<Conn>,
 }
 
-impl Drop for Held<'_> {
+impl InFlight {
+    fn new(conn: Arc<Conn>) -> Self {
+        conn.in_flight.fetch_add(1, Ordering::Relaxed);
+        Self { conn }
+    }
+}
+
+impl Drop for InFlight {
     fn drop(&mut self) {
-        if let Some(conn) = self.conn.take() {
-            match self.stage {
-                Stage::Preparing => {}
-                Stage::Queued => self.pool.checkin(conn, false),
-                Stage::Done => self.pool.checkin(conn, true),
-            }
-        }
+        self.conn.in_flight.fetch_sub(1, Ordering::Relaxed);
     }
 }
 
-impl Held<'_> {
+/// Polls `work` once with `conn`'s queueing lock held, then to its end without it: a
+/// request of tokio-postgres is queued in its future's first poll, so all of `work`'s
+/// requests are queued together, in order, with no other read's in between.
+async fn queued_together<F: std::future::Future>(conn: &Conn, work: F) -> F::Output {
+    let mut work = std::pin::pin!(work);
+    let mut first = true;
+    std::future::poll_fn(|cx| {
+        if std::mem::take(&mut first) {
+            let _queueing = lock(&conn.queueing);
+            work.as_mut().poll(cx)
+        } else {
+            work.as_mut().poll(cx)
+        }
+    })
+    .await
+}
+
+impl Conn {
     async fn pipeline(
-        &mut self,
+        self: &Arc<Self>,
         opening: &str,
         reads: &[(&str, Vec<&(dyn ToSql + Sync)>)],
     ) -> anyhow::Result<Vec<Vec<Row>>> {
-        let conn = self.conn.as_mut().context("no connection")?;
         let mut statements = Vec::with_capacity(reads.len());
         for (sql, _) in reads {
-            statements.push(conn.prepared(sql).await?);
+            statements.push(self.prepared(sql).await?);
         }
-        self.stage = Stage::Queued;
-        // Each request is queued when its future is first polled. `join3` polls in
-        // order, and `join_all` polls its few futures in order too, so the opening, the
-        // statements and the `ROLLBACK` are queued in this order in the first poll and
-        // go out in one write.
+        // `join3` polls in order, and `join_all` polls its few futures in order too, so
+        // the opening, the statements and the `ROLLBACK` are queued in this order in
+        // the first poll and go out together. Queued requests run to the `ROLLBACK`
+        // whether or not anyone waits for the answers (a client that hung up), and
+        // the connection's task reads and drops the answers no one waits for.
         let queries = statements
             .iter()
             .zip(reads)
-            .map(|(statement, (_, params))| conn.client.query(statement, params));
-        let (opened, rows, ended) = futures::future::join3(
-            conn.client.batch_execute(opening),
-            futures::future::join_all(queries),
-            conn.client.batch_execute("ROLLBACK"),
+            .map(|(statement, (_, params))| self.client.query(statement, params));
+        let (opened, rows, ended) = queued_together(
+            self,
+            futures::future::join3(
+                self.client.batch_execute(opening),
+                futures::future::join_all(queries),
+                self.client.batch_execute("ROLLBACK"),
+            ),
         )
         .await;
         opened.context("could not open the read")?;
         ended.context("could not end the read")?;
         let rows = rows.into_iter().collect::<Result<Vec<_>, _>>()?;
-        self.stage = Stage::Done;
         Ok(rows)
     }
-}
 
-impl Conn {
-    /// `sql` prepared on this connection (a round trip the first time only).
-    async fn prepared(&mut self, sql: &str) -> anyhow::Result<Statement> {
-        if let Some(statement) = self.statements.get(sql) {
+    /// `sql` prepared on this connection (a round trip the first time only). The
+    /// preparation is queued like a read, so that it never lands inside another read's
+    /// transaction, and runs on a task of its own: a caller that gives up meanwhile
+    /// still leaves the statement known, not made on the server and lost here.
+    async fn prepared(self: &Arc<Self>, sql: &str) -> anyhow::Result<Statement> {
+        if let Some(statement) = lock(&self.statements).get(sql) {
             return Ok(statement.clone());
         }
-        let statement = self.client.prepare(sql).await?;
-        if self.statements.len() >= MAX_STATEMENTS {
-            self.statements.clear();
-        }
-        self.statements.insert(sql.to_owned(), statement.clone());
-        Ok(statement)
+        let conn = Arc::clone(self);
+        let sql = sql.to_owned();
+        tokio::spawn(async move {
+            let statement = queued_together(&conn, conn.client.prepare(&sql)).await?;
+            let mut statements = lock(&conn.statements);
+            if statements.len() >= MAX_STATEMENTS {
+                statements.clear();
+            }
+            statements.insert(sql, statement.clone());
+            Ok(statement)
+        })
+        .await
+        .context("the statement's preparation failed")?
     }
 }
 

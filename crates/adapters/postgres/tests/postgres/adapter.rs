@@ -509,6 +509,72 @@ async fn sessions(observer: &sea_orm::DatabaseConnection, application: &str) -> 
     rows.iter().map(|r| r.try_get("", "pid").unwrap()).collect()
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn reads_of_several_tenants_sharing_one_pipelined_connection_each_see_only_their_own_rows() {
+    // Reads on four threads queue their requests on one shared connection at once. No
+    // read's opening, statement and ROLLBACK may have another's in between, or its
+    // statement would run under the other tenant's setting.
+    let setup = store().await;
+    let mut tenants = Vec::new();
+    for i in 0..4 {
+        let (_, ctx, admin) = tenant(&setup).await;
+        for j in 0..i {
+            user(&setup, &ctx, &format!("shared{j}@t{i}.example")).await;
+        }
+        tenants.push((ctx, admin, 1 + i));
+    }
+    let (store, application) = named_store("trellis_shared").await;
+    let store = store.with_pipelined_connections(1);
+    if !store.pipelines_reads() {
+        return; // a DATABASE_URL that needs TLS: no pipelined reads to share
+    }
+    let readers = tenants.into_iter().map(|(ctx, admin, users)| {
+        let store = store.clone();
+        tokio::spawn(async move {
+            for _ in 0..250 {
+                let page = UserRepo::list(&store, &ctx, &Default::default(), Default::default())
+                    .await
+                    .unwrap();
+                assert_eq!(
+                    page.items.len(),
+                    users,
+                    "a page holds only its tenant's users"
+                );
+                assert!(page.items.iter().all(|u| u.tenant_id == ctx.tenant_id()));
+                assert_eq!(UserRepo::get(&store, &ctx, admin).await.unwrap().id, admin);
+            }
+        })
+    });
+    for reader in futures::future::join_all(readers).await {
+        reader.unwrap();
+    }
+    // The main pool's one connection and the one shared for the reads: no read waited
+    // for a connection of its own.
+    let observer = raw(&super::support::app_url()).await;
+    let open = sessions(&observer, &application).await.len();
+    assert!(open <= 2, "{open} sessions");
+    assert_eq!(store.pipelined_connections(), Some(1));
+}
+
+#[tokio::test]
+async fn concurrent_reads_open_no_more_pipelined_connections_than_configured() {
+    let setup = store().await;
+    let (_, ctx, admin) = tenant(&setup).await;
+    let (store, application) = named_store("trellis_bounded").await;
+    let store = store.with_pipelined_connections(3);
+    if !store.pipelines_reads() {
+        return;
+    }
+    let reads = (0..48).map(|_| UserRepo::get(&store, &ctx, admin));
+    for read in futures::future::join_all(reads).await {
+        assert_eq!(read.unwrap().id, admin);
+    }
+    let observer = raw(&super::support::app_url()).await;
+    let open = sessions(&observer, &application).await.len();
+    // The main pool's one and at most three for the reads.
+    assert!((2..=4).contains(&open), "{open} sessions");
+}
+
 #[tokio::test]
 async fn on_a_loopback_server_one_statement_reads_are_pipelined_unless_turned_off() {
     // `cargo xtask test` provisions a loopback server; a DATABASE_URL elsewhere may
