@@ -20,16 +20,15 @@
 //!
 //! These connections are a second, small pool beside sqlx's, made as load needs them,
 //! and shared: a read takes an idle connection, or opens one while there are fewer
-//! than the most ([`PipelinedReads::for_url`]; by default twice the cores, see
-//! `PgStore::with_pipelined_connections`), or else queues behind the reads on the
-//! least busy one. Each read's requests are queued together, under a lock held for
-//! no more than the first poll that queues them, so another read's requests never
-//! land inside its transaction, and each ends in its own `ROLLBACK` before the next
-//! read's opening. Sharing is what makes them cheap under load: a backend that finds
-//! the next read waiting in its socket runs it without sleeping and being woken
-//! again, and the server reads several answers per wake-up; on the API bench the
-//! list spent 0.8× the server CPU and 0.75× Postgres's CPU per request
-//! (`docs/benchmarks.md`). No read waits for a connection to be free.
+//! than the most ([`PipelinedReads::for_url`]; as many as the main pool unless
+//! `PgStore::with_pipelined_connections` says otherwise), or else queues behind the
+//! reads on the least busy one, so no read waits for a connection to be free. Each
+//! read's requests are queued together, under a lock held for no more than the first
+//! poll that queues them, so another read's requests never land inside its
+//! transaction, and each ends in its own `ROLLBACK` before the next read's opening.
+//! A backend that finds the next read already in its socket runs it without sleeping
+//! and being woken again; with few connections that saves CPU on both sides under
+//! load (`docs/benchmarks.md`, session 18).
 //!
 //! They carry no TLS: the pool is only made where no TLS would be lost
 //! ([`PipelinedReads::for_url`]), and where it reaches the same role and database as

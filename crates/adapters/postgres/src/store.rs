@@ -25,13 +25,6 @@ pub(crate) type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 /// How long a pooled connection may sit idle before it is pinged on checkout.
 const IDLE_BEFORE_PING: Duration = Duration::from_secs(5);
 
-/// The pipelined reads' connections unless configured: twice the cores this process
-/// may run on (as many backends as can be kept busy), at most the main pool's `max`.
-fn default_pipelined_connections(max: usize) -> usize {
-    let cores = std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get);
-    (2 * cores).min(max).max(1)
-}
-
 /// Postgres storage for every tenancy and identity port.
 #[derive(Clone, Debug)]
 pub struct PgStore {
@@ -74,7 +67,7 @@ impl PgStore {
             .context("failed to connect to Postgres")?;
         let mut store = Self::new(db);
         let max = usize::try_from(max_connections.max(1)).unwrap_or(1);
-        match PipelinedReads::for_url(url, default_pipelined_connections(max)) {
+        match PipelinedReads::for_url(url, max) {
             Ok(reads) => match reads.verify(&store.pool).await {
                 Ok(()) => store.pipelined = Some(Arc::new(reads)),
                 Err(why) => tracing::info!("pipelined reads take the sqlx path: {why:#}"),
@@ -94,10 +87,10 @@ impl PgStore {
     }
 
     /// The same store opening at most `max` connections (at least one) for pipelined
-    /// reads, which share them ([`PipelinedReads`]); by default twice the cores this
-    /// process may run on, and no more than the main pool. Fewer connections, each
-    /// kept busier, cost Postgres and the server less per read under load; a slow read
-    /// delays the reads queued behind it on its connection.
+    /// reads, which share them ([`PipelinedReads`]); by default as many as the main
+    /// pool. Fewer connections, each kept busier, cost Postgres and the server less per
+    /// read under load, but a read waits for the answers queued before it on its
+    /// connection (`docs/benchmarks.md`, session 18, has both sides measured).
     #[must_use]
     pub fn with_pipelined_connections(self, max: usize) -> Self {
         if let Some(reads) = &self.pipelined {
