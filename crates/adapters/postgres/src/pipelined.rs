@@ -205,7 +205,7 @@ impl PipelinedReads {
                 Ok(rows) => return Ok(Some(rows)),
                 Err(e) => {
                     // The server may have ended a connection (a restart, an idle
-                    // timeout) without its task having seen it yet. The read wrote
+                    // timeout) without its task having seen it yet. A read changes
                     // nothing, so it is simply tried again, once, on another.
                     let lost = read.conn.client.is_closed() || connection_lost(&e);
                     if lost {
