@@ -166,7 +166,7 @@ pub async fn serve(
 /// Otherwise a response that leaves in more than one write (a streamed answer's
 /// events, a body larger than one write takes) holds each later part back until the
 /// client acknowledges the earlier one, and clients delay acknowledgements by up to
-/// 40 ms: the API bench's agents list had a p99 of 42 ms for it.
+/// 40 ms.
 fn accepting(
     listener: tokio::net::TcpListener,
 ) -> axum::serve::TapIo<tokio::net::TcpListener, fn(&mut tokio::net::TcpStream)> {

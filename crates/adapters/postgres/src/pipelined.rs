@@ -263,8 +263,7 @@ impl PipelinedReads {
             return Ok((read, true));
         }
         let conn = Arc::new(self.connect().await?);
-        let mut open = lock(&self.open);
-        open.push(Arc::clone(&conn));
+        lock(&self.open).push(Arc::clone(&conn));
         Ok((InFlight::new(conn), false))
     }
 
@@ -339,12 +338,8 @@ async fn queued_together<F: std::future::Future>(conn: &Conn, work: F) -> F::Out
     let mut work = std::pin::pin!(work);
     let mut first = true;
     std::future::poll_fn(|cx| {
-        if std::mem::take(&mut first) {
-            let _queueing = lock(&conn.queueing);
-            work.as_mut().poll(cx)
-        } else {
-            work.as_mut().poll(cx)
-        }
+        let _queueing = std::mem::take(&mut first).then(|| lock(&conn.queueing));
+        work.as_mut().poll(cx)
     })
     .await
 }
