@@ -26,8 +26,8 @@ pub struct Config {
     /// Whether hot reads may go over a second, pipelining pool (where no TLS would be
     /// lost; see `PgStore::connect`).
     pub db_pipelined_reads: bool,
-    /// The most connections that pool opens; `None`: `db_max_connections`
-    /// (`PgStore::with_pipelined_connections`).
+    /// The most connections that pool opens; `None`: the store's default, 8 or
+    /// `db_max_connections` if smaller (`PgStore::with_pipelined_connections`).
     pub db_pipelined_connections: Option<usize>,
     /// Users kept in process by the Postgres adapter (`PgCachedUsers`); 0: none.
     pub user_cache_max: usize,

@@ -24,4 +24,4 @@ pub use repo::{
     DEFAULT_MAX_CACHED_COLLECTIONS, DEFAULT_MAX_CACHED_TENANTS, DEFAULT_MAX_CACHED_USERS,
     DEFAULT_MAX_VECTORS, PgCachedCollections, PgCachedTenants, PgCachedUsers, PgVectorCache,
 };
-pub use store::PgStore;
+pub use store::{DEFAULT_PIPELINED_CONNECTIONS, PgStore};

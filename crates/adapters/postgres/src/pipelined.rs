@@ -22,7 +22,8 @@
 //! and shared: a read takes an idle connection, or opens one while there are fewer
 //! than the most ([`PipelinedReads::for_url`]; as many as the main pool unless
 //! `PgStore::with_pipelined_connections` says otherwise), or else queues behind the
-//! reads on the least busy one, so no read waits for a connection to be free. Each
+//! reads on the least busy one, so no read waits for a connection to be free. Equally
+//! busy connections take turns ([`PipelinedReads::pick`]). Each
 //! read's requests are queued together, under a lock held for no more than the first
 //! poll that queues them, so another read's requests never land inside its
 //! transaction, and each ends in its own `ROLLBACK` before the next read's opening.
@@ -76,6 +77,9 @@ pub(crate) struct PipelinedReads {
     /// Held while a connection is made, so that a burst makes one at a time.
     connecting: tokio::sync::Mutex<()>,
     max_connections: AtomicUsize,
+    /// Where the next pick starts looking, so that equally busy connections take
+    /// turns.
+    turn: AtomicUsize,
 }
 
 impl std::fmt::Debug for PipelinedReads {
@@ -152,6 +156,7 @@ impl PipelinedReads {
             open: Mutex::new(Vec::new()),
             connecting: tokio::sync::Mutex::new(()),
             max_connections: AtomicUsize::new(max_connections.max(1)),
+            turn: AtomicUsize::new(0),
         })
     }
 
@@ -267,13 +272,22 @@ impl PipelinedReads {
         Ok((InFlight::new(conn), false))
     }
 
-    /// An open connection to share, or `None` when a new one should be made.
+    /// An open connection to share, or `None` when a new one should be made. Among
+    /// equally busy connections each pick starts one further along, so the reads are
+    /// spread over all of them: were the first idle one always taken, a few backends
+    /// would run nearly every read, and on a machine short of CPU the kernel holds a
+    /// backend that busy off the CPU for up to a tenth of a second at times, with
+    /// every read queued on it waiting (`docs/benchmarks.md`, session 19).
     fn pick(&self) -> Option<InFlight> {
         let mut open = lock(&self.open);
         open.retain(|conn| !conn.client.is_closed());
         let full = open.len() >= self.max_connections();
+        let start = self.turn.fetch_add(1, Ordering::Relaxed);
         let least = open
             .iter()
+            .cycle()
+            .skip(start % open.len().max(1))
+            .take(open.len())
             .min_by_key(|conn| conn.in_flight.load(Ordering::Relaxed))?;
         (full || least.in_flight.load(Ordering::Relaxed) == 0)
             .then(|| InFlight::new(Arc::clone(least)))

@@ -42,6 +42,11 @@ pub struct PgStore {
     pipelined: Option<Arc<PipelinedReads>>,
 }
 
+/// The most connections pipelined reads open unless told otherwise. On two cores
+/// shared with Postgres, 8 served up to 1.3× the requests of 16 on the agents and
+/// conversations lists, at the same p99 (`docs/benchmarks.md`, session 19).
+pub const DEFAULT_PIPELINED_CONNECTIONS: usize = 8;
+
 impl PgStore {
     /// Connects a pool of at most `max_connections` to `url`, logging in as the
     /// application role (one that owns nothing and has no `BYPASSRLS`).
@@ -66,7 +71,9 @@ impl PgStore {
             .await
             .context("failed to connect to Postgres")?;
         let mut store = Self::new(db);
-        let max = usize::try_from(max_connections.max(1)).unwrap_or(1);
+        let max = usize::try_from(max_connections.max(1))
+            .unwrap_or(1)
+            .min(DEFAULT_PIPELINED_CONNECTIONS);
         match PipelinedReads::for_url(url, max) {
             Ok(reads) => match reads.verify(&store.pool).await {
                 Ok(()) => store.pipelined = Some(Arc::new(reads)),
@@ -87,10 +94,12 @@ impl PgStore {
     }
 
     /// The same store opening at most `max` connections (at least one) for pipelined
-    /// reads, which share them ([`PipelinedReads`]); by default as many as the main
-    /// pool. Fewer connections, each kept busier, cost Postgres and the server less per
-    /// read under load, but a read waits for the answers queued before it on its
-    /// connection (`docs/benchmarks.md`, session 18, has both sides measured).
+    /// reads, which share them ([`PipelinedReads`]); by default
+    /// [`DEFAULT_PIPELINED_CONNECTIONS`], or the main pool's size where that is
+    /// smaller. Fewer connections, each kept busier, cost Postgres and the server less
+    /// per read under load, but a read waits for the answers queued before it on its
+    /// connection, and a busier backend is held off the CPU longer when the machine is
+    /// short of it (`docs/benchmarks.md`, sessions 18 and 19, has both sides measured).
     #[must_use]
     pub fn with_pipelined_connections(self, max: usize) -> Self {
         if let Some(reads) = &self.pipelined {

@@ -576,6 +576,69 @@ async fn concurrent_reads_open_no_more_pipelined_connections_than_configured() {
 }
 
 #[tokio::test]
+async fn pipelined_reads_open_at_most_eight_connections_or_the_main_pools_size_if_smaller() {
+    let url = super::support::app_url();
+    let large = PgStore::connect(&url, 16).await.unwrap();
+    if !large.pipelines_reads() {
+        return;
+    }
+    assert_eq!(
+        large.pipelined_connections(),
+        Some(trellis_postgres::DEFAULT_PIPELINED_CONNECTIONS)
+    );
+    assert_eq!(trellis_postgres::DEFAULT_PIPELINED_CONNECTIONS, 8);
+    let small = PgStore::connect(&url, 3).await.unwrap();
+    assert_eq!(small.pipelined_connections(), Some(3));
+    assert_eq!(
+        small.with_pipelined_connections(12).pipelined_connections(),
+        Some(12)
+    );
+}
+
+#[tokio::test]
+async fn one_read_after_another_takes_turns_on_the_open_pipelined_connections() {
+    // Were the first idle connection always taken, one backend would run every read
+    // of a quiet moment and a few nearly all of a busy one, which the kernel then
+    // holds off the CPU for long stretches with reads queued on them.
+    let setup = store().await;
+    let (_, ctx, admin) = tenant(&setup).await;
+    let (store, application) = named_store("trellis_turns").await;
+    let store = store.with_pipelined_connections(3);
+    if !store.pipelines_reads() {
+        return;
+    }
+    let reads = (0..48).map(|_| UserRepo::get(&store, &ctx, admin));
+    futures::future::join_all(reads).await;
+    let observer = raw(&super::support::app_url()).await;
+    // Beside the main pool's one session.
+    let pipelined = sessions(&observer, &application).await.len() - 1;
+    assert!(
+        pipelined >= 2,
+        "a burst of reads opened {pipelined} pipelined connections"
+    );
+
+    let rows = super::support::query(&observer, "SELECT clock_timestamp()::text AS t").await;
+    let before: String = rows[0].try_get("", "t").unwrap();
+    for _ in 0..4 * pipelined {
+        assert_eq!(UserRepo::get(&store, &ctx, admin).await.unwrap().id, admin);
+    }
+    let rows = super::support::query(
+        &observer,
+        &format!(
+            "SELECT count(*) AS n FROM pg_stat_activity
+              WHERE application_name = '{application}' AND state_change > '{before}'"
+        ),
+    )
+    .await;
+    let used: i64 = rows[0].try_get("", "n").unwrap();
+    assert_eq!(
+        usize::try_from(used).unwrap(),
+        pipelined,
+        "every open pipelined connection ran some of the reads made one after another"
+    );
+}
+
+#[tokio::test]
 async fn on_a_loopback_server_one_statement_reads_are_pipelined_unless_turned_off() {
     // `cargo xtask test` provisions a loopback server; a DATABASE_URL elsewhere may
     // rightly get none (TLS), and the conformance suite covers both paths anyway.
