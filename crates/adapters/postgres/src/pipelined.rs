@@ -20,7 +20,8 @@
 //!
 //! These connections are a second, small pool beside sqlx's, made as load needs them,
 //! and shared: a read takes an idle connection, or opens one while there are fewer
-//! than the most ([`PipelinedReads::for_url`]; as many as the main pool unless
+//! than the most ([`PipelinedReads::for_url`]; `crate::DEFAULT_PIPELINED_CONNECTIONS`
+//! or the main pool's size, whichever is smaller, unless
 //! `PgStore::with_pipelined_connections` says otherwise), or else queues behind the
 //! reads on the least busy one, so no read waits for a connection to be free. Equally
 //! busy connections take turns ([`PipelinedReads::pick`]). Each
@@ -281,12 +282,15 @@ impl PipelinedReads {
     fn pick(&self) -> Option<InFlight> {
         let mut open = lock(&self.open);
         open.retain(|conn| !conn.client.is_closed());
+        if open.is_empty() {
+            return None;
+        }
         let full = open.len() >= self.max_connections();
-        let start = self.turn.fetch_add(1, Ordering::Relaxed);
+        let start = self.turn.fetch_add(1, Ordering::Relaxed) % open.len();
         let least = open
             .iter()
             .cycle()
-            .skip(start % open.len().max(1))
+            .skip(start)
             .take(open.len())
             .min_by_key(|conn| conn.in_flight.load(Ordering::Relaxed))?;
         (full || least.in_flight.load(Ordering::Relaxed) == 0)

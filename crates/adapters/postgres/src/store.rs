@@ -94,7 +94,7 @@ impl PgStore {
     }
 
     /// The same store opening at most `max` connections (at least one) for pipelined
-    /// reads, which share them ([`PipelinedReads`]); by default
+    /// reads, which share them (`PipelinedReads`); by default
     /// [`DEFAULT_PIPELINED_CONNECTIONS`], or the main pool's size where that is
     /// smaller. Fewer connections, each kept busier, cost Postgres and the server less
     /// per read under load, but a read waits for the answers queued before it on its
