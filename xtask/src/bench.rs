@@ -15,13 +15,17 @@
 //! 3. `target/release/trellis serve` starts on a free loopback port with the default
 //!    configuration; once `/readyz` answers, a dedicated tenant `bench-<random>` with
 //!    `--users` users is created through the API and its admin logs in.
-//! 4. After an unrecorded warm-up, `wrk --latency` loads `GET /v1/auth/me` and then
-//!    `GET /v1/users?limit=20` with the admin's bearer token. While the list runs,
-//!    `pg_stat_activity` is sampled to check that the pgbench script below is still
-//!    the SQL the adapter issues.
-//! 5. The server is stopped (also on any error: [`Server`] stops it when dropped) and
-//!    `pgbench -M prepared` runs the list endpoint's unit of work with the same number
-//!    of clients as wrk had connections.
+//! 4. After an unrecorded warm-up, `wrk --latency` loads `GET /v1/auth/me` with the
+//!    admin's bearer token.
+//! 5. `GET /v1/users?limit=20` and `pgbench -M prepared` running the list endpoint's
+//!    unit of work (with as many clients as wrk has connections) take turns in
+//!    `--rounds` rounds. On this machine the list's throughput moves between two
+//!    levels for tens of seconds at a time while pgbench's stays put, so a ratio of one
+//!    stretch of time with the next said more about when each ran than about the
+//!    server. During the first list round `pg_stat_activity` is sampled to check that
+//!    the pgbench script is still the SQL the adapter issues.
+//! 6. With `--content`, more endpoints are loaded; then the server is stopped (also on
+//!    any error: [`Server`] stops it when dropped).
 //!
 //! The results are printed as a table and written to `target/bench/api.json`.
 
@@ -54,6 +58,8 @@ const BENCH_DATABASE: &str = "trellis_bench";
 /// eight never caught a connection on its opening and warned of a mismatch that was
 /// not there.
 const SQL_SAMPLES: usize = 60;
+/// The shortest round of the users list and of pgbench, in seconds.
+const MIN_ROUND_SECS: u32 = 5;
 /// Page size the list endpoint is loaded with.
 const LIST_LIMIT: u32 = 20;
 /// The paths under load.
@@ -88,6 +94,12 @@ pub struct ApiArgs {
     /// Users in the bench tenant (including its admin).
     #[arg(long, default_value_t = 100)]
     pub users: u32,
+    /// The users list and pgbench take turns in this many rounds, `--duration` split
+    /// between them (at least 5 s each; fewer rounds when the duration is short), so
+    /// the ratio compares the two over the same stretch of time rather than one
+    /// stretch with the next.
+    #[arg(long, default_value_t = 4)]
+    pub rounds: u32,
     /// Seconds of unrecorded warm-up per endpoint.
     #[arg(long, default_value_t = 3)]
     pub warmup: u32,
@@ -187,23 +199,12 @@ pub fn api(root: &Path, args: &ApiArgs) -> Result<ExitCode> {
         clk_tck,
     };
     load.warm_up(ME_PATH)?;
-    let me = load.run(ME_PATH, None)?;
+    let me = load.run(ME_PATH, args.duration, None)?;
     load.warm_up(LIST_PATH)?;
     let sampler = SqlSampler {
         psql: &psql,
         url: ConnUrl::parse(&bench_env.database_url)?,
     };
-    let list = load.run(LIST_PATH, Some(&sampler))?;
-    let mut content = Vec::new();
-    if args.content {
-        let paths = bench_content::seed(addr, &tenant.token, &tenant.id, &psql, &sampler.url)?;
-        for path in paths.all() {
-            load.warm_up(path)?;
-            content.push(load.run(path, None)?);
-        }
-    }
-    server.stop()?;
-
     if !is_uuid(&tenant.id) {
         bail!("the bench tenant's id {:?} is not a UUID", tenant.id);
     }
@@ -211,14 +212,36 @@ pub fn api(root: &Path, args: &ApiArgs) -> Result<ExitCode> {
     let script_path = out_dir.join("list_users.sql");
     fs::write(&script_path, &script)
         .with_context(|| format!("could not write {}", script_path.display()))?;
-    let pg = run_pgbench(
-        &pgbench,
-        &ConnUrl::parse(&bench_env.database_url)?,
-        &script_path,
-        &tenant.id,
-        args,
-        clk_tck,
-    )?;
+    let pgbench_url = ConnUrl::parse(&bench_env.database_url)?;
+    let (rounds, round_secs) = rounds(args);
+    say!("bench: the users list and pgbench take turns, {rounds} rounds of {round_secs} s each");
+    let mut list_rounds = Vec::new();
+    let mut pg_rounds = Vec::new();
+    for round in 0..rounds {
+        // pg_stat_activity is sampled once; the SQL does not change between rounds.
+        let sampler = (round == 0).then_some(&sampler);
+        list_rounds.push(load.run(LIST_PATH, round_secs, sampler)?);
+        pg_rounds.push(run_pgbench(
+            &pgbench,
+            &pgbench_url,
+            &script_path,
+            &tenant.id,
+            args,
+            round_secs,
+            clk_tck,
+        )?);
+    }
+    let list = Run::merged(list_rounds);
+    let pg = PgFigures::merged(pg_rounds);
+    let mut content = Vec::new();
+    if args.content {
+        let paths = bench_content::seed(addr, &tenant.token, &tenant.id, &psql, &sampler.url)?;
+        for path in paths.all() {
+            load.warm_up(path)?;
+            content.push(load.run(path, args.duration, None)?);
+        }
+    }
+    server.stop()?;
 
     let report = Report {
         args,
@@ -452,6 +475,86 @@ struct Run {
     /// `Some(true)` when the sampled SQL matched the pgbench script (list run only).
     sql_matches: Option<bool>,
     sampled_sql: Vec<String>,
+    /// Each round's req/s, in order (one for a run that was not split).
+    rounds_per_sec: Vec<f64>,
+}
+
+impl Run {
+    /// One run of the rounds of the same path: requests and CPU summed over the rounds
+    /// (so the CPU per request is weighted by each round's requests), req/s averaged
+    /// (the rounds are equally long), p50 the median round's and p99 the worst round's.
+    fn merged(rounds: Vec<Run>) -> Run {
+        let mut rounds = rounds.into_iter();
+        let Some(mut run) = rounds.next() else {
+            return Run {
+                path: String::new(),
+                wrk: WrkFigures::default(),
+                server_cpu_us_per_req: 0.0,
+                postgres_cpu_us_per_req: None,
+                client_cpu_us_per_req: None,
+                machine_busy_pct: 0.0,
+                sql_matches: None,
+                sampled_sql: Vec::new(),
+                rounds_per_sec: Vec::new(),
+            };
+        };
+        let mut p50s = vec![run.wrk.p50_ms];
+        let n0 = run.wrk.requests;
+        let (mut server, mut postgres, mut client) = (
+            run.server_cpu_us_per_req * n0 as f64,
+            add_weighted(Some(0.0), run.postgres_cpu_us_per_req, n0),
+            add_weighted(Some(0.0), run.client_cpu_us_per_req, n0),
+        );
+        let mut busy = run.machine_busy_pct;
+        let mut count = 1.0;
+        for r in rounds {
+            let n = r.wrk.requests;
+            run.wrk.requests += n;
+            run.wrk.non_2xx += r.wrk.non_2xx;
+            run.wrk.socket_errors += r.wrk.socket_errors;
+            run.wrk.p99_ms = run.wrk.p99_ms.max(r.wrk.p99_ms);
+            p50s.push(r.wrk.p50_ms);
+            server += r.server_cpu_us_per_req * n as f64;
+            postgres = add_weighted(postgres, r.postgres_cpu_us_per_req, n);
+            client = add_weighted(client, r.client_cpu_us_per_req, n);
+            busy += r.machine_busy_pct;
+            count += 1.0;
+            run.rounds_per_sec.extend(r.rounds_per_sec);
+        }
+        let total = run.wrk.requests.max(1) as f64;
+        run.wrk.requests_per_sec = mean(&run.rounds_per_sec);
+        p50s.sort_by(f64::total_cmp);
+        run.wrk.p50_ms = p50s[p50s.len() / 2];
+        run.server_cpu_us_per_req = server / total;
+        run.postgres_cpu_us_per_req = postgres.map(|v| v / total);
+        run.client_cpu_us_per_req = client.map(|v| v / total);
+        run.machine_busy_pct = busy / count;
+        run
+    }
+}
+
+/// `sum` plus `per_unit` times `units`; `None` once any round lacks the figure.
+fn add_weighted(sum: Option<f64>, per_unit: Option<f64>, units: u64) -> Option<f64> {
+    Some(sum? + per_unit? * units as f64)
+}
+
+/// The arithmetic mean, 0 of nothing.
+fn mean(values: &[f64]) -> f64 {
+    if values.is_empty() {
+        0.0
+    } else {
+        values.iter().sum::<f64>() / values.len() as f64
+    }
+}
+
+/// How many rounds the users list and pgbench take turns in, and the seconds of each:
+/// `--rounds`, but no round shorter than [`MIN_ROUND_SECS`] (pgbench's Postgres CPU is
+/// sampled a second in from either end).
+fn rounds(args: &ApiArgs) -> (u32, u32) {
+    let rounds = args
+        .rounds
+        .clamp(1, (args.duration / MIN_ROUND_SECS).max(1));
+    (rounds, (args.duration / rounds).max(1))
 }
 
 struct Load<'a> {
@@ -486,14 +589,13 @@ impl Load<'_> {
         Ok(())
     }
 
-    fn run(&self, path: &str, sampler: Option<&SqlSampler<'_>>) -> Result<Run> {
-        let mut cmd = self.command(path, self.args.duration);
+    fn run(&self, path: &str, seconds: u32, sampler: Option<&SqlSampler<'_>>) -> Result<Run> {
+        let mut cmd = self.command(path, seconds);
         // The token is in the arguments: describe the command without it.
         say!(
-            "bench: wrk -t{} -c{} -d{}s --latency -H 'Authorization: Bearer …' http://{}{path}",
+            "bench: wrk -t{} -c{} -d{seconds}s --latency -H 'Authorization: Bearer …' http://{}{path}",
             self.args.threads,
             self.args.connections,
-            self.args.duration,
             self.addr
         );
         let cpu_before = process_ticks(self.server_pid)?;
@@ -509,7 +611,7 @@ impl Load<'_> {
         // psql is a child too: its CPU is not wrk's.
         let mut sampler_ticks = 0;
         if let Some(sampler) = sampler {
-            std::thread::sleep(Duration::from_secs(u64::from(self.args.duration) / 2));
+            std::thread::sleep(Duration::from_secs(u64::from(seconds) / 2));
             let before = children_ticks()?;
             // A pipelined connection shows its last statement, mostly the `ROLLBACK`:
             // a few samples are pooled until both statements have been seen (which
@@ -567,6 +669,7 @@ impl Load<'_> {
             } else {
                 busy as f64 * 100.0 / total as f64
             },
+            rounds_per_sec: vec![wrk.requests_per_sec],
             wrk,
             sql_matches,
             sampled_sql,
@@ -789,6 +892,33 @@ struct PgFigures {
     postgres_cpu_us_per_txn: Option<f64>,
     /// pgbench's own CPU time per transaction.
     client_cpu_us_per_txn: Option<f64>,
+    /// Each round's tps, in order.
+    rounds_tps: Vec<f64>,
+}
+
+impl PgFigures {
+    /// The rounds as one run, as [`Run::merged`] does for wrk: transactions and CPU
+    /// summed, tps averaged over the equally long rounds, latency weighted by each
+    /// round's transactions.
+    fn merged(rounds: Vec<PgFigures>) -> PgFigures {
+        let mut all = PgFigures::default();
+        let (mut latency, mut postgres, mut client) = (0.0, Some(0.0), Some(0.0));
+        for r in &rounds {
+            let n = r.transactions;
+            all.transactions += n;
+            all.failed += r.failed;
+            latency += r.latency_avg_ms * n as f64;
+            postgres = add_weighted(postgres, r.postgres_cpu_us_per_txn, n);
+            client = add_weighted(client, r.client_cpu_us_per_txn, n);
+            all.rounds_tps.push(r.tps);
+        }
+        let total = all.transactions.max(1) as f64;
+        all.tps = mean(&all.rounds_tps);
+        all.latency_avg_ms = latency / total;
+        all.postgres_cpu_us_per_txn = postgres.map(|v| v / total).filter(|_| !rounds.is_empty());
+        all.client_cpu_us_per_txn = client.map(|v| v / total).filter(|_| !rounds.is_empty());
+        all
+    }
 }
 
 fn run_pgbench(
@@ -797,11 +927,12 @@ fn run_pgbench(
     script: &Path,
     tenant_id: &str,
     args: &ApiArgs,
+    seconds: u32,
     clk_tck: f64,
 ) -> Result<PgFigures> {
     let mut cmd = Command::new(pgbench);
     cmd.args(["-n", "-M", "prepared"])
-        .arg(format!("-T{}", args.duration))
+        .arg(format!("-T{seconds}"))
         .arg(format!("-c{}", args.connections))
         .arg(format!("-j{}", args.pgbench_jobs))
         .arg("-D")
@@ -821,7 +952,7 @@ fn run_pgbench(
         .context("could not start pgbench")?;
     // pgbench's server processes start with it and end with it, so PostgreSQL's CPU is
     // sampled inside the run, a second after the start and a second before the end.
-    let window = args.duration.saturating_sub(2);
+    let window = seconds.saturating_sub(2);
     let postgres = if window >= 2 {
         std::thread::sleep(Duration::from_secs(1));
         let started = std::time::Instant::now();
@@ -843,6 +974,7 @@ fn run_pgbench(
     }
     let mut figures =
         parse_pgbench(&stdout).with_context(|| format!("unexpected pgbench output:\n{stdout}"))?;
+    figures.rounds_tps = vec![figures.tps];
     let client_ticks = children_ticks()?.saturating_sub(children_before);
     figures.client_cpu_us_per_txn = us_per(client_ticks, clk_tck, figures.transactions as f64);
     figures.postgres_cpu_us_per_txn =
@@ -938,6 +1070,16 @@ impl Report<'_> {
         }
     }
 
+    /// The users list's req/s over pgbench's tps in each round, in order.
+    fn list_ratio_by_round(&self) -> Vec<f64> {
+        self.list
+            .rounds_per_sec
+            .iter()
+            .zip(&self.pg.rounds_tps)
+            .map(|(list, pg)| if *pg > 0.0 { list / pg } else { 0.0 })
+            .collect()
+    }
+
     fn list_ratio(&self) -> f64 {
         if self.pg.tps > 0.0 {
             self.list.wrk.requests_per_sec / self.pg.tps
@@ -974,6 +1116,11 @@ impl Report<'_> {
             a.pgbench_jobs,
             a.duration,
             std::thread::available_parallelism().map_or(0, usize::from),
+        );
+        let (rounds, secs) = rounds(a);
+        let _ = writeln!(
+            out,
+            "the users list and pgbench took turns: {rounds} rounds of {secs} s each (p99 is the worst round's)"
         );
         let _ = writeln!(
             out,
@@ -1059,6 +1206,15 @@ impl Report<'_> {
             self.list_ratio(),
             met(self.list_ratio() >= LIST_RATIO_TARGET)
         );
+        let by_round = self.list_ratio_by_round();
+        if by_round.len() > 1 {
+            let figures: Vec<String> = by_round.iter().map(|r| format!("{r:.2}")).collect();
+            let _ = writeln!(
+                out,
+                "  by round ({secs} s of each, taking turns): {}",
+                figures.join(" ")
+            );
+        }
         let _ = writeln!(
             out,
             "/v1/auth/me / target:  {:.2}  ({} of {} req/s: {})",
@@ -1094,6 +1250,7 @@ impl Report<'_> {
             json!({
                 "path": r.path,
                 "requests_per_sec": r.wrk.requests_per_sec,
+                "requests_per_sec_by_round": r.rounds_per_sec,
                 "p50_ms": r.wrk.p50_ms,
                 "p99_ms": r.wrk.p99_ms,
                 "requests": r.wrk.requests,
@@ -1124,7 +1281,9 @@ impl Report<'_> {
             "settings": {
                 "wrk": format!("-t{} -c{} -d{}s --latency", a.threads, a.connections, a.duration),
                 "warmup_s": a.warmup,
-                "pgbench": format!("-n -M prepared -c{} -j{} -T{}", a.connections, a.pgbench_jobs, a.duration),
+                "pgbench": format!("-n -M prepared -c{} -j{} -T{}", a.connections, a.pgbench_jobs, rounds(a).1),
+                "rounds": rounds(a).0,
+                "round_s": rounds(a).1,
                 "server": a.server_bin.as_ref().map_or_else(
                     || "target/release/trellis serve".to_owned(),
                     |bin| format!("{} serve", bin.display()),
@@ -1141,6 +1300,7 @@ impl Report<'_> {
             "endpoints": self.runs().map(run).collect::<Vec<_>>(),
             "pgbench": {
                 "tps": self.pg.tps,
+                "tps_by_round": self.pg.rounds_tps,
                 "latency_avg_ms": self.pg.latency_avg_ms,
                 "transactions": self.pg.transactions,
                 "failed": self.pg.failed,
@@ -1151,6 +1311,7 @@ impl Report<'_> {
             "sql_matches_pg_stat_activity": self.list.sql_matches,
             "ratios": {
                 "list_over_pgbench": self.list_ratio(),
+                "list_over_pgbench_by_round": self.list_ratio_by_round(),
                 "server_cpu_budget_us_for_list_target": self.server_budget_us(),
                 "me_over_target": self.me_ratio(),
             },
@@ -1209,6 +1370,93 @@ Transfer/sec:      7.51MB
     #[test]
     fn wrk_output_without_latency_is_an_error() {
         assert!(parse_wrk("Requests/sec:  10.0\n").is_err());
+    }
+
+    fn list_round(requests_per_sec: f64, requests: u64, server_us: f64, p50: f64, p99: f64) -> Run {
+        Run {
+            path: LIST_PATH.to_owned(),
+            wrk: WrkFigures {
+                requests_per_sec,
+                p50_ms: p50,
+                p99_ms: p99,
+                requests,
+                non_2xx: 1,
+                socket_errors: 0,
+            },
+            server_cpu_us_per_req: server_us,
+            postgres_cpu_us_per_req: Some(40.0),
+            client_cpu_us_per_req: None,
+            machine_busy_pct: 90.0,
+            sql_matches: Some(true),
+            sampled_sql: Vec::new(),
+            rounds_per_sec: vec![requests_per_sec],
+        }
+    }
+
+    #[test]
+    fn the_duration_is_split_into_rounds_of_at_least_five_seconds() {
+        let args = |duration, rounds| ApiArgs {
+            duration,
+            connections: 32,
+            threads: 1,
+            pgbench_jobs: 2,
+            users: 100,
+            rounds,
+            warmup: 3,
+            server_bin: None,
+            content: false,
+        };
+        assert_eq!(rounds(&args(20, 4)), (4, 5));
+        assert_eq!(rounds(&args(15, 4)), (3, 5));
+        assert_eq!(rounds(&args(2, 4)), (1, 2));
+        assert_eq!(rounds(&args(20, 0)), (1, 20));
+        assert_eq!(rounds(&args(60, 3)), (3, 20));
+    }
+
+    #[test]
+    fn rounds_of_the_list_add_up_requests_and_weigh_cpu_by_requests() {
+        let run = Run::merged(vec![
+            list_round(20_000.0, 100_000, 40.0, 1.5, 3.0),
+            list_round(16_000.0, 80_000, 60.0, 1.9, 4.5),
+            list_round(18_000.0, 90_000, 50.0, 1.7, 3.5),
+        ]);
+        assert_eq!(run.wrk.requests, 270_000);
+        assert_eq!(run.wrk.non_2xx, 3);
+        assert!((run.wrk.requests_per_sec - 18_000.0).abs() < 1e-9);
+        assert_eq!(run.rounds_per_sec, vec![20_000.0, 16_000.0, 18_000.0]);
+        assert!(
+            (run.wrk.p50_ms - 1.7).abs() < 1e-9,
+            "the median round's p50"
+        );
+        assert!((run.wrk.p99_ms - 4.5).abs() < 1e-9, "the worst round's p99");
+        let server = (100_000.0 * 40.0 + 80_000.0 * 60.0 + 90_000.0 * 50.0) / 270_000.0;
+        assert!((run.server_cpu_us_per_req - server).abs() < 1e-9);
+        assert_eq!(run.postgres_cpu_us_per_req.map(f64::round), Some(40.0));
+        assert_eq!(run.client_cpu_us_per_req, None);
+        assert_eq!(run.sql_matches, Some(true));
+    }
+
+    #[test]
+    fn pgbench_rounds_average_tps_and_weigh_latency_by_transactions() {
+        let round = |tps: f64, transactions, latency| PgFigures {
+            tps,
+            latency_avg_ms: latency,
+            transactions,
+            failed: 0,
+            postgres_cpu_us_per_txn: Some(40.0),
+            client_cpu_us_per_txn: Some(13.0),
+            rounds_tps: vec![tps],
+        };
+        let pg = PgFigures::merged(vec![
+            round(36_000.0, 180_000, 0.8),
+            round(38_000.0, 190_000, 1.0),
+        ]);
+        assert!((pg.tps - 37_000.0).abs() < 1e-9);
+        assert_eq!(pg.transactions, 370_000);
+        let latency = (180_000.0 * 0.8 + 190_000.0 * 1.0) / 370_000.0;
+        assert!((pg.latency_avg_ms - latency).abs() < 1e-9);
+        assert_eq!(pg.rounds_tps, vec![36_000.0, 38_000.0]);
+        assert_eq!(pg.client_cpu_us_per_txn.map(f64::round), Some(13.0));
     }
 
     #[test]
