@@ -419,3 +419,39 @@ async fn fuzz_spec(app: &TestApp, token: &str, config: &str, extra: &[&str]) -> 
     }
     stdout
 }
+
+#[tokio::test]
+async fn servers_listening_with_reuse_port_share_one_address_and_both_get_connections() {
+    use trellis_app::listen::listen;
+    let first = listen("127.0.0.1:0".parse().unwrap(), true).unwrap();
+    let addr = first.local_addr().unwrap();
+    let second = listen(addr, true).expect("a second server may share the port");
+    let (mut to_first, mut to_second) = (0, 0);
+    for _ in 0..40 {
+        let _client = tokio::net::TcpStream::connect(addr).await.unwrap();
+        tokio::select! {
+            accepted = first.accept() => { accepted.unwrap(); to_first += 1; }
+            accepted = second.accept() => { accepted.unwrap(); to_second += 1; }
+        }
+    }
+    assert_eq!(to_first + to_second, 40);
+    assert!(
+        to_first > 0 && to_second > 0,
+        "the kernel spreads connections over both: {to_first} and {to_second}"
+    );
+}
+
+#[tokio::test]
+async fn without_reuse_port_a_second_server_cannot_take_a_listening_address() {
+    use trellis_app::listen::listen;
+    let first = listen("127.0.0.1:0".parse().unwrap(), false).unwrap();
+    let addr = first.local_addr().unwrap();
+    let err = listen(addr, false).unwrap_err();
+    assert_eq!(err.kind(), std::io::ErrorKind::AddrInUse);
+    let err = listen(addr, true).unwrap_err();
+    assert_eq!(
+        err.kind(),
+        std::io::ErrorKind::AddrInUse,
+        "both sides must opt in"
+    );
+}

@@ -100,6 +100,11 @@ pub struct ApiArgs {
     /// stretch with the next.
     #[arg(long, default_value_t = 4)]
     pub rounds: u32,
+    /// `trellis serve` processes sharing the port (`TRELLIS_REUSE_PORT`), each with the
+    /// machine's cores divided among them as tokio worker threads (`TOKIO_WORKER_THREADS`,
+    /// unless that is set).
+    #[arg(long, default_value_t = 1)]
+    pub processes: u32,
     /// Seconds of unrecorded warm-up per endpoint.
     #[arg(long, default_value_t = 3)]
     pub warmup: u32,
@@ -117,6 +122,9 @@ pub struct ApiArgs {
 pub fn api(root: &Path, args: &ApiArgs) -> Result<ExitCode> {
     if args.duration == 0 || args.connections == 0 || args.threads == 0 {
         bail!("--duration, --connections and --threads must be at least 1");
+    }
+    if args.processes == 0 {
+        bail!("--processes must be at least 1");
     }
     if args.threads > args.connections || args.pgbench_jobs > args.connections {
         bail!("--threads and --pgbench-jobs may not exceed --connections");
@@ -171,10 +179,24 @@ pub fn api(root: &Path, args: &ApiArgs) -> Result<ExitCode> {
 
     let addr = free_loopback_addr()?;
     let log_path = out_dir.join("server.log");
-    let mut serve = app_cmd("serve");
-    serve.env("TRELLIS_BIND", addr.to_string());
-    let mut server = Server::start("bench", serve, addr, &log_path)?;
-    server.wait_ready(Duration::from_secs(60))?;
+    let mut servers = Vec::new();
+    for _ in 0..args.processes {
+        let mut serve = app_cmd("serve");
+        serve.env("TRELLIS_BIND", addr.to_string());
+        if args.processes > 1 {
+            serve.env("TRELLIS_REUSE_PORT", "true");
+            if std::env::var_os("TOKIO_WORKER_THREADS").is_none() {
+                serve.env(
+                    "TOKIO_WORKER_THREADS",
+                    worker_threads(args.processes).to_string(),
+                );
+            }
+        }
+        let mut server = Server::start("bench", serve, addr, &log_path)?;
+        // Each one is ready before the next starts: /readyz reaches whichever listens.
+        server.wait_ready(Duration::from_secs(60))?;
+        servers.push(server);
+    }
     let tenant = setup_tenant(addr, &seed, &password, args.users)?;
     check_endpoints(addr, &tenant.token)?;
 
@@ -195,7 +217,7 @@ pub fn api(root: &Path, args: &ApiArgs) -> Result<ExitCode> {
         addr,
         token: &tenant.token,
         args,
-        server_pid: server.pid(),
+        server_pids: servers.iter().map(Server::pid).collect(),
         clk_tck,
     };
     load.warm_up(ME_PATH)?;
@@ -241,7 +263,9 @@ pub fn api(root: &Path, args: &ApiArgs) -> Result<ExitCode> {
             content.push(load.run(path, args.duration, None)?);
         }
     }
-    server.stop()?;
+    for server in &mut servers {
+        server.stop()?;
+    }
 
     let report = Report {
         args,
@@ -538,6 +562,13 @@ fn add_weighted(sum: Option<f64>, per_unit: Option<f64>, units: u64) -> Option<f
     Some(sum? + per_unit? * units as f64)
 }
 
+/// Tokio worker threads for each of `processes` servers: the cores shared out, at
+/// least one each.
+fn worker_threads(processes: u32) -> usize {
+    let cores = std::thread::available_parallelism().map_or(1, usize::from);
+    (cores / processes.max(1) as usize).max(1)
+}
+
 /// The arithmetic mean, 0 of nothing.
 fn mean(values: &[f64]) -> f64 {
     if values.is_empty() {
@@ -562,7 +593,8 @@ struct Load<'a> {
     addr: SocketAddr,
     token: &'a str,
     args: &'a ApiArgs,
-    server_pid: u32,
+    /// Every `trellis serve` process (`--processes`), whose CPU is counted together.
+    server_pids: Vec<u32>,
     clk_tck: f64,
 }
 
@@ -578,6 +610,11 @@ impl Load<'_> {
             .arg(format!("http://{}{path}", self.addr))
             .stdin(Stdio::null());
         cmd
+    }
+
+    /// CPU ticks of all the server processes.
+    fn server_ticks(&self) -> Result<u64> {
+        self.server_pids.iter().map(|pid| process_ticks(*pid)).sum()
     }
 
     fn warm_up(&self, path: &str) -> Result<()> {
@@ -598,7 +635,7 @@ impl Load<'_> {
             self.args.connections,
             self.addr
         );
-        let cpu_before = process_ticks(self.server_pid)?;
+        let cpu_before = self.server_ticks()?;
         let machine_before = machine_ticks()?;
         let children_before = children_ticks()?;
         let postgres_before = postgres_ticks();
@@ -633,7 +670,7 @@ impl Load<'_> {
             sampler_ticks = children_ticks()?.saturating_sub(before);
         }
         let output = child.wait_with_output()?;
-        let cpu_after = process_ticks(self.server_pid)?;
+        let cpu_after = self.server_ticks()?;
         let machine_after = machine_ticks()?;
         let client_ticks = children_ticks()?
             .saturating_sub(children_before)
@@ -1122,6 +1159,15 @@ impl Report<'_> {
             out,
             "the users list and pgbench took turns: {rounds} rounds of {secs} s each (p99 is the worst round's)"
         );
+        if a.processes > 1 {
+            let threads = std::env::var("TOKIO_WORKER_THREADS")
+                .unwrap_or_else(|_| worker_threads(a.processes).to_string());
+            let _ = writeln!(
+                out,
+                "{} `trellis serve` processes sharing the port, {threads} worker thread(s) each; server CPU is theirs together",
+                a.processes
+            );
+        }
         let _ = writeln!(
             out,
             "tenant {} ({} users); machine before load: {:.0}% busy, load average {}\n",
@@ -1283,6 +1329,9 @@ impl Report<'_> {
                 "warmup_s": a.warmup,
                 "pgbench": format!("-n -M prepared -c{} -j{} -T{}", a.connections, a.pgbench_jobs, rounds(a).1),
                 "rounds": rounds(a).0,
+                "server_processes": a.processes,
+                "TOKIO_WORKER_THREADS": sys::env_nonempty("TOKIO_WORKER_THREADS"),
+                "TRELLIS_DB_PIPELINED_CONNECTIONS": sys::env_nonempty("TRELLIS_DB_PIPELINED_CONNECTIONS"),
                 "round_s": rounds(a).1,
                 "server": a.server_bin.as_ref().map_or_else(
                     || "target/release/trellis serve".to_owned(),
@@ -1402,6 +1451,7 @@ Transfer/sec:      7.51MB
             pgbench_jobs: 2,
             users: 100,
             rounds,
+            processes: 1,
             warmup: 3,
             server_bin: None,
             content: false,

@@ -18,6 +18,8 @@ pub enum PasswordCost {
 #[derive(Clone)]
 pub struct Config {
     pub bind: SocketAddr,
+    /// Listen with `SO_REUSEPORT`, so that several processes share `bind`.
+    pub reuse_port: bool,
     /// The app's login role. `None` runs on in-memory adapters.
     pub database_url: Option<String>,
     /// The owner role for migrations; defaults to `database_url`.
@@ -172,6 +174,7 @@ impl std::fmt::Debug for Config {
             .field("database", &self.database_url.as_ref().map(|_| "<set>"))
             .field("db_max_connections", &self.db_max_connections)
             .field("db_pipelined_reads", &self.db_pipelined_reads)
+            .field("reuse_port", &self.reuse_port)
             .field("db_pipelined_connections", &self.db_pipelined_connections)
             .field("body_limit_bytes", &self.body_limit_bytes)
             .finish_non_exhaustive()
@@ -186,6 +189,7 @@ impl Default for Config {
             migration_database_url: None,
             db_max_connections: 16,
             db_pipelined_reads: true,
+            reuse_port: false,
             db_pipelined_connections: None,
             user_cache_max: trellis_postgres::DEFAULT_MAX_CACHED_USERS,
             collection_cache_max: trellis_postgres::DEFAULT_MAX_CACHED_COLLECTIONS,
@@ -288,6 +292,7 @@ impl Config {
         }
         Ok(Self {
             bind: parsed("TRELLIS_BIND", d.bind)?,
+            reuse_port: parsed("TRELLIS_REUSE_PORT", d.reuse_port)?,
             database_url: var("DATABASE_URL"),
             migration_database_url: var("TRELLIS_MIGRATION_DATABASE_URL"),
             db_max_connections: parsed("TRELLIS_DB_MAX_CONNECTIONS", d.db_max_connections)?,

@@ -6,6 +6,7 @@ pub mod attachments;
 pub mod bootstrap;
 pub mod chat;
 pub mod config;
+pub mod listen;
 pub mod reindex;
 pub mod retriever;
 pub mod seed;

@@ -147,8 +147,7 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         let report = seed_demo(&app, std::env::var("TRELLIS_SEED_PASSWORD").ok()).await?;
         println!("In-memory demo data (gone at exit):\n{report}");
     }
-    let listener = tokio::net::TcpListener::bind(config.bind)
-        .await
+    let listener = trellis_app::listen::listen(config.bind, config.reuse_port)
         .with_context(|| format!("failed to listen on {}", config.bind))?;
     let workers = Workers::spawn(app.rag.clone(), config.rag.workers, config.rag.job_lease);
     tracing::info!(
