@@ -253,7 +253,7 @@ pub fn api(root: &Path, args: &ApiArgs) -> Result<ExitCode> {
             clk_tck,
         )?);
     }
-    let list = Run::merged(list_rounds);
+    let list = Run::merged(list_rounds).context("the users list ran no rounds")?;
     let pg = PgFigures::merged(pg_rounds);
     let mut content = Vec::new();
     if args.content {
@@ -504,62 +504,48 @@ struct Run {
 }
 
 impl Run {
-    /// One run of the rounds of the same path: requests and CPU summed over the rounds
-    /// (so the CPU per request is weighted by each round's requests), req/s averaged
-    /// (the rounds are equally long), p50 the median round's and p99 the worst round's.
-    fn merged(rounds: Vec<Run>) -> Run {
+    /// One run of the rounds of the same path: requests summed, CPU per request weighted
+    /// by each round's requests, req/s averaged (the rounds are equally long), p50 the
+    /// median round's and p99 the worst round's. `None` without rounds.
+    fn merged(rounds: Vec<Run>) -> Option<Run> {
+        let requests = |r: &Run| r.wrk.requests;
+        let server = weighted_mean(&rounds, |r| Some(r.server_cpu_us_per_req), requests);
+        let postgres = weighted_mean(&rounds, |r| r.postgres_cpu_us_per_req, requests);
+        let client = weighted_mean(&rounds, |r| r.client_cpu_us_per_req, requests);
+        let busy: Vec<f64> = rounds.iter().map(|r| r.machine_busy_pct).collect();
+        let mut p50s: Vec<f64> = rounds.iter().map(|r| r.wrk.p50_ms).collect();
+        p50s.sort_by(f64::total_cmp);
         let mut rounds = rounds.into_iter();
-        let Some(mut run) = rounds.next() else {
-            return Run {
-                path: String::new(),
-                wrk: WrkFigures::default(),
-                server_cpu_us_per_req: 0.0,
-                postgres_cpu_us_per_req: None,
-                client_cpu_us_per_req: None,
-                machine_busy_pct: 0.0,
-                sql_matches: None,
-                sampled_sql: Vec::new(),
-                rounds_per_sec: Vec::new(),
-            };
-        };
-        let mut p50s = vec![run.wrk.p50_ms];
-        let n0 = run.wrk.requests;
-        let (mut server, mut postgres, mut client) = (
-            run.server_cpu_us_per_req * n0 as f64,
-            add_weighted(Some(0.0), run.postgres_cpu_us_per_req, n0),
-            add_weighted(Some(0.0), run.client_cpu_us_per_req, n0),
-        );
-        let mut busy = run.machine_busy_pct;
-        let mut count = 1.0;
+        let mut run = rounds.next()?;
         for r in rounds {
-            let n = r.wrk.requests;
-            run.wrk.requests += n;
+            run.wrk.requests += r.wrk.requests;
             run.wrk.non_2xx += r.wrk.non_2xx;
             run.wrk.socket_errors += r.wrk.socket_errors;
             run.wrk.p99_ms = run.wrk.p99_ms.max(r.wrk.p99_ms);
-            p50s.push(r.wrk.p50_ms);
-            server += r.server_cpu_us_per_req * n as f64;
-            postgres = add_weighted(postgres, r.postgres_cpu_us_per_req, n);
-            client = add_weighted(client, r.client_cpu_us_per_req, n);
-            busy += r.machine_busy_pct;
-            count += 1.0;
             run.rounds_per_sec.extend(r.rounds_per_sec);
         }
-        let total = run.wrk.requests.max(1) as f64;
         run.wrk.requests_per_sec = mean(&run.rounds_per_sec);
-        p50s.sort_by(f64::total_cmp);
         run.wrk.p50_ms = p50s[p50s.len() / 2];
-        run.server_cpu_us_per_req = server / total;
-        run.postgres_cpu_us_per_req = postgres.map(|v| v / total);
-        run.client_cpu_us_per_req = client.map(|v| v / total);
-        run.machine_busy_pct = busy / count;
-        run
+        run.server_cpu_us_per_req = server.unwrap_or(0.0);
+        run.postgres_cpu_us_per_req = postgres;
+        run.client_cpu_us_per_req = client;
+        run.machine_busy_pct = mean(&busy);
+        Some(run)
     }
 }
 
-/// `sum` plus `per_unit` times `units`; `None` once any round lacks the figure.
-fn add_weighted(sum: Option<f64>, per_unit: Option<f64>, units: u64) -> Option<f64> {
-    Some(sum? + per_unit? * units as f64)
+/// The mean of `value` over `items` weighted by `weight` (requests, transactions):
+/// `None` when any item lacks the value or nothing has weight.
+fn weighted_mean<T>(
+    items: &[T],
+    value: impl Fn(&T) -> Option<f64>,
+    weight: impl Fn(&T) -> u64,
+) -> Option<f64> {
+    let total: u64 = items.iter().map(&weight).sum();
+    let sum = items.iter().try_fold(0.0, |sum, item| {
+        Some(sum + value(item)? * weight(item) as f64)
+    })?;
+    (total > 0).then(|| sum / total as f64)
 }
 
 /// Tokio worker threads for each of `processes` servers: the cores shared out, at
@@ -934,27 +920,30 @@ struct PgFigures {
 }
 
 impl PgFigures {
-    /// The rounds as one run, as [`Run::merged`] does for wrk: transactions and CPU
-    /// summed, tps averaged over the equally long rounds, latency weighted by each
+    /// The rounds as one run, as [`Run::merged`] does for wrk: transactions summed,
+    /// tps averaged over the equally long rounds, latency and CPU weighted by each
     /// round's transactions.
     fn merged(rounds: Vec<PgFigures>) -> PgFigures {
-        let mut all = PgFigures::default();
-        let (mut latency, mut postgres, mut client) = (0.0, Some(0.0), Some(0.0));
-        for r in &rounds {
-            let n = r.transactions;
-            all.transactions += n;
-            all.failed += r.failed;
-            latency += r.latency_avg_ms * n as f64;
-            postgres = add_weighted(postgres, r.postgres_cpu_us_per_txn, n);
-            client = add_weighted(client, r.client_cpu_us_per_txn, n);
-            all.rounds_tps.push(r.tps);
+        let transactions = |r: &PgFigures| r.transactions;
+        let rounds_tps: Vec<f64> = rounds.iter().map(|r| r.tps).collect();
+        PgFigures {
+            tps: mean(&rounds_tps),
+            latency_avg_ms: weighted_mean(&rounds, |r| Some(r.latency_avg_ms), transactions)
+                .unwrap_or(0.0),
+            transactions: rounds.iter().map(transactions).sum(),
+            failed: rounds.iter().map(|r| r.failed).sum(),
+            postgres_cpu_us_per_txn: weighted_mean(
+                &rounds,
+                |r| r.postgres_cpu_us_per_txn,
+                transactions,
+            ),
+            client_cpu_us_per_txn: weighted_mean(
+                &rounds,
+                |r| r.client_cpu_us_per_txn,
+                transactions,
+            ),
+            rounds_tps,
         }
-        let total = all.transactions.max(1) as f64;
-        all.tps = mean(&all.rounds_tps);
-        all.latency_avg_ms = latency / total;
-        all.postgres_cpu_us_per_txn = postgres.map(|v| v / total).filter(|_| !rounds.is_empty());
-        all.client_cpu_us_per_txn = client.map(|v| v / total).filter(|_| !rounds.is_empty());
-        all
     }
 }
 
@@ -1143,18 +1132,17 @@ impl Report<'_> {
     fn table(&self) -> String {
         let mut out = String::new();
         let a = self.args;
+        let (rounds, secs) = rounds(a);
         let _ = writeln!(
             out,
-            "\nAPI benchmark: wrk -t{} -c{} -d{}s --latency on loopback, pgbench -M prepared -c{} -j{} -T{}, {} CPUs",
+            "\nAPI benchmark: wrk -t{} -c{} -d{}s --latency on loopback, pgbench -M prepared -c{} -j{} -T{secs}, {} CPUs",
             a.threads,
             a.connections,
             a.duration,
             a.connections,
             a.pgbench_jobs,
-            a.duration,
             std::thread::available_parallelism().map_or(0, usize::from),
         );
-        let (rounds, secs) = rounds(a);
         let _ = writeln!(
             out,
             "the users list and pgbench took turns: {rounds} rounds of {secs} s each (p99 is the worst round's)"
@@ -1469,7 +1457,8 @@ Transfer/sec:      7.51MB
             list_round(20_000.0, 100_000, 40.0, 1.5, 3.0),
             list_round(16_000.0, 80_000, 60.0, 1.9, 4.5),
             list_round(18_000.0, 90_000, 50.0, 1.7, 3.5),
-        ]);
+        ])
+        .expect("three rounds");
         assert_eq!(run.wrk.requests, 270_000);
         assert_eq!(run.wrk.non_2xx, 3);
         assert!((run.wrk.requests_per_sec - 18_000.0).abs() < 1e-9);

@@ -171,10 +171,10 @@ impl std::fmt::Debug for Config {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Config")
             .field("bind", &self.bind)
+            .field("reuse_port", &self.reuse_port)
             .field("database", &self.database_url.as_ref().map(|_| "<set>"))
             .field("db_max_connections", &self.db_max_connections)
             .field("db_pipelined_reads", &self.db_pipelined_reads)
-            .field("reuse_port", &self.reuse_port)
             .field("db_pipelined_connections", &self.db_pipelined_connections)
             .field("body_limit_bytes", &self.body_limit_bytes)
             .finish_non_exhaustive()

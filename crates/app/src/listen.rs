@@ -1,8 +1,8 @@
 //! The HTTP listener. With `TRELLIS_REUSE_PORT` several `trellis serve` processes on one
-//! machine share a port and the kernel spreads new connections over them: on a small
-//! machine one single-threaded process per core serves more than one process whose
-//! worker threads pass every request's data between cores (`docs/benchmarks.md`,
-//! session 20).
+//! machine share a port and the kernel spreads new connections over them. On a small
+//! machine one single-threaded process per core keeps each request's data on one core,
+//! which held the users list at a steady rate where one two-threaded process moves
+//! between two, at a longer p99 for larger answers (`docs/benchmarks.md`, session 20).
 
 use std::io;
 use std::net::SocketAddr;
