@@ -2,7 +2,8 @@
 
 use serde_json::{Value, json};
 use trellis_tests::{
-    TestApp, TestTenant, problem, spawn_app, spawn_app_with, spawn_ingesting_app_with, unique,
+    TestApp, TestTenant, problem, spawn_app, spawn_app_with, spawn_ingesting_app_with,
+    spawn_per_core_app, unique,
 };
 
 #[tokio::test]
@@ -454,4 +455,58 @@ async fn without_reuse_port_a_second_server_cannot_take_a_listening_address() {
         std::io::ErrorKind::AddrInUse,
         "both sides must opt in"
     );
+}
+
+#[tokio::test]
+async fn a_server_with_a_runtime_per_core_serves_every_connection_its_tenants_rows() {
+    let app = spawn_per_core_app(2).await;
+    let (ours, theirs) = (app.tenant().await, app.tenant().await);
+    for n in 0..4 {
+        let body =
+            json!({"email": format!("pc{n}@example.com"), "name": "Per Core", "role": "user"});
+        let res = app
+            .post_json("/v1/users", Some(&ours.admin_token), &body)
+            .await;
+        assert_eq!(res.status(), 201, "{}", res.text().await.unwrap());
+    }
+    // A client of its own for each: a connection each, handed to the runtimes in turn.
+    let lists = (0..8).map(|i| {
+        let (url, tenant) = (
+            app.url("/v1/users?limit=20"),
+            if i % 2 == 0 { &ours } else { &theirs },
+        );
+        async move {
+            let client = reqwest::Client::new();
+            let mut emails = Vec::new();
+            for _ in 0..5 {
+                let page: Value = client
+                    .get(&url)
+                    .bearer_auth(&tenant.admin_token)
+                    .send()
+                    .await
+                    .unwrap()
+                    .json()
+                    .await
+                    .unwrap();
+                emails = page["items"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|u| u["email"].as_str().unwrap().to_owned())
+                    .collect::<Vec<_>>();
+            }
+            (tenant.admin_email.clone(), emails)
+        }
+    });
+    for (admin, mut emails) in futures::future::join_all(lists).await {
+        emails.sort();
+        if admin == ours.admin_email {
+            let mut expected: Vec<String> = (0..4).map(|n| format!("pc{n}@example.com")).collect();
+            expected.push(admin);
+            expected.sort();
+            assert_eq!(emails, expected);
+        } else {
+            assert_eq!(emails, vec![admin], "the other tenant sees only its admin");
+        }
+    }
 }

@@ -75,22 +75,7 @@ fn init_logs() {
 
 /// Like [`spawn_app`], after letting the test adjust the configuration.
 pub async fn spawn_app_with(adjust: impl FnOnce(&mut Config)) -> TestApp {
-    init_logs();
-    let key = base64::engine::general_purpose::STANDARD.encode([7u8; 32]);
-    let mut config = Config {
-        database_url: Some(database_url()),
-        db_max_connections: 4,
-        jwt_secret: Some(random_token(48).into_bytes()),
-        encryption_key: Some(("test".into(), key)),
-        password_cost: PasswordCost::InsecureFastForTests,
-        ..Config::default()
-    };
-    // In the checkout's git-ignored `.trellis`, not a shared temp directory: a
-    // directory another user made first would not be writable.
-    config.rag.blobs = Some(trellis_app::BlobSetting::Dir(
-        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../.trellis/test-blobs"),
-    ));
-    adjust(&mut config);
+    let config = test_config(adjust);
     let app = bootstrap(&config).await.expect("app failed to start");
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let base = format!("http://{}", listener.local_addr().unwrap());
@@ -107,6 +92,68 @@ pub async fn spawn_app_with(adjust: impl FnOnce(&mut Config)) -> TestApp {
         app_workers: config.rag.workers,
         _queue_lock: None,
     }
+}
+
+/// Like [`spawn_app`], served as `TRELLIS_RUNTIME=per-core` serves: `runtimes`
+/// single-threaded runtimes, each on a thread of its own, for the rest of the test
+/// process.
+pub async fn spawn_per_core_app(runtimes: usize) -> TestApp {
+    let config = test_config(|c| c.runtime = trellis_app::RuntimeSetting::PerCore(runtimes));
+    let (started, ready) = tokio::sync::oneshot::channel();
+    let workers = config.rag.workers;
+    std::thread::spawn(move || {
+        let first = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let (app, listener) = first.block_on(async {
+            let app = bootstrap(&config).await.expect("app failed to start");
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+            (app, listener)
+        });
+        let base = format!("http://{}", listener.local_addr().unwrap());
+        if started.send((app.clone(), base)).is_err() {
+            return;
+        }
+        trellis_app::runtimes::serve(
+            &first,
+            runtimes,
+            listener,
+            app.router(),
+            std::future::pending(),
+            async {},
+        )
+        .unwrap();
+    });
+    let (app, base) = ready.await.expect("app failed to start");
+    TestApp {
+        base,
+        http: reqwest::Client::new(),
+        app,
+        app_workers: workers,
+        _queue_lock: None,
+    }
+}
+
+/// The configuration test apps start with, after `adjust`.
+fn test_config(adjust: impl FnOnce(&mut Config)) -> Config {
+    init_logs();
+    let key = base64::engine::general_purpose::STANDARD.encode([7u8; 32]);
+    let mut config = Config {
+        database_url: Some(database_url()),
+        db_max_connections: 4,
+        jwt_secret: Some(random_token(48).into_bytes()),
+        encryption_key: Some(("test".into(), key)),
+        password_cost: PasswordCost::InsecureFastForTests,
+        ..Config::default()
+    };
+    // In the checkout's git-ignored `.trellis`, not a shared temp directory: a
+    // directory another user made first would not be writable.
+    config.rag.blobs = Some(trellis_app::BlobSetting::Dir(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../.trellis/test-blobs"),
+    ));
+    adjust(&mut config);
+    config
 }
 
 /// Like [`spawn_app_with`], plus the ingestion worker pool `trellis serve` runs (with a

@@ -1147,6 +1147,9 @@ impl Report<'_> {
             out,
             "the users list and pgbench took turns: {rounds} rounds of {secs} s each (p99 is the worst round's)"
         );
+        if let Some(runtime) = sys::env_nonempty("TRELLIS_RUNTIME") {
+            let _ = writeln!(out, "the server ran with TRELLIS_RUNTIME={runtime}");
+        }
         if a.processes > 1 {
             let threads = std::env::var("TOKIO_WORKER_THREADS")
                 .unwrap_or_else(|_| worker_threads(a.processes).to_string());
@@ -1319,6 +1322,7 @@ impl Report<'_> {
                 "rounds": rounds(a).0,
                 "server_processes": a.processes,
                 "TOKIO_WORKER_THREADS": sys::env_nonempty("TOKIO_WORKER_THREADS"),
+                "TRELLIS_RUNTIME": sys::env_nonempty("TRELLIS_RUNTIME"),
                 "TRELLIS_DB_PIPELINED_CONNECTIONS": sys::env_nonempty("TRELLIS_DB_PIPELINED_CONNECTIONS"),
                 "round_s": rounds(a).1,
                 "server": a.server_bin.as_ref().map_or_else(

@@ -226,9 +226,13 @@ async fn postgres_stores(config: &Config, url: &str) -> anyhow::Result<Stores> {
     if let Some(max) = config.db_pipelined_connections {
         store = store.with_pipelined_connections(max);
     }
+    if let crate::config::RuntimeSetting::PerCore(runtimes) = config.runtime {
+        store = store.with_runtimes(runtimes);
+    }
     if let Some(connections) = store.pipelined_connections() {
         tracing::info!(
             connections,
+            runtimes = store.pipelined_runtimes().unwrap_or(1),
             "hot reads are pipelined, sharing at most this many connections"
         );
     }

@@ -14,12 +14,46 @@ pub enum PasswordCost {
     InsecureFastForTests,
 }
 
+/// How `trellis serve` runs its tasks (`TRELLIS_RUNTIME`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum RuntimeSetting {
+    /// tokio's multi-threaded runtime: any of its threads runs any task.
+    #[default]
+    Shared,
+    /// This many single-threaded runtimes, one thread each, taking the connections in
+    /// turn (`crate::runtimes`).
+    PerCore(usize),
+}
+
+impl RuntimeSetting {
+    /// Reads `value` (`shared` or `per-core`); `threads` is how many runtimes
+    /// `per-core` runs (`TOKIO_WORKER_THREADS`, else one per core).
+    fn parse(value: &str, threads: usize) -> anyhow::Result<Self> {
+        match value.trim() {
+            "shared" => Ok(Self::Shared),
+            "per-core" => Ok(Self::PerCore(threads.max(1))),
+            other => bail!("TRELLIS_RUNTIME={other:?} is not valid: `shared` or `per-core`"),
+        }
+    }
+}
+
+/// How many threads serve requests: `TOKIO_WORKER_THREADS` (which tokio's default
+/// runtime reads too), else one per core.
+fn serving_threads() -> anyhow::Result<usize> {
+    match var("TOKIO_WORKER_THREADS") {
+        Some(v) => positive("TOKIO_WORKER_THREADS", &v),
+        None => Ok(std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get)),
+    }
+}
+
 /// Everything the app can be told.
 #[derive(Clone)]
 pub struct Config {
     pub bind: SocketAddr,
     /// Listen with `SO_REUSEPORT`, so that several processes share `bind`.
     pub reuse_port: bool,
+    /// One shared runtime, or one single-threaded runtime per core.
+    pub runtime: RuntimeSetting,
     /// The app's login role. `None` runs on in-memory adapters.
     pub database_url: Option<String>,
     /// The owner role for migrations; defaults to `database_url`.
@@ -172,6 +206,7 @@ impl std::fmt::Debug for Config {
         f.debug_struct("Config")
             .field("bind", &self.bind)
             .field("reuse_port", &self.reuse_port)
+            .field("runtime", &self.runtime)
             .field("database", &self.database_url.as_ref().map(|_| "<set>"))
             .field("db_max_connections", &self.db_max_connections)
             .field("db_pipelined_reads", &self.db_pipelined_reads)
@@ -190,6 +225,7 @@ impl Default for Config {
             db_max_connections: 16,
             db_pipelined_reads: true,
             reuse_port: false,
+            runtime: RuntimeSetting::Shared,
             db_pipelined_connections: None,
             user_cache_max: trellis_postgres::DEFAULT_MAX_CACHED_USERS,
             collection_cache_max: trellis_postgres::DEFAULT_MAX_CACHED_COLLECTIONS,
@@ -293,6 +329,10 @@ impl Config {
         Ok(Self {
             bind: parsed("TRELLIS_BIND", d.bind)?,
             reuse_port: parsed("TRELLIS_REUSE_PORT", d.reuse_port)?,
+            runtime: match var("TRELLIS_RUNTIME") {
+                None => d.runtime,
+                Some(v) => RuntimeSetting::parse(&v, serving_threads()?)?,
+            },
             database_url: var("DATABASE_URL"),
             migration_database_url: var("TRELLIS_MIGRATION_DATABASE_URL"),
             db_max_connections: parsed("TRELLIS_DB_MAX_CONNECTIONS", d.db_max_connections)?,
@@ -367,6 +407,21 @@ mod tests {
             assert!(err.contains("TRELLIS_DB_PIPELINED_CONNECTIONS"), "{err}");
             assert!(err.contains("at least 1"), "{err}");
         }
+    }
+
+    #[test]
+    fn the_runtime_is_shared_or_one_per_core_and_anything_else_is_refused() {
+        assert_eq!(
+            RuntimeSetting::parse("shared", 2).unwrap(),
+            RuntimeSetting::Shared
+        );
+        assert_eq!(
+            RuntimeSetting::parse(" per-core ", 3).unwrap(),
+            RuntimeSetting::PerCore(3)
+        );
+        let err = RuntimeSetting::parse("percore", 2).unwrap_err().to_string();
+        assert!(err.contains("TRELLIS_RUNTIME"), "{err}");
+        assert!(err.contains("per-core"), "{err}");
     }
 
     #[test]

@@ -9,9 +9,10 @@ pub mod config;
 pub mod listen;
 pub mod reindex;
 pub mod retriever;
+pub mod runtimes;
 pub mod seed;
 pub mod workers;
 
 pub use bootstrap::{App, Storage, bootstrap};
 pub use config::BlobSetting;
-pub use config::{Config, PasswordCost};
+pub use config::{Config, PasswordCost, RuntimeSetting};

@@ -5,7 +5,7 @@ use clap::{Parser, Subcommand};
 use std::io::IsTerminal as _;
 use trellis_app::seed::seed_demo;
 use trellis_app::workers::Workers;
-use trellis_app::{Config, Storage, bootstrap, reindex};
+use trellis_app::{Config, RuntimeSetting, Storage, bootstrap, reindex};
 
 /// mimalloc instead of glibc malloc: a request allocates and frees many small buffers
 /// across tokio's worker threads (hyper, sqlx rows, serde_json), which glibc served
@@ -48,8 +48,7 @@ enum Command {
     },
 }
 
-#[tokio::main]
-async fn main() -> anyhow::Result<()> {
+fn main() -> anyhow::Result<()> {
     // Colour only on a terminal: a log file or a collector would get the escape codes as
     // text (and every request span paid for writing them around its field names).
     let colour = std::io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none();
@@ -62,7 +61,20 @@ async fn main() -> anyhow::Result<()> {
         )
         .init();
     let config = Config::from_env()?;
-    match Cli::parse().command.unwrap_or(Command::Serve) {
+    let command = Cli::parse().command.unwrap_or(Command::Serve);
+    if let (Command::Serve, RuntimeSetting::PerCore(runtimes)) = (&command, config.runtime) {
+        return serve_per_core(config, runtimes);
+    }
+    // What `#[tokio::main]` builds: worker threads from `TOKIO_WORKER_THREADS`, else one
+    // per core.
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?
+        .block_on(run(config, command))
+}
+
+async fn run(config: Config, command: Command) -> anyhow::Result<()> {
+    match command {
         Command::Serve => serve(config).await,
         Command::Migrate => {
             let url = config
@@ -137,8 +149,15 @@ async fn reindex(
     }
 }
 
-async fn serve(config: Config) -> anyhow::Result<()> {
-    let app = bootstrap(&config).await?;
+/// Everything `trellis serve` runs before it takes connections.
+struct Started {
+    app: trellis_app::App,
+    listener: tokio::net::TcpListener,
+    workers: Workers,
+}
+
+async fn start(config: &Config) -> anyhow::Result<Started> {
+    let app = bootstrap(config).await?;
     if app.storage == Storage::Memory {
         tracing::warn!(
             "NO DATABASE CONFIGURED: running on in-memory storage. NOTHING PERSISTS: every tenant, user and key \
@@ -153,11 +172,50 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     tracing::info!(
         addr = %listener.local_addr()?,
         ingestion_workers = config.rag.workers,
+        runtime = ?config.runtime,
         "trellis listening; API docs at /docs"
     );
+    Ok(Started {
+        app,
+        listener,
+        workers,
+    })
+}
+
+async fn serve(config: Config) -> anyhow::Result<()> {
+    let Started {
+        app,
+        listener,
+        workers,
+    } = start(&config).await?;
     // In-flight requests finish after Ctrl-C or SIGTERM before the process exits.
     trellis_http::serve(listener, app.router(), trellis_http::shutdown_signal()).await?;
     workers.shutdown().await;
+    tracing::info!("shut down cleanly");
+    Ok(())
+}
+
+/// `serve` on one single-threaded runtime per core (`trellis_app::runtimes`). The
+/// first runtime starts everything, so the ingestion workers and the connections made
+/// at start-up live on it.
+fn serve_per_core(config: Config, runtimes: usize) -> anyhow::Result<()> {
+    let first = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    trellis_postgres::enter_runtime(0);
+    let Started {
+        app,
+        listener,
+        workers,
+    } = first.block_on(start(&config))?;
+    trellis_app::runtimes::serve(
+        &first,
+        runtimes,
+        listener,
+        app.router(),
+        trellis_http::shutdown_signal(),
+        workers.shutdown(),
+    )?;
     tracing::info!("shut down cleanly");
     Ok(())
 }

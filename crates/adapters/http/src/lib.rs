@@ -154,6 +154,26 @@ pub async fn serve(
     router: Router,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
+    serve_from(listener, router, shutdown).await
+}
+
+/// [`serve`] over any source of TCP connections (one that is handed connections
+/// accepted elsewhere, say), with Nagle's algorithm turned off on every connection.
+/// Otherwise a response that leaves in more than one write (a streamed answer's
+/// events, a body larger than one write takes) holds each later part back until the
+/// client acknowledges the earlier one, and clients delay acknowledgements by up to
+/// 40 ms.
+///
+/// # Errors
+/// As [`serve`].
+pub async fn serve_from<L>(
+    listener: L,
+    router: Router,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()>
+where
+    L: axum::serve::Listener<Io = tokio::net::TcpStream, Addr = SocketAddr>,
+{
     axum::serve(
         accepting(listener),
         router.into_make_service_with_connect_info::<SocketAddr>(),
@@ -162,14 +182,11 @@ pub async fn serve(
     .await
 }
 
-/// `listener` with Nagle's algorithm turned off on every connection it accepts.
-/// Otherwise a response that leaves in more than one write (a streamed answer's
-/// events, a body larger than one write takes) holds each later part back until the
-/// client acknowledges the earlier one, and clients delay acknowledgements by up to
-/// 40 ms.
-fn accepting(
-    listener: tokio::net::TcpListener,
-) -> axum::serve::TapIo<tokio::net::TcpListener, fn(&mut tokio::net::TcpStream)> {
+/// `listener` with Nagle's algorithm turned off on every connection it gives.
+fn accepting<L>(listener: L) -> axum::serve::TapIo<L, fn(&mut tokio::net::TcpStream)>
+where
+    L: axum::serve::Listener<Io = tokio::net::TcpStream>,
+{
     use axum::serve::ListenerExt as _;
     listener.tap_io(no_delay)
 }

@@ -32,6 +32,12 @@
 //! and being woken again; with few connections that saves CPU on both sides under
 //! load (`docs/benchmarks.md`, session 18).
 //!
+//! A connection's task runs on the tokio runtime that opened it. Where the server runs
+//! one single-threaded runtime per core (`trellis_postgres::enter_runtime`), each
+//! runtime opens and uses connections of its own (a shard of this pool, with its share
+//! of the most), so a read's rows, buffers and wake-ups stay on the thread that asked
+//! for them. Threads that never entered a runtime share the first shard.
+//!
 //! They carry no TLS: the pool is only made where no TLS would be lost
 //! ([`PipelinedReads::for_url`]), and where it reaches the same role and database as
 //! sqlx's over a session without TLS ([`PipelinedReads::verify`]); elsewhere reads take
@@ -40,6 +46,7 @@
 use crate::txn::{Access, Scope, opening_sql};
 use anyhow::Context as _;
 use sea_orm::sea_query::Value;
+use std::cell::Cell;
 use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -71,16 +78,45 @@ struct Conn {
     in_flight: AtomicUsize,
 }
 
-/// The pool of pipelining connections.
+/// The pool of pipelining connections: one shard per runtime that uses it.
 pub(crate) struct PipelinedReads {
     config: Config,
+    shards: Vec<Shard>,
+    /// The most connections of all shards together.
+    max_connections: AtomicUsize,
+}
+
+/// The connections one runtime opened, and uses alone.
+struct Shard {
     open: Mutex<Vec<Arc<Conn>>>,
     /// Held while a connection is made, so that a burst makes one at a time.
     connecting: tokio::sync::Mutex<()>,
-    max_connections: AtomicUsize,
     /// Where the next pick starts looking, so that equally busy connections take
     /// turns.
     turn: AtomicUsize,
+}
+
+impl Shard {
+    fn new() -> Self {
+        Self {
+            open: Mutex::new(Vec::new()),
+            connecting: tokio::sync::Mutex::new(()),
+            turn: AtomicUsize::new(0),
+        }
+    }
+}
+
+thread_local! {
+    /// Which runtime this thread runs (see [`enter_runtime`]).
+    static RUNTIME: Cell<usize> = const { Cell::new(0) };
+}
+
+/// Marks this thread as the one running runtime `index` of the server's single-threaded
+/// runtimes (0 for the first). Pipelined reads made on this thread then use
+/// connections opened on it only: a connection's task is driven by the runtime that
+/// opened it, and a read on another thread would wait for that thread to run it.
+pub fn enter_runtime(index: usize) {
+    RUNTIME.with(|runtime| runtime.set(index));
 }
 
 impl std::fmt::Debug for PipelinedReads {
@@ -154,15 +190,40 @@ impl PipelinedReads {
         }
         Ok(Self {
             config,
-            open: Mutex::new(Vec::new()),
-            connecting: tokio::sync::Mutex::new(()),
+            shards: vec![Shard::new()],
             max_connections: AtomicUsize::new(max_connections.max(1)),
-            turn: AtomicUsize::new(0),
         })
     }
 
-    /// Opens at most `max` connections from now on (at least one). Connections already
-    /// open beyond it stay until they end.
+    /// A pool like this one, with nothing open yet, in `runtimes` shards (at least one)
+    /// for a server that runs that many single-threaded runtimes: each shard opens up
+    /// to its share of the most, rounded up.
+    pub(crate) fn for_runtimes(&self, runtimes: usize) -> Self {
+        Self {
+            config: self.config.clone(),
+            shards: (0..runtimes.max(1)).map(|_| Shard::new()).collect(),
+            max_connections: AtomicUsize::new(self.max_connections()),
+        }
+    }
+
+    /// How many runtimes' shards this pool has.
+    pub(crate) fn runtimes(&self) -> usize {
+        self.shards.len()
+    }
+
+    /// The shard of the runtime on this thread.
+    fn shard(&self) -> &Shard {
+        let index = RUNTIME.with(Cell::get) % self.shards.len();
+        &self.shards[index]
+    }
+
+    /// The most connections one shard opens.
+    fn max_per_shard(&self) -> usize {
+        self.max_connections().div_ceil(self.shards.len()).max(1)
+    }
+
+    /// Opens at most `max` connections from now on (at least one, and at least one per
+    /// shard). Connections already open beyond it stay until they end.
     pub(crate) fn set_max_connections(&self, max: usize) {
         self.max_connections.store(max.max(1), Ordering::Relaxed);
     }
@@ -253,23 +314,24 @@ impl PipelinedReads {
             "the URL alone reaches {own_user}@{own_database}, the main pool {user}@{database} \
              (PG* variables or .pgpass fill in what the URL leaves out)"
         );
-        lock(&self.open).push(Arc::new(conn));
+        lock(&self.shard().open).push(Arc::new(conn));
         Ok(())
     }
 
     /// A connection for one read, and whether it was open before: an idle one, else a
     /// new one while there are fewer than the most, else the least busy.
     async fn take(&self) -> anyhow::Result<(InFlight, bool)> {
-        if let Some(read) = self.pick() {
+        let shard = self.shard();
+        if let Some(read) = self.pick(shard) {
             return Ok((read, true));
         }
-        let _connecting = self.connecting.lock().await;
+        let _connecting = shard.connecting.lock().await;
         // Another read may have made one meanwhile.
-        if let Some(read) = self.pick() {
+        if let Some(read) = self.pick(shard) {
             return Ok((read, true));
         }
         let conn = Arc::new(self.connect().await?);
-        lock(&self.open).push(Arc::clone(&conn));
+        lock(&shard.open).push(Arc::clone(&conn));
         Ok((InFlight::new(conn), false))
     }
 
@@ -279,14 +341,14 @@ impl PipelinedReads {
     /// would run nearly every read, and on a machine short of CPU the kernel holds a
     /// backend that busy off the CPU for up to a tenth of a second at times, with
     /// every read queued on it waiting (`docs/benchmarks.md`, session 19).
-    fn pick(&self) -> Option<InFlight> {
-        let mut open = lock(&self.open);
+    fn pick(&self, shard: &Shard) -> Option<InFlight> {
+        let mut open = lock(&shard.open);
         open.retain(|conn| !conn.client.is_closed());
         if open.is_empty() {
             return None;
         }
-        let full = open.len() >= self.max_connections();
-        let start = self.turn.fetch_add(1, Ordering::Relaxed) % open.len();
+        let full = open.len() >= self.max_per_shard();
+        let start = shard.turn.fetch_add(1, Ordering::Relaxed) % open.len();
         let least = open
             .iter()
             .cycle()
@@ -300,12 +362,21 @@ impl PipelinedReads {
     /// Drops `conn` from the pool (tokio-postgres closes it once the last read on it
     /// lets go).
     fn forget(&self, conn: &Arc<Conn>) {
-        lock(&self.open).retain(|open| !Arc::ptr_eq(open, conn));
+        for shard in &self.shards {
+            lock(&shard.open).retain(|open| !Arc::ptr_eq(open, conn));
+        }
     }
 
     async fn connect(&self) -> anyhow::Result<Conn> {
-        let (client, connection) = self
-            .config
+        let mut config = self.config.clone();
+        if config.get_application_name().is_none() {
+            // So that an operator looking at `pg_stat_activity` sees what these are.
+            config.application_name(format!(
+                "trellis pipelined reads, runtime {}",
+                RUNTIME.with(Cell::get) % self.shards.len()
+            ));
+        }
+        let (client, connection) = config
             .connect(NoTls)
             .await
             .context("could not connect to Postgres for pipelined reads")?;

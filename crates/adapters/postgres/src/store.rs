@@ -108,6 +108,26 @@ impl PgStore {
         self
     }
 
+    /// The same store for a server that runs `runtimes` single-threaded runtimes, one
+    /// per thread, each marked with [`crate::enter_runtime`]: pipelined reads made on
+    /// each runtime use connections that runtime opened (their share of the most,
+    /// rounded up), so a read never waits for another thread to run its connection.
+    /// Call it before any read: connections opened so far are let go.
+    #[must_use]
+    pub fn with_runtimes(mut self, runtimes: usize) -> Self {
+        if let Some(reads) = &self.pipelined {
+            self.pipelined = Some(Arc::new(reads.for_runtimes(runtimes)));
+        }
+        self
+    }
+
+    /// How many runtimes pipelined reads keep connections apart for, `None` where
+    /// reads are not pipelined.
+    #[must_use]
+    pub fn pipelined_runtimes(&self) -> Option<usize> {
+        self.pipelined.as_ref().map(|reads| reads.runtimes())
+    }
+
     /// The most connections pipelined reads open, `None` where reads are not pipelined.
     #[must_use]
     pub fn pipelined_connections(&self) -> Option<usize> {

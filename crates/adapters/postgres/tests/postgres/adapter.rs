@@ -698,3 +698,85 @@ async fn a_url_only_sqlx_reads_gets_no_pipelined_reads_and_still_serves_them() {
     assert_eq!(page.items.len(), 1);
     assert_eq!(UserRepo::get(&store, &ctx, admin).await.unwrap().id, admin);
 }
+
+/// Reads `admin` 32 times at once through `store` on the calling thread's runtime.
+async fn burst_of_reads(store: &PgStore, ctx: &trellis_kernel::TenantCtx, admin: UserId) {
+    let reads = (0..32).map(|_| UserRepo::get(store, ctx, admin));
+    for read in futures::future::join_all(reads).await {
+        assert_eq!(read.unwrap().id, admin);
+    }
+}
+
+#[tokio::test]
+async fn each_runtime_reads_over_pipelined_connections_of_its_own_which_end_with_it() {
+    // A connection's task runs on the runtime that opened it; a read from another
+    // runtime's thread would wait for that thread to run it, and would break once that
+    // runtime is gone.
+    let setup = store().await;
+    let (_, ctx, admin) = tenant(&setup).await;
+    let (store, application) = named_store("trellis_runtimes").await;
+    let store = store.with_pipelined_connections(2).with_runtimes(2);
+    if !store.pipelines_reads() {
+        return;
+    }
+    assert_eq!(store.pipelined_runtimes(), Some(2));
+    let observer = raw(&super::support::app_url()).await;
+    // Beside the main pool's one session.
+    let pipelined = |observer| {
+        let application = application.clone();
+        async move { sessions(observer, &application).await.len() - 1 }
+    };
+
+    // This test's runtime never entered one, so it is the first.
+    burst_of_reads(&store, &ctx, admin).await;
+    assert_eq!(
+        pipelined(&observer).await,
+        1,
+        "the first runtime opened its share of two"
+    );
+
+    let (read, was_read) = tokio::sync::oneshot::channel();
+    let (end, ended) = tokio::sync::oneshot::channel::<()>();
+    let second = std::thread::spawn({
+        let (store, ctx) = (store.clone(), ctx.clone());
+        move || {
+            trellis_postgres::enter_runtime(1);
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            runtime.block_on(async {
+                burst_of_reads(&store, &ctx, admin).await;
+                read.send(()).unwrap();
+                let _ = ended.await;
+            });
+        }
+    });
+    was_read.await.unwrap();
+    assert_eq!(
+        pipelined(&observer).await,
+        2,
+        "the second runtime opened a connection of its own"
+    );
+
+    end.send(()).unwrap();
+    tokio::task::spawn_blocking(move || second.join())
+        .await
+        .unwrap()
+        .unwrap();
+    let mut left = pipelined(&observer).await;
+    for _ in 0..100 {
+        if left == 1 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        left = pipelined(&observer).await;
+    }
+    assert_eq!(left, 1, "the second runtime's connection ended with it");
+    burst_of_reads(&store, &ctx, admin).await;
+    assert_eq!(
+        pipelined(&observer).await,
+        1,
+        "the first runtime still reads over its own connection"
+    );
+}
