@@ -32,6 +32,12 @@
 //! and being woken again; with few connections that saves CPU on both sides under
 //! load (`docs/benchmarks.md`, session 18).
 //!
+//! A read that has had no answer for a while ([`HEDGE_AFTER`], twenty times what one
+//! takes under load) is sent once more, on the least busy other connection, and the
+//! first answer is taken ([`PipelinedReads::answer`]). On a machine short of CPU the
+//! kernel at times leaves a runnable backend off the CPU for a tenth of a second or
+//! more, and every read queued on it would wait as long.
+//!
 //! A connection's task runs on the tokio runtime that opened it. Where the server runs
 //! one single-threaded runtime per core (`trellis_postgres::enter_runtime`), each
 //! runtime opens and uses connections of its own (a shard of this pool, with its share
@@ -62,6 +68,12 @@ const MAX_STATEMENTS: usize = 64;
 /// The most statements one pipelined read runs: reads of a few statements that must
 /// agree (a conversation and its messages), never a loop.
 const MAX_READS: usize = 4;
+
+/// How long a read waits for its answer before it is sent again on another connection.
+/// A read on this path takes about a millisecond under load; one unanswered for this
+/// long is queued on a backend that the kernel holds off the CPU (on two busy cores,
+/// for up to a fifth of a second at times) or behind a slow read.
+const HEDGE_AFTER: std::time::Duration = std::time::Duration::from_millis(20);
 
 /// How long making a connection may take (the main pool waits as long).
 const CONNECT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
@@ -268,7 +280,7 @@ impl PipelinedReads {
         let mut retried = false;
         loop {
             let (read, reused) = self.take().await?;
-            match read.conn.pipeline(&opening, &reads).await {
+            match self.answer(&read.conn, &opening, &reads).await {
                 Ok(rows) => return Ok(Some(rows)),
                 Err(e) => {
                     // The server may have ended a connection (a restart, an idle
@@ -284,6 +296,40 @@ impl PipelinedReads {
                     }
                     return Err(e);
                 }
+            }
+        }
+    }
+
+    /// `reads` run on `conn`, or, when that has not answered within [`HEDGE_AFTER`], on
+    /// a less busy connection of the same shard as well, whichever answers first. A
+    /// read changes nothing, so running it twice is safe; the slower copy's answers
+    /// are read and dropped by its connection's task. Each read is sent again at most
+    /// once, so a burst of slow reads costs at most twice the work.
+    async fn answer(
+        &self,
+        conn: &Arc<Conn>,
+        opening: &str,
+        reads: &[(&str, Vec<&(dyn ToSql + Sync)>)],
+    ) -> anyhow::Result<Vec<Vec<Row>>> {
+        use futures::future::{Either, select};
+        let mut first = std::pin::pin!(conn.pipeline(opening, reads));
+        tokio::select! {
+            biased;
+            rows = &mut first => return rows,
+            () = tokio::time::sleep(HEDGE_AFTER) => {}
+        }
+        let Some(other) = self.pick_other(conn) else {
+            return first.await;
+        };
+        let second = std::pin::pin!(other.conn.pipeline(opening, reads));
+        match select(first, second).await {
+            Either::Left((Ok(rows), _)) | Either::Right((Ok(rows), _)) => Ok(rows),
+            Either::Left((Err(e), second)) => second.await.or(Err(e)),
+            Either::Right((Err(e), first)) => {
+                if other.conn.client.is_closed() || connection_lost(&e) {
+                    self.forget(&other.conn);
+                }
+                first.await
             }
         }
     }
@@ -357,6 +403,18 @@ impl PipelinedReads {
             .min_by_key(|conn| conn.in_flight.load(Ordering::Relaxed))?;
         (full || least.in_flight.load(Ordering::Relaxed) == 0)
             .then(|| InFlight::new(Arc::clone(least)))
+    }
+
+    /// For a read sent again: the least busy open connection of this thread's shard
+    /// other than `slow`. Never opens one, so a burst of slow reads cannot grow the
+    /// pool beyond its most; a connection that answers, however busy, answers sooner
+    /// than one whose backend is held off the CPU.
+    fn pick_other(&self, slow: &Arc<Conn>) -> Option<InFlight> {
+        let open = lock(&self.shard().open);
+        open.iter()
+            .filter(|conn| !Arc::ptr_eq(conn, slow) && !conn.client.is_closed())
+            .min_by_key(|conn| conn.in_flight.load(Ordering::Relaxed))
+            .map(|conn| InFlight::new(Arc::clone(conn)))
     }
 
     /// Drops `conn` from the pool (tokio-postgres closes it once the last read on it

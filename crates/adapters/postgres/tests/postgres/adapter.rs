@@ -780,3 +780,68 @@ async fn each_runtime_reads_over_pipelined_connections_of_its_own_which_end_with
         "the first runtime still reads over its own connection"
     );
 }
+
+/// A local backend stopped with `SIGSTOP` (as the kernel holding it off the CPU would
+/// leave it) until this is dropped.
+struct StoppedBackend(i32);
+
+impl StoppedBackend {
+    /// Stops `pid`, or `None` where that is not a Postgres backend on this machine
+    /// that this user may signal (a server elsewhere, say).
+    fn stop(pid: i32) -> Option<Self> {
+        let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).ok()?;
+        if !cmdline.starts_with(b"postgres") {
+            return None;
+        }
+        let stopped = std::process::Command::new("kill")
+            .args(["-STOP", &pid.to_string()])
+            .status()
+            .ok()?
+            .success();
+        stopped.then_some(Self(pid))
+    }
+}
+
+impl Drop for StoppedBackend {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("kill")
+            .args(["-CONT", &self.0.to_string()])
+            .status();
+    }
+}
+
+#[tokio::test]
+async fn a_read_queued_on_a_backend_that_does_not_run_is_answered_by_another_connection() {
+    let setup = store().await;
+    let (_, ctx, admin) = tenant(&setup).await;
+    let (store, application) = named_store("trellis_hedged").await;
+    let store = store.with_pipelined_connections(2);
+    if !store.pipelines_reads() {
+        return;
+    }
+    burst_of_reads(&store, &ctx, admin).await;
+    let observer = raw(&super::support::app_url()).await;
+    let rows = super::support::query(store.connection(), "SELECT pg_backend_pid() AS pid").await;
+    let main: i32 = rows[0].try_get("", "pid").unwrap();
+    let pipelined: Vec<i32> = sessions(&observer, &application)
+        .await
+        .into_iter()
+        .filter(|pid| *pid != main)
+        .collect();
+    assert_eq!(pipelined.len(), 2, "a burst opened both connections");
+    let Some(stopped) = StoppedBackend::stop(pipelined[0]) else {
+        eprintln!("skipped: the backends are not on this machine, or not ours to stop");
+        return;
+    };
+    // The reads take turns on both connections, so some are queued on the stopped one;
+    // without a second sending they would wait for it for ever.
+    let reads = async {
+        for _ in 0..8 {
+            assert_eq!(UserRepo::get(&store, &ctx, admin).await.unwrap().id, admin);
+        }
+    };
+    let answered = tokio::time::timeout(std::time::Duration::from_secs(30), reads).await;
+    drop(stopped);
+    answered.expect("every read was answered while one backend was stopped");
+    burst_of_reads(&store, &ctx, admin).await;
+}
