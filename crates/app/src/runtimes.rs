@@ -17,7 +17,11 @@
 //! idle thread take them.
 //!
 //! Everything else (the stores, caches, throttles and metrics) is one, shared by all
-//! runtimes, as in the shared runtime.
+//! runtimes, as in the shared runtime. That includes the main sqlx pool: a connection
+//! opened on one runtime and used from another is woken through the first one's
+//! reactor, which a busy single-threaded runtime checks between tasks, so writes may
+//! wait a little longer under load; the hot reads do not, having connections of their
+//! own per runtime.
 
 use std::future::Future;
 use std::net::SocketAddr;
