@@ -6,15 +6,17 @@
 //! cores shared with Postgres that moved the users list between two rates, a quarter
 //! apart (`docs/benchmarks.md`, session 20). Here each runtime is one thread: it runs
 //! the connections handed to it and the pipelined reads they make
-//! (`trellis_postgres::enter_runtime`), so a request stays on one thread from its
-//! first byte to its answer.
+//! (`trellis_postgres::enter_runtime`), so a request's HTTP work and its hot reads
+//! stay on one thread (writes on the shared sqlx pool and `spawn_blocking` work do
+//! not: see below).
 //!
 //! One listener accepts, on the first runtime, and hands the connections to the
 //! runtimes in turn, so each gets as many; several sockets on one port
 //! (`SO_REUSEPORT`) would be split by a hash of the addresses, which gave one of two
 //! processes 21 of 32 connections. The price of a runtime per core: a request that
 //! takes long holds up the others on its thread, where the shared runtime would let an
-//! idle thread take them.
+//! idle thread take them. The first runtime also accepts for all and runs the
+//! ingestion workers, so long ingestion work there delays new connections too.
 //!
 //! Everything else (the stores, caches, throttles and metrics) is one, shared by all
 //! runtimes, as in the shared runtime. That includes the main sqlx pool: a connection
@@ -30,7 +32,7 @@ use std::sync::Arc;
 use anyhow::Context as _;
 use axum::Router;
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{Barrier, mpsc, watch};
+use tokio::sync::{mpsc, watch};
 
 /// A connection accepted on the first runtime, on its way to the runtime that serves it.
 type Handed = (std::net::TcpStream, SocketAddr);
@@ -53,44 +55,54 @@ pub fn serve(
 ) -> anyhow::Result<()> {
     let runtimes = runtimes.max(1);
     let local = listener.local_addr()?;
+    let others = (1..runtimes)
+        .map(|_| {
+            tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .context("could not make a runtime")
+        })
+        .collect::<anyhow::Result<Vec<_>>>()?;
     let stop = Arc::new(watch::channel(false).0);
-    let served = Arc::new(Barrier::new(runtimes));
-    let (finished, _) = watch::channel(false);
+    let finished = Arc::new(watch::channel(false).0);
+    // Each runtime holds a sender until it has stopped serving (or its thread ends,
+    // a panic included), so the first knows when all have without waiting for ever.
+    let (serving, mut all_served) = mpsc::channel::<()>(1);
     let (to_first, for_first) = mpsc::unbounded_channel();
     let mut handing = vec![to_first];
-    let mut threads = Vec::with_capacity(runtimes - 1);
-    for index in 1..runtimes {
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .context("could not make a runtime")?;
+    let mut threads = Vec::with_capacity(others.len());
+    for (index, runtime) in (1..).zip(others) {
         let (to_runtime, handed) = mpsc::unbounded_channel();
         handing.push(to_runtime);
-        let (router, stopped, served, mut finished) = (
+        let (router, stopped, serving, mut done) = (
             router.clone(),
             stop.subscribe(),
-            Arc::clone(&served),
+            serving.clone(),
             finished.subscribe(),
         );
-        let thread = std::thread::Builder::new()
+        let spawned = std::thread::Builder::new()
             .name(format!("trellis-runtime-{index}"))
             .spawn(move || {
                 trellis_postgres::enter_runtime(index);
                 runtime.block_on(async move {
-                    let result =
-                        trellis_http::serve_from(HandedListener { handed, local }, router, {
-                            until(stopped)
-                        })
-                        .await;
-                    served.wait().await;
+                    let listener = HandedListener { handed, local };
+                    let result = trellis_http::serve_from(listener, router, until(stopped)).await;
+                    drop(serving);
                     // Tasks and connections this runtime started may still be used
                     // by `finish` on the first.
-                    let _ = finished.wait_for(|done| *done).await;
+                    let _ = done.wait_for(|done| *done).await;
                     result
                 })
-            })
-            .context("could not start a runtime's thread")?;
-        threads.push(thread);
+            });
+        match spawned {
+            Ok(thread) => threads.push(thread),
+            Err(e) => {
+                stop.send_replace(true);
+                finished.send_replace(true);
+                let _ = join(threads);
+                return Err(e).context("could not start a runtime's thread");
+            }
+        }
     }
     trellis_postgres::enter_runtime(0);
     let result = first.block_on(async {
@@ -100,28 +112,32 @@ pub fn serve(
             shutdown.await;
             stopping.send_replace(true);
         });
-        let result = trellis_http::serve_from(
-            HandedListener {
-                handed: for_first,
-                local,
-            },
-            router,
-            until(stop.subscribe()),
-        )
-        .await;
+        let listener = HandedListener {
+            handed: for_first,
+            local,
+        };
+        let result = trellis_http::serve_from(listener, router, until(stop.subscribe())).await;
         // Should the first runtime's serving end by itself, the others end too.
         stop.send_replace(true);
         let _ = accepting.await;
-        served.wait().await;
+        drop(serving);
+        while all_served.recv().await.is_some() {}
         finish.await;
         finished.send_replace(true);
         result
     });
-    let mut failed = result.err().map(anyhow::Error::from);
+    let joined = join(threads);
+    result?;
+    joined
+}
+
+/// Waits for every runtime's thread, and says whether one failed or panicked.
+fn join(threads: Vec<std::thread::JoinHandle<std::io::Result<()>>>) -> anyhow::Result<()> {
+    let mut failed = None;
     for thread in threads {
         match thread.join() {
             Ok(Ok(())) => {}
-            Ok(Err(e)) => failed = failed.or(Some(e.into())),
+            Ok(Err(e)) => failed = failed.or(Some(anyhow::Error::from(e))),
             Err(_) => failed = failed.or(Some(anyhow::anyhow!("a runtime's thread panicked"))),
         }
     }
@@ -150,8 +166,10 @@ async fn hand_out(
         let (stream, peer) = match accepted {
             Ok(accepted) => accepted,
             Err(e) => {
-                accept_failed(&e).await;
-                continue;
+                tokio::select! {
+                    () = &mut stop => return,
+                    () = accept_failed(&e) => continue,
+                }
             }
         };
         // Out of this runtime's reactor, into the serving runtime's there.
@@ -216,6 +234,7 @@ impl axum::serve::Listener for HandedListener {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::sync::atomic::Ordering;
     use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 
     /// The address of a test server that says which thread served each request.
@@ -225,7 +244,10 @@ mod tests {
         SocketAddr,
         std::sync::mpsc::Sender<()>,
         std::thread::JoinHandle<()>,
+        Arc<std::sync::atomic::AtomicBool>,
     ) {
+        let others_ran_during_finish = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let ran = Arc::clone(&others_ran_during_finish);
         let (addr_tx, addr_rx) = std::sync::mpsc::channel();
         let (stop_tx, stop_rx) = std::sync::mpsc::channel::<()>();
         let server = std::thread::spawn(move || {
@@ -244,9 +266,26 @@ mod tests {
             let shutdown = async move {
                 let _ = tokio::task::spawn_blocking(move || stop_rx.recv()).await;
             };
-            serve(&first, runtimes, listener, router, shutdown, async {}).unwrap();
+            let finish = async move {
+                ran.store(runtime_threads() == runtimes - 1, Ordering::SeqCst);
+            };
+            serve(&first, runtimes, listener, router, shutdown, finish).unwrap();
         });
-        (addr_rx.recv().unwrap(), stop_tx, server)
+        (
+            addr_rx.recv().unwrap(),
+            stop_tx,
+            server,
+            others_ran_during_finish,
+        )
+    }
+
+    /// How many of this process's threads are runtimes after the first.
+    fn runtime_threads() -> usize {
+        std::fs::read_dir("/proc/self/task")
+            .unwrap()
+            .filter_map(|task| std::fs::read_to_string(task.ok()?.path().join("comm")).ok())
+            .filter(|name| name.starts_with("trellis-runtim"))
+            .count()
     }
 
     async fn served_by(addr: SocketAddr) -> String {
@@ -263,7 +302,7 @@ mod tests {
 
     #[tokio::test]
     async fn connections_are_handed_to_every_runtime_in_turn() {
-        let (addr, _stop, _server) = start(3);
+        let (addr, _stop, _server, _) = start(3);
         let mut threads = Vec::new();
         for _ in 0..6 {
             threads.push(served_by(addr).await);
@@ -283,7 +322,7 @@ mod tests {
 
     #[tokio::test]
     async fn after_shutdown_the_server_stops_taking_connections_and_returns() {
-        let (addr, stop, server) = start(2);
+        let (addr, stop, server, others_ran_during_finish) = start(3);
         served_by(addr).await;
         stop.send(()).unwrap();
         let refused = async {
@@ -303,5 +342,10 @@ mod tests {
             .expect("serve returns once every runtime has stopped")
             .unwrap()
             .expect("serve neither failed nor panicked");
+        assert!(
+            others_ran_during_finish.load(Ordering::SeqCst),
+            "the other runtimes still ran while `finish` did"
+        );
+        assert_eq!(runtime_threads(), 0, "and ended after it");
     }
 }

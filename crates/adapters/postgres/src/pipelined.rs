@@ -72,7 +72,7 @@ const MAX_READS: usize = 4;
 /// How long a read waits for its answer before it is sent again on another connection.
 /// A read on this path takes about a millisecond under load; one unanswered for this
 /// long is queued on a backend that the kernel holds off the CPU (on two busy cores,
-/// for up to a fifth of a second at times) or behind a slow read.
+/// for a tenth of a second or more at times) or behind a slow read.
 const HEDGE_AFTER: std::time::Duration = std::time::Duration::from_millis(20);
 
 /// How long making a connection may take (the main pool waits as long).
@@ -209,7 +209,7 @@ impl PipelinedReads {
 
     /// A pool like this one, with nothing open yet, in `runtimes` shards (at least one)
     /// for a server that runs that many single-threaded runtimes: each shard opens up
-    /// to its share of the most, rounded up.
+    /// to its share of the most, rounded down, and at least one.
     pub(crate) fn for_runtimes(&self, runtimes: usize) -> Self {
         Self {
             config: self.config.clone(),
@@ -231,7 +231,7 @@ impl PipelinedReads {
 
     /// The most connections one shard opens.
     fn max_per_shard(&self) -> usize {
-        self.max_connections().div_ceil(self.shards.len()).max(1)
+        (self.max_connections() / self.shards.len()).max(1)
     }
 
     /// Opens at most `max` connections from now on (at least one, and at least one per
@@ -322,13 +322,24 @@ impl PipelinedReads {
             return first.await;
         };
         let second = std::pin::pin!(other.conn.pipeline(opening, reads));
+        let forget_if_lost = |e: &anyhow::Error| {
+            if other.conn.client.is_closed() || connection_lost(e) {
+                self.forget(&other.conn);
+            }
+        };
         match select(first, second).await {
-            Either::Left((Ok(rows), _)) | Either::Right((Ok(rows), _)) => Ok(rows),
-            Either::Left((Err(e), second)) => second.await.or(Err(e)),
+            Either::Left((Ok(rows), _)) => Ok(rows),
+            Either::Right((Ok(rows), _)) => {
+                Self::busy_until_caught_up(conn);
+                Ok(rows)
+            }
+            // The first connection's error is the one the caller retries on.
+            Either::Left((Err(e), second)) => second.await.map_err(|second_error| {
+                forget_if_lost(&second_error);
+                e
+            }),
             Either::Right((Err(e), first)) => {
-                if other.conn.client.is_closed() || connection_lost(&e) {
-                    self.forget(&other.conn);
-                }
+                forget_if_lost(&e);
                 first.await
             }
         }
@@ -406,15 +417,33 @@ impl PipelinedReads {
     }
 
     /// For a read sent again: the least busy open connection of this thread's shard
-    /// other than `slow`. Never opens one, so a burst of slow reads cannot grow the
-    /// pool beyond its most; a connection that answers, however busy, answers sooner
-    /// than one whose backend is held off the CPU.
+    /// other than `slow`, else of another shard (a shard of one connection: that
+    /// connection's task runs on another runtime's thread, later, but it runs). Never
+    /// opens one, so a burst of slow reads cannot grow the pool beyond its most; a
+    /// connection that answers, however busy, answers sooner than one whose backend is
+    /// held off the CPU.
     fn pick_other(&self, slow: &Arc<Conn>) -> Option<InFlight> {
-        let open = lock(&self.shard().open);
-        open.iter()
-            .filter(|conn| !Arc::ptr_eq(conn, slow) && !conn.client.is_closed())
-            .min_by_key(|conn| conn.in_flight.load(Ordering::Relaxed))
-            .map(|conn| InFlight::new(Arc::clone(conn)))
+        let least_busy = |shard: &Shard| {
+            lock(&shard.open)
+                .iter()
+                .filter(|conn| !Arc::ptr_eq(conn, slow) && !conn.client.is_closed())
+                .min_by_key(|conn| conn.in_flight.load(Ordering::Relaxed))
+                .cloned()
+        };
+        least_busy(self.shard())
+            .or_else(|| self.shards.iter().find_map(least_busy))
+            .map(InFlight::new)
+    }
+
+    /// Keeps `conn` counted busy until its backend has answered everything queued on
+    /// it so far (an empty query queued behind the reads), so that reads taken away
+    /// from a backend held off the CPU do not leave it looking idle to the next pick.
+    fn busy_until_caught_up(conn: &Arc<Conn>) {
+        let conn = Arc::clone(conn);
+        tokio::spawn(async move {
+            let _busy = InFlight::new(Arc::clone(&conn));
+            let _ = queued_together(&conn, conn.client.batch_execute("")).await;
+        });
     }
 
     /// Drops `conn` from the pool (tokio-postgres closes it once the last read on it

@@ -721,16 +721,28 @@ async fn each_runtime_reads_over_pipelined_connections_of_its_own_which_end_with
     }
     assert_eq!(store.pipelined_runtimes(), Some(2));
     let observer = raw(&super::support::app_url()).await;
-    // Beside the main pool's one session.
-    let pipelined = |observer| {
+    // Beside the main pool's one session. A connection let go ends a moment later (the
+    // one the store checked its URL with, the second runtime's), so this waits up to
+    // five seconds for the count to reach `expected`.
+    let pipelined = |observer, expected: usize| {
         let application = application.clone();
-        async move { sessions(observer, &application).await.len() - 1 }
+        async move {
+            let mut open = sessions(observer, &application).await.len() - 1;
+            for _ in 0..100 {
+                if open == expected {
+                    break;
+                }
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                open = sessions(observer, &application).await.len() - 1;
+            }
+            open
+        }
     };
 
     // This test's runtime never entered one, so it is the first.
     burst_of_reads(&store, &ctx, admin).await;
     assert_eq!(
-        pipelined(&observer).await,
+        pipelined(&observer, 1).await,
         1,
         "the first runtime opened its share of two"
     );
@@ -754,7 +766,7 @@ async fn each_runtime_reads_over_pipelined_connections_of_its_own_which_end_with
     });
     was_read.await.unwrap();
     assert_eq!(
-        pipelined(&observer).await,
+        pipelined(&observer, 2).await,
         2,
         "the second runtime opened a connection of its own"
     );
@@ -764,18 +776,14 @@ async fn each_runtime_reads_over_pipelined_connections_of_its_own_which_end_with
         .await
         .unwrap()
         .unwrap();
-    let mut left = pipelined(&observer).await;
-    for _ in 0..100 {
-        if left == 1 {
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-        left = pipelined(&observer).await;
-    }
-    assert_eq!(left, 1, "the second runtime's connection ended with it");
+    assert_eq!(
+        pipelined(&observer, 1).await,
+        1,
+        "the second runtime's connection ended with it"
+    );
     burst_of_reads(&store, &ctx, admin).await;
     assert_eq!(
-        pipelined(&observer).await,
+        pipelined(&observer, 1).await,
         1,
         "the first runtime still reads over its own connection"
     );
@@ -786,11 +794,14 @@ async fn each_runtime_reads_over_pipelined_connections_of_its_own_which_end_with
 struct StoppedBackend(i32);
 
 impl StoppedBackend {
-    /// Stops `pid`, or `None` where that is not a Postgres backend on this machine
-    /// that this user may signal (a server elsewhere, say).
-    fn stop(pid: i32) -> Option<Self> {
-        let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).ok()?;
-        if !cmdline.starts_with(b"postgres") {
+    /// Stops `pid`, the backend serving the client at `client_port`, or `None` where
+    /// no such backend runs on this machine (a server elsewhere, in a container, say)
+    /// or this user may not signal it. A backend's command line names its client
+    /// (`postgres: app trellis 127.0.0.1(54321) idle`), which tells it apart from any
+    /// other process that happens to have the same pid here.
+    fn stop(pid: i32, client_port: i32) -> Option<Self> {
+        let cmdline = std::fs::read_to_string(format!("/proc/{pid}/cmdline")).ok()?;
+        if !cmdline.starts_with("postgres") || !cmdline.contains(&format!("({client_port})")) {
             return None;
         }
         let stopped = std::process::Command::new("kill")
@@ -829,7 +840,16 @@ async fn a_read_queued_on_a_backend_that_does_not_run_is_answered_by_another_con
         .filter(|pid| *pid != main)
         .collect();
     assert_eq!(pipelined.len(), 2, "a burst opened both connections");
-    let Some(stopped) = StoppedBackend::stop(pipelined[0]) else {
+    let rows = super::support::query(
+        &observer,
+        &format!(
+            "SELECT coalesce(client_port, -1) AS port FROM pg_stat_activity WHERE pid = {}",
+            pipelined[0]
+        ),
+    )
+    .await;
+    let port: i32 = rows[0].try_get("", "port").unwrap();
+    let Some(stopped) = StoppedBackend::stop(pipelined[0], port) else {
         eprintln!("skipped: the backends are not on this machine, or not ours to stop");
         return;
     };
@@ -844,4 +864,94 @@ async fn a_read_queued_on_a_backend_that_does_not_run_is_answered_by_another_con
     drop(stopped);
     answered.expect("every read was answered while one backend was stopped");
     burst_of_reads(&store, &ctx, admin).await;
+}
+
+/// The pid and client port of each pipelined session of `application` (all but the
+/// main pool's, whose backend is `main`).
+async fn pipelined_backends(
+    observer: &sea_orm::DatabaseConnection,
+    application: &str,
+    main: i32,
+) -> Vec<(i32, i32)> {
+    let rows = super::support::query(
+        observer,
+        &format!(
+            "SELECT pid, coalesce(client_port, -1) AS port FROM pg_stat_activity
+              WHERE application_name = '{application}' AND pid <> {main} ORDER BY pid"
+        ),
+    )
+    .await;
+    rows.iter()
+        .map(|r| {
+            (
+                r.try_get("", "pid").unwrap(),
+                r.try_get("", "port").unwrap(),
+            )
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn with_one_connection_per_runtime_a_read_on_a_stopped_backend_is_answered_over_another_runtimes()
+ {
+    let setup = store().await;
+    let (_, ctx, admin) = tenant(&setup).await;
+    let (store, application) = named_store("trellis_hedged_across").await;
+    let store = store.with_pipelined_connections(2).with_runtimes(2);
+    if !store.pipelines_reads() {
+        return;
+    }
+    let observer = raw(&super::support::app_url()).await;
+    let rows = super::support::query(store.connection(), "SELECT pg_backend_pid() AS pid").await;
+    let main: i32 = rows[0].try_get("", "pid").unwrap();
+    // The store let go of the connection it checked its URL with; wait for it to end.
+    for _ in 0..100 {
+        if pipelined_backends(&observer, &application, main)
+            .await
+            .is_empty()
+        {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    burst_of_reads(&store, &ctx, admin).await;
+    let ours = pipelined_backends(&observer, &application, main).await;
+    assert_eq!(ours.len(), 1, "this runtime's one connection");
+
+    let (read, was_read) = tokio::sync::oneshot::channel();
+    let (end, ended) = tokio::sync::oneshot::channel::<()>();
+    let other = std::thread::spawn({
+        let (store, ctx) = (store.clone(), ctx.clone());
+        move || {
+            trellis_postgres::enter_runtime(1);
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            runtime.block_on(async {
+                burst_of_reads(&store, &ctx, admin).await;
+                read.send(()).unwrap();
+                let _ = ended.await;
+            });
+        }
+    });
+    was_read.await.unwrap();
+    let Some(stopped) = StoppedBackend::stop(ours[0].0, ours[0].1) else {
+        eprintln!("skipped: the backends are not on this machine, or not ours to stop");
+        let _ = end.send(());
+        return;
+    };
+    let reads = async {
+        for _ in 0..4 {
+            assert_eq!(UserRepo::get(&store, &ctx, admin).await.unwrap().id, admin);
+        }
+    };
+    let answered = tokio::time::timeout(std::time::Duration::from_secs(30), reads).await;
+    drop(stopped);
+    let _ = end.send(());
+    tokio::task::spawn_blocking(move || other.join())
+        .await
+        .unwrap()
+        .unwrap();
+    answered.expect("reads on the stopped backend were answered over the other runtime's");
 }
