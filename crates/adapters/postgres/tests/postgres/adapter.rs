@@ -707,6 +707,37 @@ async fn burst_of_reads(store: &PgStore, ctx: &trellis_kernel::TenantCtx, admin:
     }
 }
 
+/// Starts a second single-threaded runtime on a thread of its own, marked as runtime 1,
+/// and returns once a burst of reads on it is done. It runs until `end` is sent.
+async fn second_runtime_reading(
+    store: &PgStore,
+    ctx: &trellis_kernel::TenantCtx,
+    admin: UserId,
+) -> (
+    tokio::sync::oneshot::Sender<()>,
+    std::thread::JoinHandle<()>,
+) {
+    let (read, was_read) = tokio::sync::oneshot::channel();
+    let (end, ended) = tokio::sync::oneshot::channel::<()>();
+    let thread = std::thread::spawn({
+        let (store, ctx) = (store.clone(), ctx.clone());
+        move || {
+            trellis_postgres::enter_runtime(1);
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            runtime.block_on(async {
+                burst_of_reads(&store, &ctx, admin).await;
+                read.send(()).unwrap();
+                let _ = ended.await;
+            });
+        }
+    });
+    was_read.await.unwrap();
+    (end, thread)
+}
+
 #[tokio::test]
 async fn each_runtime_reads_over_pipelined_connections_of_its_own_which_end_with_it() {
     // A connection's task runs on the runtime that opened it; a read from another
@@ -747,24 +778,7 @@ async fn each_runtime_reads_over_pipelined_connections_of_its_own_which_end_with
         "the first runtime opened its share of two"
     );
 
-    let (read, was_read) = tokio::sync::oneshot::channel();
-    let (end, ended) = tokio::sync::oneshot::channel::<()>();
-    let second = std::thread::spawn({
-        let (store, ctx) = (store.clone(), ctx.clone());
-        move || {
-            trellis_postgres::enter_runtime(1);
-            let runtime = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .unwrap();
-            runtime.block_on(async {
-                burst_of_reads(&store, &ctx, admin).await;
-                read.send(()).unwrap();
-                let _ = ended.await;
-            });
-        }
-    });
-    was_read.await.unwrap();
+    let (end, second) = second_runtime_reading(&store, &ctx, admin).await;
     assert_eq!(
         pipelined(&observer, 2).await,
         2,
@@ -918,24 +932,7 @@ async fn with_one_connection_per_runtime_a_read_on_a_stopped_backend_is_answered
     let ours = pipelined_backends(&observer, &application, main).await;
     assert_eq!(ours.len(), 1, "this runtime's one connection");
 
-    let (read, was_read) = tokio::sync::oneshot::channel();
-    let (end, ended) = tokio::sync::oneshot::channel::<()>();
-    let other = std::thread::spawn({
-        let (store, ctx) = (store.clone(), ctx.clone());
-        move || {
-            trellis_postgres::enter_runtime(1);
-            let runtime = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .unwrap();
-            runtime.block_on(async {
-                burst_of_reads(&store, &ctx, admin).await;
-                read.send(()).unwrap();
-                let _ = ended.await;
-            });
-        }
-    });
-    was_read.await.unwrap();
+    let (end, other) = second_runtime_reading(&store, &ctx, admin).await;
     let Some(stopped) = StoppedBackend::stop(ours[0].0, ours[0].1) else {
         eprintln!("skipped: the backends are not on this machine, or not ours to stop");
         let _ = end.send(());
