@@ -179,6 +179,9 @@ pub fn api(root: &Path, args: &ApiArgs) -> Result<ExitCode> {
 
     let addr = free_loopback_addr()?;
     let log_path = out_dir.join("server.log");
+    // This run's servers append to it together; an earlier run's lines would read as
+    // this one's.
+    fs::write(&log_path, b"").with_context(|| format!("could not empty {}", log_path.display()))?;
     let mut servers = Vec::new();
     for _ in 0..args.processes {
         let mut serve = app_cmd("serve");
