@@ -64,7 +64,7 @@ pub fn serve(
         })
         .collect::<anyhow::Result<Vec<_>>>()?;
     let stop = Arc::new(watch::channel(false).0);
-    let finished = Arc::new(watch::channel(false).0);
+    let (finished, _) = watch::channel(false);
     // Each runtime holds a sender until it has stopped serving (or its thread ends,
     // a panic included), so the first knows when all have without waiting for ever.
     let (serving, mut all_served) = mpsc::channel::<()>(1);
@@ -157,7 +157,7 @@ async fn hand_out(
     stop: impl Future<Output = ()>,
 ) {
     let mut stop = std::pin::pin!(stop);
-    let mut next = 0;
+    let mut turns = runtimes.iter().cycle();
     loop {
         let accepted = tokio::select! {
             () = &mut stop => return,
@@ -175,19 +175,18 @@ async fn hand_out(
         // Out of this runtime's reactor, into the serving runtime's there.
         match stream.into_std() {
             Ok(stream) => {
-                if let Some(runtime) = runtimes.get(next) {
+                if let Some(runtime) = turns.next() {
                     // A runtime that stopped taking connections is shutting down: the
                     // connection is closed with the stream.
                     let _ = runtime.send((stream, peer));
                 }
-                next = (next + 1) % runtimes.len().max(1);
             }
             Err(e) => tracing::debug!(error = %e, "could not hand a connection over"),
         }
     }
 }
 
-/// What the shared runtime's listener does with a failed accept: a connection the
+/// What the accepting does with a failed accept: a connection the
 /// client gave up on is simply skipped; anything else (out of file descriptors, say)
 /// is logged and waited out, so the loop does not spin.
 async fn accept_failed(e: &std::io::Error) {

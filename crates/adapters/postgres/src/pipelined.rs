@@ -223,10 +223,14 @@ impl PipelinedReads {
         self.shards.len()
     }
 
+    /// Which shard the runtime on this thread uses.
+    fn shard_index(&self) -> usize {
+        RUNTIME.with(Cell::get) % self.shards.len()
+    }
+
     /// The shard of the runtime on this thread.
     fn shard(&self) -> &Shard {
-        let index = RUNTIME.with(Cell::get) % self.shards.len();
-        &self.shards[index]
+        &self.shards[self.shard_index()]
     }
 
     /// The most connections one shard opens.
@@ -301,7 +305,7 @@ impl PipelinedReads {
     }
 
     /// `reads` run on `conn`, or, when that has not answered within [`HEDGE_AFTER`], on
-    /// a less busy connection of the same shard as well, whichever answers first. A
+    /// another connection as well ([`Self::pick_other`]), whichever answers first. A
     /// read changes nothing, so running it twice is safe; the slower copy's answers
     /// are read and dropped by its connection's task. Each read is sent again at most
     /// once, so a burst of slow reads costs at most twice the work.
@@ -460,7 +464,7 @@ impl PipelinedReads {
             // So that an operator looking at `pg_stat_activity` sees what these are.
             config.application_name(format!(
                 "trellis pipelined reads, runtime {}",
-                RUNTIME.with(Cell::get) % self.shards.len()
+                self.shard_index()
             ));
         }
         let (client, connection) = config

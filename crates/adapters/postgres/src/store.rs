@@ -111,7 +111,8 @@ impl PgStore {
     /// The same store for a server that runs `runtimes` single-threaded runtimes, one
     /// per thread, each marked with [`crate::enter_runtime`]: pipelined reads made on
     /// each runtime use connections that runtime opened (their share of the most,
-    /// rounded up), so a read never waits for another thread to run its connection.
+    /// rounded down, at least one), so a read waits for another thread to run its
+    /// connection only when it is sent again there ([`crate::pipelined`]).
     /// Call it before any read: connections opened so far are let go.
     #[must_use]
     pub fn with_runtimes(mut self, runtimes: usize) -> Self {

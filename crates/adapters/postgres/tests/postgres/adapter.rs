@@ -846,24 +846,11 @@ async fn a_read_queued_on_a_backend_that_does_not_run_is_answered_by_another_con
     }
     burst_of_reads(&store, &ctx, admin).await;
     let observer = raw(&super::support::app_url()).await;
-    let rows = super::support::query(store.connection(), "SELECT pg_backend_pid() AS pid").await;
-    let main: i32 = rows[0].try_get("", "pid").unwrap();
-    let pipelined: Vec<i32> = sessions(&observer, &application)
-        .await
-        .into_iter()
-        .filter(|pid| *pid != main)
-        .collect();
+    let main = main_backend(&store).await;
+    let pipelined = pipelined_backends(&observer, &application, main).await;
     assert_eq!(pipelined.len(), 2, "a burst opened both connections");
-    let rows = super::support::query(
-        &observer,
-        &format!(
-            "SELECT coalesce(client_port, -1) AS port FROM pg_stat_activity WHERE pid = {}",
-            pipelined[0]
-        ),
-    )
-    .await;
-    let port: i32 = rows[0].try_get("", "port").unwrap();
-    let Some(stopped) = StoppedBackend::stop(pipelined[0], port) else {
+    let (pid, port) = pipelined[0];
+    let Some(stopped) = StoppedBackend::stop(pid, port) else {
         eprintln!("skipped: the backends are not on this machine, or not ours to stop");
         return;
     };
@@ -878,6 +865,12 @@ async fn a_read_queued_on_a_backend_that_does_not_run_is_answered_by_another_con
     drop(stopped);
     answered.expect("every read was answered while one backend was stopped");
     burst_of_reads(&store, &ctx, admin).await;
+}
+
+/// The pid of the backend of `store`'s main pool (of one connection).
+async fn main_backend(store: &PgStore) -> i32 {
+    let rows = super::support::query(store.connection(), "SELECT pg_backend_pid() AS pid").await;
+    rows[0].try_get("", "pid").unwrap()
 }
 
 /// The pid and client port of each pipelined session of `application` (all but the
@@ -916,8 +909,7 @@ async fn with_one_connection_per_runtime_a_read_on_a_stopped_backend_is_answered
         return;
     }
     let observer = raw(&super::support::app_url()).await;
-    let rows = super::support::query(store.connection(), "SELECT pg_backend_pid() AS pid").await;
-    let main: i32 = rows[0].try_get("", "pid").unwrap();
+    let main = main_backend(&store).await;
     // The store let go of the connection it checked its URL with; wait for it to end.
     for _ in 0..100 {
         if pipelined_backends(&observer, &application, main)
