@@ -23,7 +23,8 @@ use trellis_identity::service::IdentityPorts;
 use trellis_identity::{IdentityConfig, IdentityService};
 use trellis_kernel::{PasswordHasher, SystemClock, secrets::random_token};
 use trellis_memory::{
-    InMemoryLoginThrottle, MemoryContent, MemoryRag, MemoryStore, ThrottleLimits, TokioSpawner,
+    InMemoryLoginThrottle, MemoryContent, MemoryRag, MemoryStore, ThrottleLimits, TokioBlocking,
+    TokioSpawner,
 };
 use trellis_postgres::{
     PgCachedCollections, PgCachedTenants, PgCachedUsers, PgStore, PgVectorCache,
@@ -105,6 +106,7 @@ pub async fn bootstrap(config: &Config) -> anyhow::Result<App> {
             embedders,
             blobs: rag_ports.blobs,
             extractor: extractor.clone(),
+            blocking: Arc::new(TokioBlocking),
             jobs: rag_ports.jobs,
             model_changes: rag_ports.model_changes,
             clock: clock.clone(),

@@ -97,3 +97,122 @@ async fn renew_lease(jobs: &dyn JobQueue, job: &ClaimedJob, lease: chrono::Durat
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Mutex;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::mpsc;
+    use trellis_embed::{EmbedConfig, StaticRegistry};
+    use trellis_kernel::{SystemClock, TenantCtx, TenantId};
+    use trellis_memory::{MemoryRag, TokioBlocking};
+    use trellis_rag::service::{CreateCollection, RagConfig, RagPorts, Upload};
+    use trellis_rag::{DocumentStatus, ExtractError, Extracted, SourceType, TextExtractor};
+
+    /// Extracts a file as text, but only once the test opens its gate.
+    struct GatedExtractor {
+        started: AtomicBool,
+        gate: Mutex<mpsc::Receiver<()>>,
+    }
+
+    impl TextExtractor for GatedExtractor {
+        fn sniff(&self, _bytes: &[u8], _filename: &str) -> Option<String> {
+            Some("text/plain".into())
+        }
+
+        fn extract(&self, bytes: &[u8], _filename: &str) -> Result<Extracted, ExtractError> {
+            self.started.store(true, Ordering::SeqCst);
+            let gate = self.gate.lock().unwrap();
+            if gate.recv_timeout(Duration::from_secs(10)).is_err() {
+                return Err(ExtractError::Corrupt(
+                    "the gate was not opened: the test's task never ran".into(),
+                ));
+            }
+            Ok(Extracted {
+                mime_type: "text/plain".into(),
+                text: String::from_utf8_lossy(bytes).into_owned(),
+                page_starts: Vec::new(),
+            })
+        }
+    }
+
+    // One thread runs both the worker and this test: the gate can only be opened
+    // while the extraction waits somewhere else, as it must with `per-core` serving.
+    #[tokio::test(flavor = "current_thread")]
+    async fn a_document_being_extracted_does_not_hold_up_the_other_tasks_of_its_runtime() {
+        let (open, gate) = mpsc::channel();
+        let extractor = Arc::new(GatedExtractor {
+            started: AtomicBool::new(false),
+            gate: Mutex::new(gate),
+        });
+        let store = MemoryRag::new();
+        let rag = Arc::new(RagService::new(
+            RagPorts {
+                collections: Arc::new(store.clone()),
+                documents: Arc::new(store.clone()),
+                chunks: Arc::new(store.clone()),
+                vectors: Arc::new(store.clone()),
+                text: Arc::new(store.clone()),
+                embedders: Arc::new(StaticRegistry::from_config(&EmbedConfig::default()).unwrap()),
+                blobs: Arc::new(store.clone()),
+                extractor: extractor.clone(),
+                blocking: Arc::new(TokioBlocking),
+                jobs: Arc::new(store.clone()),
+                model_changes: Arc::new(store.clone()),
+                clock: Arc::new(SystemClock),
+            },
+            RagConfig::default(),
+        ));
+        let ctx = TenantCtx::system(TenantId::new());
+        let collection = rag
+            .create_collection(
+                &ctx,
+                CreateCollection {
+                    name: "Handbook".into(),
+                    description: None,
+                    agent_id: None,
+                    source_type: SourceType::Upload,
+                    chunking: Default::default(),
+                    embedding_model: None,
+                },
+            )
+            .await
+            .unwrap();
+        let document = rag
+            .upload(
+                &ctx,
+                collection.id,
+                Upload {
+                    original_name: "refunds.txt".into(),
+                    bytes: b"Refunds take 14 days.".to_vec(),
+                    metadata: Default::default(),
+                },
+            )
+            .await
+            .unwrap()
+            .document;
+
+        let workers = Workers::spawn(rag.clone(), 1, DEFAULT_LEASE);
+        while !extractor.started.load(Ordering::SeqCst) {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        open.send(()).unwrap();
+        for _ in 0..2000 {
+            let status = rag.get_document(&ctx, document.id).await.unwrap().status;
+            if matches!(status, DocumentStatus::Processed | DocumentStatus::Error) {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        workers.shutdown().await;
+        let document = rag.get_document(&ctx, document.id).await.unwrap();
+        assert_eq!(
+            document.status,
+            DocumentStatus::Processed,
+            "{:?}",
+            document.error
+        );
+        assert_eq!(document.chunk_count, 1);
+    }
+}

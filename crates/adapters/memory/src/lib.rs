@@ -10,6 +10,6 @@ mod tenancy;
 mod throttle;
 
 pub use content::{FakeChatModel, MemoryContent, TokioSpawner};
-pub use rag::MemoryRag;
+pub use rag::{MemoryRag, TokioBlocking};
 pub use store::MemoryStore;
 pub use throttle::{InMemoryLoginThrottle, ThrottleLimits};

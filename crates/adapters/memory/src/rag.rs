@@ -1,7 +1,8 @@
 //! The RAG ports in memory: collections, documents, chunks, the in-process vector
 //! index (one per embedding dimension), a small BM25 text index, blobs and an
 //! in-process job queue with leases, so `trellis serve` without a database can ingest
-//! and search too.
+//! and search too; and [`TokioBlocking`], which runs ingestion's CPU-bound steps on
+//! Tokio's blocking threads whatever the storage.
 
 use async_trait::async_trait;
 use std::collections::{BTreeMap, HashMap};
@@ -962,5 +963,17 @@ impl JobQueue for MemoryRag {
             j.last_error = Some(error.to_owned());
         }
         Ok(())
+    }
+}
+
+/// Runs ingestion's CPU-bound steps on Tokio's blocking threads, so a long extraction
+/// never holds up the requests served on the runtime that runs the worker.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct TokioBlocking;
+
+impl trellis_rag::BlockingRunner for TokioBlocking {
+    fn run(&self, work: Box<dyn FnOnce() + Send + 'static>) {
+        // A panic drops the step's sender, which the waiting job reads as a failure.
+        drop(tokio::task::spawn_blocking(work));
     }
 }

@@ -240,6 +240,27 @@ pub trait TextExtractor: Send + Sync + 'static {
     -> std::result::Result<Extracted, ExtractError>;
 }
 
+/// Runs a CPU-bound step of ingestion (extracting a file's text and cutting it into
+/// chunks) where it cannot hold up the tasks that serve requests: a large PDF takes
+/// long enough to stall every connection sharing a thread with it. With Tokio it is
+/// `tokio::task::spawn_blocking`; [`RunInline`] runs the step where it is called.
+pub trait BlockingRunner: Send + Sync + 'static {
+    /// Starts `work`. The caller learns the outcome from what `work` sends back, so
+    /// a runner that drops `work` unrun (or lets it panic) reads as a failure.
+    fn run(&self, work: Box<dyn FnOnce() + Send + 'static>);
+}
+
+/// Runs blocking steps on the caller's thread: for embedders whose ingestion runs
+/// where a stalled thread holds up nothing else, and for tests.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct RunInline;
+
+impl BlockingRunner for RunInline {
+    fn run(&self, work: Box<dyn FnOnce() + Send + 'static>) {
+        work();
+    }
+}
+
 /// What a background job does.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum JobKind {

@@ -5,12 +5,13 @@ use crate::chunker::chunk_text;
 use crate::fusion::reciprocal_rank_fusion;
 use crate::index::{ChunkId, CollectionId};
 use crate::{
-    BlobStore, Chunk, ChunkRepo, ChunkingSettings, Citation, CitedChunk, ClaimedJob, Collection,
-    CollectionPatch, CollectionRepo, Document, DocumentFilter, DocumentId, DocumentRepo,
-    DocumentStatus, EmbeddedChunk, EmbedderRegistry, EmbeddingModel, ExtractError, JobKind,
-    JobQueue, Metadata, ModelChangeProgress, ModelChangeRepo, ModelChangeStatus, NewCollection,
-    NewDocument, RagError, Result, Scored, SearchFilter, SearchHit, SearchMode, SearchQuery,
-    SourceType, StatusChange, TextExtractor, TextIndex, VectorIndex, validate_metadata,
+    BlobStore, BlockingRunner, Chunk, ChunkRepo, ChunkingSettings, Citation, CitedChunk,
+    ClaimedJob, Collection, CollectionPatch, CollectionRepo, Document, DocumentFilter, DocumentId,
+    DocumentRepo, DocumentStatus, EmbeddedChunk, EmbedderRegistry, EmbeddingModel, ExtractError,
+    JobKind, JobQueue, Metadata, ModelChangeProgress, ModelChangeRepo, ModelChangeStatus,
+    NewCollection, NewDocument, RagError, Result, Scored, SearchFilter, SearchHit, SearchMode,
+    SearchQuery, SourceType, StatusChange, TextExtractor, TextIndex, VectorIndex,
+    validate_metadata,
 };
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
@@ -51,6 +52,8 @@ pub struct RagPorts {
     pub embedders: Arc<dyn EmbedderRegistry>,
     pub blobs: Arc<dyn BlobStore>,
     pub extractor: Arc<dyn TextExtractor>,
+    /// Where extraction and chunking run, off the threads that serve requests.
+    pub blocking: Arc<dyn BlockingRunner>,
     pub jobs: Arc<dyn JobQueue>,
     pub model_changes: Arc<dyn ModelChangeRepo>,
     pub clock: Arc<dyn Clock>,
@@ -67,6 +70,7 @@ pub struct RagService {
     embedders: Arc<dyn EmbedderRegistry>,
     blobs: Arc<dyn BlobStore>,
     extractor: Arc<dyn TextExtractor>,
+    blocking: Arc<dyn BlockingRunner>,
     jobs: Arc<dyn JobQueue>,
     model_changes: Arc<dyn ModelChangeRepo>,
     clock: Arc<dyn Clock>,
@@ -141,11 +145,29 @@ impl RagService {
             embedders: ports.embedders,
             blobs: ports.blobs,
             extractor: ports.extractor,
+            blocking: ports.blocking,
             jobs: ports.jobs,
             model_changes: ports.model_changes,
             clock: ports.clock,
             config,
         }
+    }
+
+    /// Runs `work` on the blocking runner and waits for its result.
+    async fn off_thread<T: Send + 'static>(
+        &self,
+        work: impl FnOnce() -> T + Send + 'static,
+    ) -> Result<T> {
+        let (tx, rx) = futures::channel::oneshot::channel();
+        self.blocking.run(Box::new(move || {
+            // The receiver is gone only when the job itself was dropped.
+            let _ = tx.send(work());
+        }));
+        rx.await.map_err(|_| {
+            RagError::Unexpected(anyhow::anyhow!(
+                "the step running off the async threads stopped without an answer"
+            ))
+        })
     }
 
     /// The ingestion queue (workers claim from it and renew their leases).
@@ -686,20 +708,25 @@ impl RagService {
         let bytes = self.blobs.get(&doc.storage_key).await?;
         let extractor = self.extractor.clone();
         let name = doc.original_name.clone();
-        let extracted = match extractor.extract(&bytes, &name) {
-            Ok(x) => x,
+        let chunking = coll.chunking;
+        let read = self.off_thread(move || {
+            extractor
+                .extract(&bytes, &name)
+                .map(|x| chunk_text(&x.text, &x.page_starts, chunking))
+        });
+        let drafts = match read.await? {
+            Ok(drafts) if drafts.is_empty() => {
+                return self
+                    .fail_document(ctx, id, &ExtractError::Empty.to_string())
+                    .await;
+            }
+            Ok(drafts) => drafts,
             Err(
                 e @ (ExtractError::Unsupported(_) | ExtractError::Corrupt(_) | ExtractError::Empty),
             ) => {
                 return self.fail_document(ctx, id, &e.to_string()).await;
             }
         };
-        let drafts = chunk_text(&extracted.text, &extracted.page_starts, coll.chunking);
-        if drafts.is_empty() {
-            return self
-                .fail_document(ctx, id, &ExtractError::Empty.to_string())
-                .await;
-        }
         let embedder = self
             .embedders
             .get(&coll.embedding_model.id)
