@@ -1150,8 +1150,16 @@ impl Report<'_> {
             out,
             "the users list and pgbench took turns: {rounds} rounds of {secs} s each (p99 is the worst round's)"
         );
-        if let Some(runtime) = sys::env_nonempty("TRELLIS_RUNTIME") {
-            let _ = writeln!(out, "the server ran with TRELLIS_RUNTIME={runtime}");
+        match sys::env_nonempty("TRELLIS_RUNTIME") {
+            Some(runtime) => {
+                let _ = writeln!(out, "the server ran with TRELLIS_RUNTIME={runtime}");
+            }
+            None => {
+                let _ = writeln!(
+                    out,
+                    "the server ran with its default runtime (TRELLIS_RUNTIME unset: per-core since session 22)"
+                );
+            }
         }
         if a.processes > 1 {
             let threads = std::env::var("TOKIO_WORKER_THREADS")

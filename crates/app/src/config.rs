@@ -15,24 +15,31 @@ pub enum PasswordCost {
 }
 
 /// How `trellis serve` runs its tasks (`TRELLIS_RUNTIME`).
+///
+/// `trellis serve` runs `PerCore` unless told otherwise ([`Config::from_env`]). The
+/// `Default`, which [`Config::default`] takes, is `Shared`: code that embeds the app
+/// builds it inside a runtime of its own.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum RuntimeSetting {
     /// tokio's multi-threaded runtime: any of its threads runs any task.
     #[default]
     Shared,
     /// This many single-threaded runtimes, one thread each, taking the connections in
-    /// turn (`crate::runtimes`).
+    /// turn (`crate::runtimes`). On two cores it served every endpoint faster, at less
+    /// CPU per request, than `Shared` (`docs/benchmarks.md`).
     PerCore(usize),
 }
 
 impl RuntimeSetting {
-    /// Reads `value` (`shared` or `per-core`); `threads` is how many runtimes
-    /// `per-core` runs (`TOKIO_WORKER_THREADS`, else one per core).
-    fn parse(value: &str, threads: usize) -> anyhow::Result<Self> {
-        match value.trim() {
-            "shared" => Ok(Self::Shared),
-            "per-core" => Ok(Self::PerCore(threads.max(1))),
-            other => bail!("TRELLIS_RUNTIME={other:?} is not valid: `shared` or `per-core`"),
+    /// Reads `value` (`shared` or `per-core`; unset is `per-core`); `threads` is how
+    /// many runtimes `per-core` runs (`TOKIO_WORKER_THREADS`, else one per core).
+    fn parse(value: Option<&str>, threads: usize) -> anyhow::Result<Self> {
+        match value.map(str::trim) {
+            Some("shared") => Ok(Self::Shared),
+            None | Some("per-core") => Ok(Self::PerCore(threads.max(1))),
+            Some(other) => {
+                bail!("TRELLIS_RUNTIME={other:?} is not valid: `per-core` or `shared`")
+            }
         }
     }
 }
@@ -329,10 +336,7 @@ impl Config {
         Ok(Self {
             bind: parsed("TRELLIS_BIND", d.bind)?,
             reuse_port: parsed("TRELLIS_REUSE_PORT", d.reuse_port)?,
-            runtime: match var("TRELLIS_RUNTIME") {
-                None => d.runtime,
-                Some(v) => RuntimeSetting::parse(&v, serving_threads()?)?,
-            },
+            runtime: RuntimeSetting::parse(var("TRELLIS_RUNTIME").as_deref(), serving_threads()?)?,
             database_url: var("DATABASE_URL"),
             migration_database_url: var("TRELLIS_MIGRATION_DATABASE_URL"),
             db_max_connections: parsed("TRELLIS_DB_MAX_CONNECTIONS", d.db_max_connections)?,
@@ -410,16 +414,22 @@ mod tests {
     }
 
     #[test]
-    fn the_runtime_is_shared_or_one_per_core_and_anything_else_is_refused() {
+    fn the_runtime_is_one_per_core_unless_set_to_shared_and_anything_else_is_refused() {
         assert_eq!(
-            RuntimeSetting::parse("shared", 2).unwrap(),
-            RuntimeSetting::Shared
+            RuntimeSetting::parse(None, 2).unwrap(),
+            RuntimeSetting::PerCore(2)
         );
         assert_eq!(
-            RuntimeSetting::parse(" per-core ", 3).unwrap(),
+            RuntimeSetting::parse(Some(" per-core "), 3).unwrap(),
             RuntimeSetting::PerCore(3)
         );
-        let err = RuntimeSetting::parse("percore", 2).unwrap_err().to_string();
+        assert_eq!(
+            RuntimeSetting::parse(Some("shared"), 2).unwrap(),
+            RuntimeSetting::Shared
+        );
+        let err = RuntimeSetting::parse(Some("percore"), 2)
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("TRELLIS_RUNTIME"), "{err}");
         assert!(err.contains("per-core"), "{err}");
     }
