@@ -57,6 +57,32 @@ async fn metrics_count_requests_in_prometheus_format() {
     assert!(text.contains("/healthz"));
 }
 
+#[tokio::test]
+async fn metrics_count_the_database_reads_that_were_sent_again() {
+    let app = spawn_app().await;
+    let t = app.tenant().await;
+    app.get("/v1/users?limit=20", Some(&t.admin_token)).await;
+    let text = app.get("/metrics", None).await.text().await.unwrap();
+    // Reads are pipelined wherever the app's store can (not over TLS, say); the
+    // counters come with them.
+    let store = trellis_postgres::PgStore::connect(&trellis_tests::database_url(), 1)
+        .await
+        .unwrap();
+    if store.pipelines_reads() {
+        for series in [
+            "trellis_db_reads_resent_total",
+            "trellis_db_reads_resent_answered_first_total",
+        ] {
+            assert!(
+                text.contains(&format!("# TYPE {series} counter\n{series} ")),
+                "{text}"
+            );
+        }
+    } else {
+        assert!(!text.contains("trellis_db_reads_resent"), "{text}");
+    }
+}
+
 /// Seed of the generated requests, fixed so that CI is repeatable and a failure can be
 /// replayed (`schemathesis run … --seed 20261204`). `TRELLIS_SPEC_SEED` and
 /// `TRELLIS_SPEC_EXAMPLES` (default 10 per operation) explore further by hand;

@@ -18,7 +18,7 @@ use trellis_content::{
 use trellis_crypto::{AesGcmCipher, Argon2Hasher, JwtSigner};
 use trellis_embed::{EmbedConfig, OpenAiConfig, StaticRegistry};
 use trellis_extract::{Extractor, Limits as ExtractLimits};
-use trellis_http::{AppState, HttpConfig, Readiness};
+use trellis_http::{AppState, HttpConfig, MetricsSource, Readiness};
 use trellis_identity::service::IdentityPorts;
 use trellis_identity::{IdentityConfig, IdentityService};
 use trellis_kernel::{PasswordHasher, SystemClock, secrets::random_token};
@@ -69,6 +69,29 @@ impl Readiness for PgReadiness {
     }
 }
 
+/// The pipelined reads' counters, as `/metrics` series.
+struct PipelinedMetrics(PgStore);
+
+impl MetricsSource for PipelinedMetrics {
+    fn render(&self, out: &mut String) {
+        use std::fmt::Write as _;
+        let Some(counts) = self.0.pipelined_counts() else {
+            return;
+        };
+        // `write!` to a String cannot fail.
+        let _ = write!(
+            out,
+            "# HELP trellis_db_reads_resent_total Pipelined reads with no answer after 20 ms, sent again on another connection.\n\
+             # TYPE trellis_db_reads_resent_total counter\n\
+             trellis_db_reads_resent_total {}\n\
+             # HELP trellis_db_reads_resent_answered_first_total Re-sent reads whose second copy answered first: the first backend was held up.\n\
+             # TYPE trellis_db_reads_resent_answered_first_total counter\n\
+             trellis_db_reads_resent_answered_first_total {}\n",
+            counts.resent, counts.resent_answered_first
+        );
+    }
+}
+
 /// Builds the app from configuration.
 ///
 /// # Errors
@@ -88,11 +111,11 @@ pub async fn bootstrap(config: &Config) -> anyhow::Result<App> {
     let clock = Arc::new(SystemClock);
 
     let embedders: Arc<dyn EmbedderRegistry> = Arc::new(embedders(&config.rag)?);
-    let (storage, ports, tenants, readiness, rag_ports, content_ports): Stores =
-        match &config.database_url {
-            None => memory_stores(config)?,
-            Some(url) => postgres_stores(config, url).await?,
-        };
+    let (storage, ports, tenants, pg, rag_ports, content_ports): Stores = match &config.database_url
+    {
+        None => memory_stores(config)?,
+        Some(url) => postgres_stores(config, url).await?,
+    };
     let shared_blobs = rag_ports.blobs.clone();
     let extractor: Arc<dyn trellis_rag::TextExtractor> =
         Arc::new(Extractor::new(ExtractLimits::default()));
@@ -184,8 +207,11 @@ pub async fn bootstrap(config: &Config) -> anyhow::Result<App> {
         .with_content(content.clone())
         .with_quota_admin(quota_admin)
         .with_files(files);
-    if let Some(r) = readiness {
-        state = state.with_readiness(r);
+    if let Some(pg) = pg {
+        state
+            .metrics
+            .add_source(Arc::new(PipelinedMetrics(pg.clone())));
+        state = state.with_readiness(Arc::new(PgReadiness(pg)));
     }
     Ok(App {
         storage,
@@ -238,7 +264,6 @@ async fn postgres_stores(config: &Config, url: &str) -> anyhow::Result<Stores> {
             "hot reads are pipelined, sharing at most this many connections"
         );
     }
-    let readiness: Arc<dyn Readiness> = Arc::new(PgReadiness(store.clone()));
     let default_dir = BlobSetting::Dir(std::path::PathBuf::from(".trellis/blobs"));
     let blobs = blob_store(config.rag.blobs.as_ref().unwrap_or(&default_dir))?;
     let mut rag_ports = rag_store_ports(&store, blobs);
@@ -277,13 +302,13 @@ async fn postgres_stores(config: &Config, url: &str) -> anyhow::Result<Stores> {
         content_ports.quota_admin = cached.clone();
         cached
     } else {
-        Arc::new(store)
+        Arc::new(store.clone())
     };
     Ok((
         Storage::Postgres,
         identity,
         tenants,
-        Some(readiness),
+        Some(store),
         rag_ports,
         content_ports,
     ))
@@ -293,7 +318,8 @@ type Stores = (
     Storage,
     StorePorts,
     Arc<dyn trellis_tenancy::TenantRepo>,
-    Option<Arc<dyn Readiness>>,
+    // The Postgres store itself, for the readiness probe and `/metrics`.
+    Option<PgStore>,
     RagStorePorts,
     ContentStorePorts,
 );

@@ -17,7 +17,7 @@ pub mod state;
 pub mod validate;
 
 pub use auth::{PlatformAuth, TenantAuth};
-pub use metrics::Metrics;
+pub use metrics::{Metrics, MetricsSource};
 pub use problem::{ApiError, FieldError, Problem, ProblemType};
 pub use state::{AlwaysReady, AppParts, AppState, DEFAULT_BODY_LIMIT_BYTES, HttpConfig, Readiness};
 

@@ -1,7 +1,9 @@
 //! A small Prometheus registry for HTTP traffic: request counts by method, route
 //! template and status, a latency histogram by method and route, and requests in
-//! flight. Hand-rolled on atomics because these three series are all we need and a
-//! metrics framework would be one more dependency tree to build on two cores.
+//! flight, followed by the series of any [`MetricsSource`] the app adds (the
+//! Postgres adapter's re-sent reads). Hand-rolled on atomics because these few series
+//! are all we need and a metrics framework would be one more dependency tree to build
+//! on two cores.
 //!
 //! Routes are labelled by their template (`/v1/users/{id}`), never the raw path, and
 //! unmatched requests share one label, so a scanner cannot blow up the series count.
@@ -79,6 +81,24 @@ fn write<T>(l: &RwLock<T>) -> std::sync::RwLockWriteGuard<'_, T> {
 pub struct Metrics {
     routes: RwLock<HashMap<RouteKey, Arc<RouteSeries>>>,
     in_flight: AtomicI64,
+    sources: Sources,
+}
+
+/// Series another part of the app keeps, such as a storage adapter's counters, which
+/// `/metrics` shows after the HTTP series.
+pub trait MetricsSource: Send + Sync + 'static {
+    /// Appends this source's series, with their `# HELP` and `# TYPE` lines, in the
+    /// text exposition format.
+    fn render(&self, out: &mut String);
+}
+
+#[derive(Default)]
+struct Sources(RwLock<Vec<Arc<dyn MetricsSource>>>);
+
+impl std::fmt::Debug for Sources {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} sources", read(&self.0).len())
+    }
 }
 
 /// Methods outside this list share the label `OTHER`, bounding the label set.
@@ -103,6 +123,11 @@ fn escape(v: &str) -> String {
 }
 
 impl Metrics {
+    /// Adds `source`'s series to every scrape from now on.
+    pub fn add_source(&self, source: Arc<dyn MetricsSource>) {
+        write(&self.sources.0).push(source);
+    }
+
     /// Records one finished request.
     pub fn observe(&self, method: &Method, route: Option<&str>, status: u16, seconds: f64) {
         let key = RouteKey {
@@ -186,6 +211,9 @@ impl Metrics {
             "http_requests_in_flight {}",
             self.in_flight.load(Ordering::Relaxed)
         );
+        for source in read(&self.sources.0).iter() {
+            source.render(&mut out);
+        }
         out
     }
 }
@@ -223,6 +251,27 @@ pub async fn track(State(metrics): State<Arc<Metrics>>, req: Request, next: Next
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    struct Resent(u64);
+
+    impl MetricsSource for Resent {
+        fn render(&self, out: &mut String) {
+            let _ = writeln!(out, "# TYPE trellis_db_reads_resent_total counter");
+            let _ = writeln!(out, "trellis_db_reads_resent_total {}", self.0);
+        }
+    }
+
+    #[test]
+    fn an_added_source_shows_its_series_after_the_http_ones_on_every_scrape() {
+        let m = Metrics::default();
+        m.add_source(Arc::new(Resent(3)));
+        for _ in 0..2 {
+            let text = m.render();
+            let source = text.find("trellis_db_reads_resent_total 3\n");
+            let http = text.find("http_requests_in_flight 0\n");
+            assert!(source.is_some() && http < source, "{text}");
+        }
+    }
 
     #[test]
     fn a_request_shows_up_as_a_counter_and_in_the_histogram() {

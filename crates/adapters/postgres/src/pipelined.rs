@@ -55,7 +55,7 @@ use sea_orm::sea_query::Value;
 use std::cell::Cell;
 use std::collections::HashMap;
 use std::net::IpAddr;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use tokio_postgres::config::{Host, SslMode};
 use tokio_postgres::types::ToSql;
@@ -96,6 +96,19 @@ pub(crate) struct PipelinedReads {
     shards: Vec<Shard>,
     /// The most connections of all shards together.
     max_connections: AtomicUsize,
+    /// Reads sent again after [`HEDGE_AFTER`], and how many of those the second
+    /// connection answered first: a rising count means backends held off the CPU.
+    resent: AtomicU64,
+    resent_won: AtomicU64,
+}
+
+/// What pipelined reads counted since the store was made (`PgStore::pipelined_counts`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PipelinedCounts {
+    /// Reads that had no answer after 20 ms and were sent again on another connection.
+    pub resent: u64,
+    /// Of those, the reads whose second copy answered first.
+    pub resent_answered_first: u64,
 }
 
 /// The connections one runtime opened, and uses alone.
@@ -204,6 +217,8 @@ impl PipelinedReads {
             config,
             shards: vec![Shard::new()],
             max_connections: AtomicUsize::new(max_connections.max(1)),
+            resent: AtomicU64::new(0),
+            resent_won: AtomicU64::new(0),
         })
     }
 
@@ -215,6 +230,16 @@ impl PipelinedReads {
             config: self.config.clone(),
             shards: (0..runtimes.max(1)).map(|_| Shard::new()).collect(),
             max_connections: AtomicUsize::new(self.max_connections()),
+            resent: AtomicU64::new(0),
+            resent_won: AtomicU64::new(0),
+        }
+    }
+
+    /// What this pool counted so far.
+    pub(crate) fn counts(&self) -> PipelinedCounts {
+        PipelinedCounts {
+            resent: self.resent.load(Ordering::Relaxed),
+            resent_answered_first: self.resent_won.load(Ordering::Relaxed),
         }
     }
 
@@ -325,6 +350,7 @@ impl PipelinedReads {
         let Some(other) = self.pick_other(conn) else {
             return first.await;
         };
+        self.resent.fetch_add(1, Ordering::Relaxed);
         let second = std::pin::pin!(other.conn.pipeline(opening, reads));
         let forget_if_lost = |e: &anyhow::Error| {
             if other.conn.client.is_closed() || connection_lost(e) {
@@ -334,6 +360,7 @@ impl PipelinedReads {
         match select(first, second).await {
             Either::Left((Ok(rows), _)) => Ok(rows),
             Either::Right((Ok(rows), _)) => {
+                self.resent_won.fetch_add(1, Ordering::Relaxed);
                 Self::busy_until_caught_up(conn);
                 Ok(rows)
             }

@@ -135,6 +135,13 @@ impl PgStore {
         self.pipelined.as_ref().map(|reads| reads.max_connections())
     }
 
+    /// What pipelined reads counted (reads sent again on another connection), `None`
+    /// where reads are not pipelined. `/metrics` shows it.
+    #[must_use]
+    pub fn pipelined_counts(&self) -> Option<crate::PipelinedCounts> {
+        self.pipelined.as_ref().map(|reads| reads.counts())
+    }
+
     /// Whether hot reads are sent as one pipeline each.
     #[must_use]
     pub fn pipelines_reads(&self) -> bool {

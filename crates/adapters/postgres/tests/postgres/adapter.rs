@@ -854,6 +854,7 @@ async fn a_read_queued_on_a_backend_that_does_not_run_is_answered_by_another_con
         eprintln!("skipped: the backends are not on this machine, or not ours to stop");
         return;
     };
+    let before = store.pipelined_counts().unwrap();
     // The reads take turns on both connections, so some are queued on the stopped one;
     // without a second sending they would wait for it for ever.
     let reads = async {
@@ -864,6 +865,13 @@ async fn a_read_queued_on_a_backend_that_does_not_run_is_answered_by_another_con
     let answered = tokio::time::timeout(std::time::Duration::from_secs(30), reads).await;
     drop(stopped);
     answered.expect("every read was answered while one backend was stopped");
+    // `/metrics` shows these counts: an operator sees reads that were held up.
+    let after = store.pipelined_counts().unwrap();
+    assert!(after.resent > before.resent, "{before:?} -> {after:?}");
+    assert!(
+        after.resent_answered_first > before.resent_answered_first,
+        "{before:?} -> {after:?}"
+    );
     burst_of_reads(&store, &ctx, admin).await;
 }
 
