@@ -1333,7 +1333,8 @@ impl Report<'_> {
                 "rounds": rounds(a).0,
                 "server_processes": a.processes,
                 "TOKIO_WORKER_THREADS": sys::env_nonempty("TOKIO_WORKER_THREADS"),
-                "TRELLIS_RUNTIME": sys::env_nonempty("TRELLIS_RUNTIME"),
+                "TRELLIS_RUNTIME": sys::env_nonempty("TRELLIS_RUNTIME")
+                    .unwrap_or_else(|| "unset: the server's default (per-core since session 22)".to_owned()),
                 "TRELLIS_DB_PIPELINED_CONNECTIONS": sys::env_nonempty("TRELLIS_DB_PIPELINED_CONNECTIONS"),
                 "round_s": rounds(a).1,
                 "server": a.server_bin.as_ref().map_or_else(

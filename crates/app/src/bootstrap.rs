@@ -78,10 +78,11 @@ impl MetricsSource for PipelinedMetrics {
         let Some(counts) = self.0.pipelined_counts() else {
             return;
         };
+        let after_ms = trellis_postgres::HEDGE_AFTER.as_millis();
         // `write!` to a String cannot fail.
         let _ = write!(
             out,
-            "# HELP trellis_db_reads_resent_total Pipelined reads with no answer after 20 ms, sent again on another connection.\n\
+            "# HELP trellis_db_reads_resent_total Pipelined reads with no answer after {after_ms} ms, sent again on another connection.\n\
              # TYPE trellis_db_reads_resent_total counter\n\
              trellis_db_reads_resent_total {}\n\
              # HELP trellis_db_reads_resent_answered_first_total Re-sent reads whose second copy answered first: the first backend was held up.\n\

@@ -25,8 +25,8 @@ pub enum RuntimeSetting {
     #[default]
     Shared,
     /// This many single-threaded runtimes, one thread each, taking the connections in
-    /// turn (`crate::runtimes`). On two cores it served every endpoint faster, at less
-    /// CPU per request, than `Shared` (`docs/benchmarks.md`).
+    /// turn (`crate::runtimes`). On two cores it served every endpoint as fast or
+    /// faster, at less CPU per request, than `Shared` (`docs/benchmarks.md`).
     PerCore(usize),
 }
 

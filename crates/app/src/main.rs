@@ -60,8 +60,13 @@ fn main() -> anyhow::Result<()> {
             }),
         )
         .init();
-    let config = Config::from_env()?;
+    let mut config = Config::from_env()?;
     let command = Cli::parse().command.unwrap_or(Command::Serve);
+    if !matches!(command, Command::Serve) {
+        // Only `serve` runs a runtime per core; the other commands run on the one below,
+        // whose threads all read through the first shard otherwise.
+        config.runtime = RuntimeSetting::Shared;
+    }
     if let (Command::Serve, RuntimeSetting::PerCore(runtimes)) = (&command, config.runtime) {
         return serve_per_core(config, runtimes);
     }

@@ -1,4 +1,5 @@
-//! Serving from one single-threaded tokio runtime per core (`TRELLIS_RUNTIME=per-core`).
+//! Serving from one single-threaded tokio runtime per core (`TRELLIS_RUNTIME=per-core`,
+//! the default of `trellis serve`).
 //!
 //! tokio's default runtime lets any of its threads run any task, so a request's task
 //! and the task of the pipelined Postgres connection that answers it can run on
@@ -15,8 +16,9 @@
 //! (`SO_REUSEPORT`) would be split by a hash of the addresses, which gave one of two
 //! processes 21 of 32 connections. The price of a runtime per core: a request that
 //! takes long holds up the others on its thread, where the shared runtime would let an
-//! idle thread take them. The first runtime also accepts for all and runs the
-//! ingestion workers, so long ingestion work there delays new connections too.
+//! idle thread take them, which is why long steps (password hashing, embedding,
+//! extraction) run on blocking threads. The first runtime also accepts for all and
+//! runs the ingestion workers, whose tasks only wait there.
 //!
 //! Everything else (the stores, caches, throttles and metrics) is one, shared by all
 //! runtimes, as in the shared runtime. That includes the main sqlx pool: a connection

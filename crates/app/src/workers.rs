@@ -137,17 +137,22 @@ mod tests {
         }
     }
 
-    // One thread runs both the worker and this test: the gate can only be opened
-    // while the extraction waits somewhere else, as it must with `per-core` serving.
-    #[tokio::test(flavor = "current_thread")]
-    async fn a_document_being_extracted_does_not_hold_up_the_other_tasks_of_its_runtime() {
-        let (open, gate) = mpsc::channel();
-        let extractor = Arc::new(GatedExtractor {
-            started: AtomicBool::new(false),
-            gate: Mutex::new(gate),
-        });
+    /// Fails the way a bug in a parser would.
+    struct PanickingExtractor;
+
+    impl TextExtractor for PanickingExtractor {
+        fn sniff(&self, _bytes: &[u8], _filename: &str) -> Option<String> {
+            Some("text/plain".into())
+        }
+
+        fn extract(&self, _bytes: &[u8], _filename: &str) -> Result<Extracted, ExtractError> {
+            panic!("index out of bounds in the parser")
+        }
+    }
+
+    fn rag_with(extractor: Arc<dyn TextExtractor>) -> Arc<RagService> {
         let store = MemoryRag::new();
-        let rag = Arc::new(RagService::new(
+        Arc::new(RagService::new(
             RagPorts {
                 collections: Arc::new(store.clone()),
                 documents: Arc::new(store.clone()),
@@ -156,14 +161,18 @@ mod tests {
                 text: Arc::new(store.clone()),
                 embedders: Arc::new(StaticRegistry::from_config(&EmbedConfig::default()).unwrap()),
                 blobs: Arc::new(store.clone()),
-                extractor: extractor.clone(),
+                extractor,
                 blocking: Arc::new(TokioBlocking),
                 jobs: Arc::new(store.clone()),
                 model_changes: Arc::new(store.clone()),
                 clock: Arc::new(SystemClock),
             },
             RagConfig::default(),
-        ));
+        ))
+    }
+
+    /// Uploads one small text file into a new collection of a new tenant.
+    async fn upload_one(rag: &RagService) -> (TenantCtx, trellis_rag::DocumentId) {
         let ctx = TenantCtx::system(TenantId::new());
         let collection = rag
             .create_collection(
@@ -192,21 +201,52 @@ mod tests {
             .await
             .unwrap()
             .document;
+        (ctx, document.id)
+    }
 
-        let workers = Workers::spawn(rag.clone(), 1, DEFAULT_LEASE);
-        while !extractor.started.load(Ordering::SeqCst) {
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
-        open.send(()).unwrap();
+    /// The document once it is processed or failed (or after ten seconds).
+    async fn settled(
+        rag: &RagService,
+        ctx: &TenantCtx,
+        id: trellis_rag::DocumentId,
+    ) -> trellis_rag::Document {
         for _ in 0..2000 {
-            let status = rag.get_document(&ctx, document.id).await.unwrap().status;
-            if matches!(status, DocumentStatus::Processed | DocumentStatus::Error) {
-                break;
+            let document = rag.get_document(ctx, id).await.unwrap();
+            if matches!(
+                document.status,
+                DocumentStatus::Processed | DocumentStatus::Error
+            ) {
+                return document;
             }
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
+        rag.get_document(ctx, id).await.unwrap()
+    }
+
+    // One thread runs both the worker and this test: the gate can only be opened
+    // while the extraction waits somewhere else, as it must with `per-core` serving.
+    #[tokio::test(flavor = "current_thread")]
+    async fn a_document_being_extracted_does_not_hold_up_the_other_tasks_of_its_runtime() {
+        let (open, gate) = mpsc::channel();
+        let extractor = Arc::new(GatedExtractor {
+            started: AtomicBool::new(false),
+            gate: Mutex::new(gate),
+        });
+        let rag = rag_with(extractor.clone());
+        let (ctx, id) = upload_one(&rag).await;
+
+        let workers = Workers::spawn(rag.clone(), 1, DEFAULT_LEASE);
+        let started = async {
+            while !extractor.started.load(Ordering::SeqCst) {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        };
+        tokio::time::timeout(Duration::from_secs(30), started)
+            .await
+            .expect("the worker started extracting");
+        open.send(()).unwrap();
+        let document = settled(&rag, &ctx, id).await;
         workers.shutdown().await;
-        let document = rag.get_document(&ctx, document.id).await.unwrap();
         assert_eq!(
             document.status,
             DocumentStatus::Processed,
@@ -214,5 +254,20 @@ mod tests {
             document.error
         );
         assert_eq!(document.chunk_count, 1);
+    }
+
+    #[tokio::test]
+    async fn a_file_whose_extraction_panics_ends_in_error_at_once_and_the_worker_goes_on() {
+        let rag = rag_with(Arc::new(PanickingExtractor));
+        let (ctx, first) = upload_one(&rag).await;
+        let (other, second) = upload_one(&rag).await;
+        let workers = Workers::spawn(rag.clone(), 1, DEFAULT_LEASE);
+        for (ctx, id) in [(&ctx, first), (&other, second)] {
+            let document = settled(&rag, ctx, id).await;
+            assert_eq!(document.status, DocumentStatus::Error);
+            let error = document.error.unwrap_or_default();
+            assert!(error.contains("index out of bounds"), "{error}");
+        }
+        workers.shutdown().await;
     }
 }

@@ -89,8 +89,12 @@ impl Drop for Server {
 #[tokio::test]
 async fn trellis_serve_with_no_database_runs_a_runtime_per_core_on_memory_and_stops_on_sigterm() {
     let mut server = Server::start();
-    server.wait_for("NOTHING PERSISTS");
     let listening = server.wait_for("trellis listening");
+    assert!(
+        server.seen.iter().any(|l| l.contains("NOTHING PERSISTS")),
+        "no warning that nothing persists:\n{}",
+        server.seen.join("\n")
+    );
     assert!(listening.contains("runtime=PerCore(2)"), "{listening}");
     let addr = listening
         .split_whitespace()
@@ -98,7 +102,8 @@ async fn trellis_serve_with_no_database_runs_a_runtime_per_core_on_memory_and_st
         .expect("the listening line names its address")
         .to_owned();
 
-    let login: serde_json::Value = reqwest::Client::new()
+    let client = || reqwest::Client::builder().no_proxy().build().unwrap();
+    let login: serde_json::Value = client()
         .post(format!("http://{addr}/v1/auth/login"))
         .json(&serde_json::json!({
             "tenant": "demo",
@@ -111,14 +116,16 @@ async fn trellis_serve_with_no_database_runs_a_runtime_per_core_on_memory_and_st
         .json()
         .await
         .unwrap();
-    let token = login["access_token"].as_str().expect("a token").to_owned();
+    let Some(token) = login["access_token"].as_str().map(str::to_owned) else {
+        panic!("the demo admin could not log in: {login}");
+    };
 
     // A client each, so each request comes on its own connection and both runtimes serve.
     let lists = (0..8).map(|_| {
         let token = token.clone();
         let addr = addr.clone();
         async move {
-            let res = reqwest::Client::new()
+            let res = client()
                 .get(format!("http://{addr}/v1/users?limit=20"))
                 .bearer_auth(token)
                 .send()

@@ -967,13 +967,14 @@ impl JobQueue for MemoryRag {
 }
 
 /// Runs ingestion's CPU-bound steps on Tokio's blocking threads, so a long extraction
-/// never holds up the requests served on the runtime that runs the worker.
+/// never holds up the requests served on the runtime that runs the worker. Called
+/// from a Tokio runtime only (as the ingestion workers are): elsewhere it panics.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct TokioBlocking;
 
 impl trellis_rag::BlockingRunner for TokioBlocking {
     fn run(&self, work: Box<dyn FnOnce() + Send + 'static>) {
-        // A panic drops the step's sender, which the waiting job reads as a failure.
+        // A step dropped unrun at shutdown drops its sender: the job is tried again.
         drop(tokio::task::spawn_blocking(work));
     }
 }

@@ -20,7 +20,7 @@ mod store;
 mod txn;
 
 pub use migrate::migrate;
-pub use pipelined::{PipelinedCounts, enter_runtime};
+pub use pipelined::{HEDGE_AFTER, PipelinedCounts, enter_runtime};
 pub use repo::{
     DEFAULT_MAX_CACHED_COLLECTIONS, DEFAULT_MAX_CACHED_TENANTS, DEFAULT_MAX_CACHED_USERS,
     DEFAULT_MAX_VECTORS, PgCachedCollections, PgCachedTenants, PgCachedUsers, PgVectorCache,

@@ -73,7 +73,7 @@ const MAX_READS: usize = 4;
 /// A read on this path takes about a millisecond under load; one unanswered for this
 /// long is queued on a backend that the kernel holds off the CPU (on two busy cores,
 /// for a tenth of a second or more at times) or behind a slow read.
-const HEDGE_AFTER: std::time::Duration = std::time::Duration::from_millis(20);
+pub const HEDGE_AFTER: std::time::Duration = std::time::Duration::from_millis(20);
 
 /// How long making a connection may take (the main pool waits as long).
 const CONNECT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
@@ -105,7 +105,8 @@ pub(crate) struct PipelinedReads {
 /// What pipelined reads counted since the store was made (`PgStore::pipelined_counts`).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct PipelinedCounts {
-    /// Reads that had no answer after 20 ms and were sent again on another connection.
+    /// Reads that had no answer after [`HEDGE_AFTER`] and were sent again on another
+    /// connection.
     pub resent: u64,
     /// Of those, the reads whose second copy answered first.
     pub resent_answered_first: u64,

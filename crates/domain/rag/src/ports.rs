@@ -245,8 +245,9 @@ pub trait TextExtractor: Send + Sync + 'static {
 /// long enough to stall every connection sharing a thread with it. With Tokio it is
 /// `tokio::task::spawn_blocking`; [`RunInline`] runs the step where it is called.
 pub trait BlockingRunner: Send + Sync + 'static {
-    /// Starts `work`. The caller learns the outcome from what `work` sends back, so
-    /// a runner that drops `work` unrun (or lets it panic) reads as a failure.
+    /// Starts `work`, which never panics (the service catches that inside it). The
+    /// caller learns the outcome from what `work` sends back, so a runner that drops
+    /// `work` unrun reads as a failure to try again.
     fn run(&self, work: Box<dyn FnOnce() + Send + 'static>);
 }
 

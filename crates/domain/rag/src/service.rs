@@ -153,19 +153,29 @@ impl RagService {
         }
     }
 
-    /// Runs `work` on the blocking runner and waits for its result.
+    /// Runs `work` on the blocking runner and waits for its result: `Ok(Err(message))`
+    /// when it panicked, which trying again would repeat, and `Err` when the runner
+    /// dropped it unrun (a runtime shutting down), which a later try may not.
     async fn off_thread<T: Send + 'static>(
         &self,
         work: impl FnOnce() -> T + Send + 'static,
-    ) -> Result<T> {
+    ) -> Result<std::result::Result<T, String>> {
         let (tx, rx) = futures::channel::oneshot::channel();
         self.blocking.run(Box::new(move || {
+            let outcome =
+                std::panic::catch_unwind(std::panic::AssertUnwindSafe(work)).map_err(|panic| {
+                    panic
+                        .downcast_ref::<&str>()
+                        .map(|s| (*s).to_owned())
+                        .or_else(|| panic.downcast_ref::<String>().cloned())
+                        .unwrap_or_else(|| "no message".to_owned())
+                });
             // The receiver is gone only when the job itself was dropped.
-            let _ = tx.send(work());
+            let _ = tx.send(outcome);
         }));
         rx.await.map_err(|_| {
             RagError::Unexpected(anyhow::anyhow!(
-                "the step running off the async threads stopped without an answer"
+                "the step running off the async threads was dropped before it ran"
             ))
         })
     }
@@ -715,15 +725,19 @@ impl RagService {
                 .map(|x| chunk_text(&x.text, &x.page_starts, chunking))
         });
         let drafts = match read.await? {
-            Ok(drafts) if drafts.is_empty() => {
+            Err(panic) => {
+                let message = format!("reading the file failed: {panic}");
+                return self.fail_document(ctx, id, &message).await;
+            }
+            Ok(Ok(drafts)) if drafts.is_empty() => {
                 return self
                     .fail_document(ctx, id, &ExtractError::Empty.to_string())
                     .await;
             }
-            Ok(drafts) => drafts,
-            Err(
+            Ok(Ok(drafts)) => drafts,
+            Ok(Err(
                 e @ (ExtractError::Unsupported(_) | ExtractError::Corrupt(_) | ExtractError::Empty),
-            ) => {
+            )) => {
                 return self.fail_document(ctx, id, &e.to_string()).await;
             }
         };
