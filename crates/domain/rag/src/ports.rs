@@ -240,8 +240,8 @@ pub trait TextExtractor: Send + Sync + 'static {
     -> std::result::Result<Extracted, ExtractError>;
 }
 
-/// Runs a CPU-bound step of ingestion (extracting a file's text and cutting it into
-/// chunks) where it cannot hold up the tasks that serve requests: a large PDF takes
+/// Runs a CPU-bound step (hashing an upload, extracting a file's text and cutting it
+/// into chunks) where it cannot hold up the tasks that serve requests: a large PDF takes
 /// long enough to stall every connection sharing a thread with it. With Tokio it is
 /// `tokio::task::spawn_blocking`; [`RunInline`] runs the step where it is called.
 pub trait BlockingRunner: Send + Sync + 'static {

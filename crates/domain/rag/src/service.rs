@@ -52,7 +52,8 @@ pub struct RagPorts {
     pub embedders: Arc<dyn EmbedderRegistry>,
     pub blobs: Arc<dyn BlobStore>,
     pub extractor: Arc<dyn TextExtractor>,
-    /// Where extraction and chunking run, off the threads that serve requests.
+    /// Where hashing uploads, extraction and chunking run, off the threads that serve
+    /// requests.
     pub blocking: Arc<dyn BlockingRunner>,
     pub jobs: Arc<dyn JobQueue>,
     pub model_changes: Arc<dyn ModelChangeRepo>,
@@ -339,7 +340,16 @@ impl RagService {
             .extractor
             .sniff(&upload.bytes, &original_name)
             .ok_or_else(|| RagError::Unsupported(original_name.clone()))?;
-        let checksum = fingerprint_bytes(&upload.bytes);
+        // Hashing up to the upload limit (25 MiB by default) takes tens of
+        // milliseconds: too long for a thread that serves other requests.
+        let bytes = upload.bytes;
+        let hashed = self.off_thread(move || {
+            let checksum = fingerprint_bytes(&bytes);
+            (bytes, checksum)
+        });
+        let (bytes, checksum) = hashed.await?.map_err(|panic| {
+            RagError::Unexpected(anyhow::anyhow!("hashing the upload failed: {panic}"))
+        })?;
         if let Some(existing) = self
             .documents
             .find_by_checksum(ctx, coll.id, &checksum)
@@ -352,7 +362,7 @@ impl RagService {
         }
         let id = DocumentId::new();
         let storage_key = format!("{}/{}/{}", ctx.tenant_id(), coll.id, id);
-        self.blobs.put(&storage_key, upload.bytes).await?;
+        self.blobs.put(&storage_key, bytes).await?;
         let inserted = self
             .documents
             .insert(
