@@ -196,6 +196,7 @@ pub async fn bootstrap(config: &Config) -> anyhow::Result<App> {
             blobs: Arc::new(SharedBlobs(shared_blobs)),
             sniffer: Arc::new(ExtractorSniffer(extractor)),
             knowledge: Arc::new(RagIntake(rag.clone())),
+            blocking: Arc::new(TokioBlocking),
         },
         DEFAULT_MAX_FILE_BYTES.min(config.rag.max_upload_bytes),
     ));

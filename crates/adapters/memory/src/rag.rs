@@ -1,8 +1,9 @@
 //! The RAG ports in memory: collections, documents, chunks, the in-process vector
 //! index (one per embedding dimension), a small BM25 text index, blobs and an
 //! in-process job queue with leases, so `trellis serve` without a database can ingest
-//! and search too; and [`TokioBlocking`], which runs ingestion's CPU-bound steps on
-//! Tokio's blocking threads whatever the storage.
+//! and search too; and [`TokioBlocking`], which runs the domains' CPU-bound steps
+//! (hashing uploads, ingestion's extraction) on Tokio's blocking threads whatever the
+//! storage.
 
 use async_trait::async_trait;
 use std::collections::{BTreeMap, HashMap};
@@ -966,9 +967,10 @@ impl JobQueue for MemoryRag {
     }
 }
 
-/// Runs ingestion's CPU-bound steps on Tokio's blocking threads, so a long extraction
-/// never holds up the requests served on the runtime that runs the worker. Called
-/// from a Tokio runtime only (as the ingestion workers are): elsewhere it panics.
+/// Runs the domains' CPU-bound steps (`trellis_kernel::BlockingRunner`) on Tokio's
+/// blocking threads, so hashing a large upload or extracting a long PDF never holds up
+/// the requests served on the same runtime. Called from a Tokio runtime only (as the
+/// services are): elsewhere it panics.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct TokioBlocking;
 

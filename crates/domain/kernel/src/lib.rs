@@ -2,6 +2,7 @@
 //! the one role → permission table, cursor paging and the value objects that more
 //! than one domain validates. Nothing here does I/O.
 
+pub mod blocking;
 pub mod clock;
 pub mod ctx;
 pub mod ids;
@@ -13,6 +14,7 @@ pub mod secrets;
 pub mod timestamp;
 pub mod values;
 
+pub use blocking::{BlockingFailure, BlockingRunner, RunInline, run_blocking};
 pub use clock::{Clock, SystemClock};
 pub use ctx::{Actor, PlatformCtx, TenantCtx};
 pub use ids::*;

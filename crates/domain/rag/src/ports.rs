@@ -240,27 +240,8 @@ pub trait TextExtractor: Send + Sync + 'static {
     -> std::result::Result<Extracted, ExtractError>;
 }
 
-/// Runs a CPU-bound step (hashing an upload, extracting a file's text and cutting it
-/// into chunks) where it cannot hold up the tasks that serve requests: a large PDF takes
-/// long enough to stall every connection sharing a thread with it. With Tokio it is
-/// `tokio::task::spawn_blocking`; [`RunInline`] runs the step where it is called.
-pub trait BlockingRunner: Send + Sync + 'static {
-    /// Starts `work`, which never panics (the service catches that inside it). The
-    /// caller learns the outcome from what `work` sends back, so a runner that drops
-    /// `work` unrun reads as a failure to try again.
-    fn run(&self, work: Box<dyn FnOnce() + Send + 'static>);
-}
-
-/// Runs blocking steps on the caller's thread: for embedders whose ingestion runs
-/// where a stalled thread holds up nothing else, and for tests.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct RunInline;
-
-impl BlockingRunner for RunInline {
-    fn run(&self, work: Box<dyn FnOnce() + Send + 'static>) {
-        work();
-    }
-}
+/// Where hashing uploads, extraction and chunking run (the kernel's port).
+pub use trellis_kernel::{BlockingRunner, RunInline};
 
 /// What a background job does.
 #[derive(Debug, Clone, PartialEq, Eq)]

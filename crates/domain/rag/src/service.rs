@@ -16,7 +16,9 @@ use crate::{
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use trellis_kernel::secrets::fingerprint_bytes;
-use trellis_kernel::{Clock, InvalidValue, Page, PageRequest, Permission, TenantCtx};
+use trellis_kernel::{
+    BlockingFailure, Clock, InvalidValue, Page, PageRequest, Permission, TenantCtx, run_blocking,
+};
 
 /// Limits and retry policy.
 #[derive(Debug, Clone, Copy)]
@@ -152,33 +154,6 @@ impl RagService {
             clock: ports.clock,
             config,
         }
-    }
-
-    /// Runs `work` on the blocking runner and waits for its result: `Ok(Err(message))`
-    /// when it panicked, which trying again would repeat, and `Err` when the runner
-    /// dropped it unrun (a runtime shutting down), which a later try may not.
-    async fn off_thread<T: Send + 'static>(
-        &self,
-        work: impl FnOnce() -> T + Send + 'static,
-    ) -> Result<std::result::Result<T, String>> {
-        let (tx, rx) = futures::channel::oneshot::channel();
-        self.blocking.run(Box::new(move || {
-            let outcome =
-                std::panic::catch_unwind(std::panic::AssertUnwindSafe(work)).map_err(|panic| {
-                    panic
-                        .downcast_ref::<&str>()
-                        .map(|s| (*s).to_owned())
-                        .or_else(|| panic.downcast_ref::<String>().cloned())
-                        .unwrap_or_else(|| "no message".to_owned())
-                });
-            // The receiver is gone only when the job itself was dropped.
-            let _ = tx.send(outcome);
-        }));
-        rx.await.map_err(|_| {
-            RagError::Unexpected(anyhow::anyhow!(
-                "the step running off the async threads was dropped before it ran"
-            ))
-        })
     }
 
     /// The ingestion queue (workers claim from it and renew their leases).
@@ -343,13 +318,13 @@ impl RagService {
         // Hashing up to the upload limit (25 MiB by default) takes tens of
         // milliseconds: too long for a thread that serves other requests.
         let bytes = upload.bytes;
-        let hashed = self.off_thread(move || {
+        let hashed = run_blocking(self.blocking.as_ref(), move || {
             let checksum = fingerprint_bytes(&bytes);
             (bytes, checksum)
         });
-        let (bytes, checksum) = hashed.await?.map_err(|panic| {
-            RagError::Unexpected(anyhow::anyhow!("hashing the upload failed: {panic}"))
-        })?;
+        let (bytes, checksum) = hashed
+            .await
+            .map_err(|e| RagError::Unexpected(anyhow::anyhow!("hashing the upload: {e}")))?;
         if let Some(existing) = self
             .documents
             .find_by_checksum(ctx, coll.id, &checksum)
@@ -729,13 +704,19 @@ impl RagService {
         let extractor = self.extractor.clone();
         let name = doc.original_name.clone();
         let chunking = coll.chunking;
-        let read = self.off_thread(move || {
+        let read = run_blocking(self.blocking.as_ref(), move || {
             extractor
                 .extract(&bytes, &name)
                 .map(|x| chunk_text(&x.text, &x.page_starts, chunking))
         });
-        let drafts = match read.await? {
-            Err(panic) => {
+        let drafts = match read.await {
+            Err(BlockingFailure::Dropped) => {
+                return Err(RagError::Unexpected(anyhow::anyhow!(
+                    "reading the file was dropped before it ran"
+                )));
+            }
+            // A panic would repeat on every try: the document fails now.
+            Err(panic @ BlockingFailure::Panicked(_)) => {
                 let message = format!("reading the file failed: {panic}");
                 return self.fail_document(ctx, id, &message).await;
             }

@@ -15,7 +15,7 @@ use crate::{
 };
 use std::sync::Arc;
 use trellis_kernel::secrets::fingerprint_bytes;
-use trellis_kernel::{InvalidValue, Permission, TenantCtx};
+use trellis_kernel::{BlockingRunner, InvalidValue, Permission, TenantCtx, run_blocking};
 
 /// Default largest attachment: 20 MiB.
 pub const DEFAULT_MAX_FILE_BYTES: u64 = 20 * 1024 * 1024;
@@ -25,6 +25,8 @@ pub struct FilePorts {
     pub blobs: Arc<dyn FileBlobs>,
     pub sniffer: Arc<dyn FileSniffer>,
     pub knowledge: Arc<dyn KnowledgeIntake>,
+    /// Where an upload is hashed, off the threads that serve requests.
+    pub blocking: Arc<dyn BlockingRunner>,
 }
 
 /// Attachment use cases.
@@ -34,6 +36,7 @@ pub struct FileService {
     blobs: Arc<dyn FileBlobs>,
     sniffer: Arc<dyn FileSniffer>,
     knowledge: Arc<dyn KnowledgeIntake>,
+    blocking: Arc<dyn BlockingRunner>,
     max_file_bytes: u64,
 }
 
@@ -63,6 +66,7 @@ impl FileService {
             blobs: ports.blobs,
             sniffer: ports.sniffer,
             knowledge: ports.knowledge,
+            blocking: ports.blocking,
             max_file_bytes,
         }
     }
@@ -106,8 +110,17 @@ impl FileService {
             .ok_or_else(|| ContentError::Unsupported(filename.clone()))?;
         let id = FileId::new();
         let storage_key = format!("{}/files/{id}", ctx.tenant_id());
-        let checksum = fingerprint_bytes(&file.bytes);
-        self.blobs.put(&storage_key, file.bytes).await?;
+        // Hashing up to 20 MiB takes tens of milliseconds: too long for a thread that
+        // serves other requests.
+        let bytes = file.bytes;
+        let hashed = run_blocking(self.blocking.as_ref(), move || {
+            let checksum = fingerprint_bytes(&bytes);
+            (bytes, checksum)
+        });
+        let (bytes, checksum) = hashed
+            .await
+            .map_err(|e| ContentError::Unexpected(anyhow::anyhow!("hashing the upload: {e}")))?;
+        self.blobs.put(&storage_key, bytes).await?;
         let inserted = self
             .content
             .files
