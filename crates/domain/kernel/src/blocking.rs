@@ -61,6 +61,23 @@ pub async fn run_blocking<T: Send + 'static>(
     rx.await.unwrap_or(Err(BlockingFailure::Dropped))
 }
 
+/// The checksum of an upload ([`crate::secrets::fingerprint_bytes`]), computed on
+/// `runner`: hashing the tens of MiB an upload may hold takes tens of milliseconds,
+/// too long for a thread that serves other requests. Gives the bytes back with it.
+///
+/// # Errors
+/// [`BlockingFailure`] when the runner dropped the step.
+pub async fn fingerprint_upload(
+    runner: &dyn BlockingRunner,
+    bytes: Vec<u8>,
+) -> Result<(Vec<u8>, String), BlockingFailure> {
+    run_blocking(runner, move || {
+        let checksum = crate::secrets::fingerprint_bytes(&bytes);
+        (bytes, checksum)
+    })
+    .await
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -84,5 +101,14 @@ mod tests {
             run_blocking(&Dropping, || 1).await,
             Err(BlockingFailure::Dropped)
         );
+    }
+
+    #[tokio::test]
+    async fn an_upload_is_fingerprinted_and_given_back_whole() {
+        let (bytes, checksum) = fingerprint_upload(&RunInline, b"abc".to_vec())
+            .await
+            .unwrap();
+        assert_eq!(bytes, b"abc");
+        assert_eq!(checksum, crate::secrets::fingerprint_bytes(b"abc"));
     }
 }

@@ -14,7 +14,7 @@ pub mod secrets;
 pub mod timestamp;
 pub mod values;
 
-pub use blocking::{BlockingFailure, BlockingRunner, RunInline, run_blocking};
+pub use blocking::{BlockingFailure, BlockingRunner, RunInline, fingerprint_upload, run_blocking};
 pub use clock::{Clock, SystemClock};
 pub use ctx::{Actor, PlatformCtx, TenantCtx};
 pub use ids::*;

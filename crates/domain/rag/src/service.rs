@@ -15,9 +15,9 @@ use crate::{
 };
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
-use trellis_kernel::secrets::fingerprint_bytes;
 use trellis_kernel::{
-    BlockingFailure, Clock, InvalidValue, Page, PageRequest, Permission, TenantCtx, run_blocking,
+    BlockingFailure, Clock, InvalidValue, Page, PageRequest, Permission, TenantCtx,
+    fingerprint_upload, run_blocking,
 };
 
 /// Limits and retry policy.
@@ -315,14 +315,7 @@ impl RagService {
             .extractor
             .sniff(&upload.bytes, &original_name)
             .ok_or_else(|| RagError::Unsupported(original_name.clone()))?;
-        // Hashing up to the upload limit (25 MiB by default) takes tens of
-        // milliseconds: too long for a thread that serves other requests.
-        let bytes = upload.bytes;
-        let hashed = run_blocking(self.blocking.as_ref(), move || {
-            let checksum = fingerprint_bytes(&bytes);
-            (bytes, checksum)
-        });
-        let (bytes, checksum) = hashed
+        let (bytes, checksum) = fingerprint_upload(self.blocking.as_ref(), upload.bytes)
             .await
             .map_err(|e| RagError::Unexpected(anyhow::anyhow!("hashing the upload: {e}")))?;
         if let Some(existing) = self

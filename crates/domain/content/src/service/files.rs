@@ -14,8 +14,7 @@ use crate::{
     KnowledgeCollectionId, KnowledgeIntake, NewFile, Result,
 };
 use std::sync::Arc;
-use trellis_kernel::secrets::fingerprint_bytes;
-use trellis_kernel::{BlockingRunner, InvalidValue, Permission, TenantCtx, run_blocking};
+use trellis_kernel::{BlockingRunner, InvalidValue, Permission, TenantCtx, fingerprint_upload};
 
 /// Default largest attachment: 20 MiB.
 pub const DEFAULT_MAX_FILE_BYTES: u64 = 20 * 1024 * 1024;
@@ -110,14 +109,7 @@ impl FileService {
             .ok_or_else(|| ContentError::Unsupported(filename.clone()))?;
         let id = FileId::new();
         let storage_key = format!("{}/files/{id}", ctx.tenant_id());
-        // Hashing up to 20 MiB takes tens of milliseconds: too long for a thread that
-        // serves other requests.
-        let bytes = file.bytes;
-        let hashed = run_blocking(self.blocking.as_ref(), move || {
-            let checksum = fingerprint_bytes(&bytes);
-            (bytes, checksum)
-        });
-        let (bytes, checksum) = hashed
+        let (bytes, checksum) = fingerprint_upload(self.blocking.as_ref(), file.bytes)
             .await
             .map_err(|e| ContentError::Unexpected(anyhow::anyhow!("hashing the upload: {e}")))?;
         self.blobs.put(&storage_key, bytes).await?;
