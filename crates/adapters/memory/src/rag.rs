@@ -976,7 +976,8 @@ pub struct TokioBlocking;
 
 impl trellis_rag::BlockingRunner for TokioBlocking {
     fn run(&self, work: Box<dyn FnOnce() + Send + 'static>) {
-        // A step dropped unrun at shutdown drops its sender: the job is tried again.
+        // A step dropped unrun at shutdown drops its sender: the caller sees
+        // `BlockingFailure::Dropped` (ingestion tries the job again later).
         drop(tokio::task::spawn_blocking(work));
     }
 }

@@ -61,19 +61,23 @@ pub async fn run_blocking<T: Send + 'static>(
     rx.await.unwrap_or(Err(BlockingFailure::Dropped))
 }
 
-/// The checksum of an upload ([`crate::secrets::fingerprint_bytes`]), computed on
-/// `runner`: hashing the tens of MiB an upload may hold takes tens of milliseconds,
-/// too long for a thread that serves other requests. Gives the bytes back with it.
+/// Reads an upload on `runner`: `look` (sniffing its type, say) runs over the bytes and
+/// then they are hashed ([`crate::secrets::fingerprint_bytes`], the upload's
+/// checksum). Both pass over every byte, tens of milliseconds for the tens of MiB an
+/// upload may hold: too long for a thread that serves other requests. Gives the bytes
+/// back with what `look` found and the checksum.
 ///
 /// # Errors
-/// [`BlockingFailure`] when the runner dropped the step.
-pub async fn fingerprint_upload(
+/// [`BlockingFailure`] when the step panicked or the runner dropped it (shutdown).
+pub async fn inspect_upload<T: Send + 'static>(
     runner: &dyn BlockingRunner,
     bytes: Vec<u8>,
-) -> Result<(Vec<u8>, String), BlockingFailure> {
+    look: impl FnOnce(&[u8]) -> T + Send + 'static,
+) -> Result<(Vec<u8>, T, String), BlockingFailure> {
     run_blocking(runner, move || {
+        let found = look(&bytes);
         let checksum = crate::secrets::fingerprint_bytes(&bytes);
-        (bytes, checksum)
+        (bytes, found, checksum)
     })
     .await
 }
@@ -104,11 +108,12 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn an_upload_is_fingerprinted_and_given_back_whole() {
-        let (bytes, checksum) = fingerprint_upload(&RunInline, b"abc".to_vec())
+    async fn an_upload_is_looked_at_hashed_and_given_back_whole() {
+        let (bytes, len, checksum) = inspect_upload(&RunInline, b"abc".to_vec(), <[u8]>::len)
             .await
             .unwrap();
         assert_eq!(bytes, b"abc");
+        assert_eq!(len, 3);
         assert_eq!(checksum, crate::secrets::fingerprint_bytes(b"abc"));
     }
 }

@@ -1,6 +1,7 @@
 //! The shared kernel of Trellis: identifiers, the tenant context every port takes,
-//! the one role → permission table, cursor paging and the value objects that more
-//! than one domain validates. Nothing here does I/O.
+//! the one role → permission table, cursor paging, the value objects that more than
+//! one domain validates, and the ports more than one domain uses (the clock, password
+//! hashing, running blocking steps). Nothing here does I/O.
 
 pub mod blocking;
 pub mod clock;
@@ -14,7 +15,7 @@ pub mod secrets;
 pub mod timestamp;
 pub mod values;
 
-pub use blocking::{BlockingFailure, BlockingRunner, RunInline, fingerprint_upload, run_blocking};
+pub use blocking::{BlockingFailure, BlockingRunner, RunInline, inspect_upload, run_blocking};
 pub use clock::{Clock, SystemClock};
 pub use ctx::{Actor, PlatformCtx, TenantCtx};
 pub use ids::*;

@@ -16,8 +16,8 @@ use crate::{
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use trellis_kernel::{
-    BlockingFailure, Clock, InvalidValue, Page, PageRequest, Permission, TenantCtx,
-    fingerprint_upload, run_blocking,
+    BlockingFailure, Clock, InvalidValue, Page, PageRequest, Permission, TenantCtx, inspect_upload,
+    run_blocking,
 };
 
 /// Limits and retry policy.
@@ -291,7 +291,8 @@ impl RagService {
     ///
     /// # Errors
     /// `Forbidden`; `NotFound` for another tenant's collection; `TooLarge`;
-    /// `Unsupported` for a type we cannot extract.
+    /// `Unsupported` for a type we cannot extract; `Unexpected` when storage fails or
+    /// reading the bytes off the request's thread did not finish (shutdown).
     pub async fn upload(
         &self,
         ctx: &TenantCtx,
@@ -311,13 +312,15 @@ impl RagService {
         validate_metadata(&upload.metadata)?;
         let original_name = clean_filename(&upload.original_name)?;
         let coll = self.collections.get(ctx, collection).await?;
-        let mime_type = self
-            .extractor
-            .sniff(&upload.bytes, &original_name)
-            .ok_or_else(|| RagError::Unsupported(original_name.clone()))?;
-        let (bytes, checksum) = fingerprint_upload(self.blocking.as_ref(), upload.bytes)
+        let extractor = self.extractor.clone();
+        let name = original_name.clone();
+        let (bytes, mime_type, checksum) =
+            inspect_upload(self.blocking.as_ref(), upload.bytes, move |bytes| {
+                extractor.sniff(bytes, &name)
+            })
             .await
-            .map_err(|e| RagError::Unexpected(anyhow::anyhow!("hashing the upload: {e}")))?;
+            .map_err(|e| RagError::Unexpected(anyhow::anyhow!("reading the upload: {e}")))?;
+        let mime_type = mime_type.ok_or_else(|| RagError::Unsupported(original_name.clone()))?;
         if let Some(existing) = self
             .documents
             .find_by_checksum(ctx, coll.id, &checksum)
@@ -709,7 +712,7 @@ impl RagService {
                 )));
             }
             // A panic would repeat on every try: the document fails now.
-            Err(panic @ BlockingFailure::Panicked(_)) => {
+            Err(BlockingFailure::Panicked(panic)) => {
                 let message = format!("reading the file failed: {panic}");
                 return self.fail_document(ctx, id, &message).await;
             }

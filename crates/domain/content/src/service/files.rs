@@ -14,7 +14,7 @@ use crate::{
     KnowledgeCollectionId, KnowledgeIntake, NewFile, Result,
 };
 use std::sync::Arc;
-use trellis_kernel::{BlockingRunner, InvalidValue, Permission, TenantCtx, fingerprint_upload};
+use trellis_kernel::{BlockingRunner, InvalidValue, Permission, TenantCtx, inspect_upload};
 
 /// Default largest attachment: 20 MiB.
 pub const DEFAULT_MAX_FILE_BYTES: u64 = 20 * 1024 * 1024;
@@ -80,7 +80,9 @@ impl FileService {
     ///
     /// # Errors
     /// `Forbidden`; `NotFound` for a conversation the caller may not read;
-    /// `TooLarge`; `Invalid` for an empty file or no name; `Unsupported`.
+    /// `TooLarge`; `Invalid` for an empty file or no name; `Unsupported`;
+    /// `Unexpected` when storage fails or reading the bytes off the request's thread
+    /// did not finish (shutdown).
     pub async fn upload(
         &self,
         ctx: &TenantCtx,
@@ -103,15 +105,17 @@ impl FileService {
             return Err(InvalidValue::new("file", "is empty").into());
         }
         let filename = clean_filename(&file.filename)?;
-        let mime_type = self
-            .sniffer
-            .sniff(&file.bytes, &filename)
-            .ok_or_else(|| ContentError::Unsupported(filename.clone()))?;
+        let sniffer = self.sniffer.clone();
+        let name = filename.clone();
+        let (bytes, mime_type, checksum) =
+            inspect_upload(self.blocking.as_ref(), file.bytes, move |bytes| {
+                sniffer.sniff(bytes, &name)
+            })
+            .await
+            .map_err(|e| ContentError::Unexpected(anyhow::anyhow!("reading the upload: {e}")))?;
+        let mime_type = mime_type.ok_or_else(|| ContentError::Unsupported(filename.clone()))?;
         let id = FileId::new();
         let storage_key = format!("{}/files/{id}", ctx.tenant_id());
-        let (bytes, checksum) = fingerprint_upload(self.blocking.as_ref(), file.bytes)
-            .await
-            .map_err(|e| ContentError::Unexpected(anyhow::anyhow!("hashing the upload: {e}")))?;
         self.blobs.put(&storage_key, bytes).await?;
         let inserted = self
             .content
