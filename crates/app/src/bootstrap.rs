@@ -120,21 +120,11 @@ pub async fn bootstrap(config: &Config) -> anyhow::Result<App> {
     let shared_blobs = rag_ports.blobs.clone();
     let extractor: Arc<dyn trellis_rag::TextExtractor> =
         Arc::new(Extractor::new(ExtractLimits::default()));
-    let rag = Arc::new(RagService::new(
-        RagPorts {
-            collections: rag_ports.collections,
-            documents: rag_ports.documents,
-            chunks: rag_ports.chunks,
-            vectors: rag_ports.vectors,
-            text: rag_ports.text,
-            embedders,
-            blobs: rag_ports.blobs,
-            extractor: extractor.clone(),
-            blocking: Arc::new(TokioBlocking),
-            jobs: rag_ports.jobs,
-            model_changes: rag_ports.model_changes,
-            clock: clock.clone(),
-        },
+    let rag = Arc::new(rag_service(
+        rag_ports,
+        embedders,
+        extractor.clone(),
+        clock.clone(),
         RagConfig {
             max_upload_bytes: config.rag.max_upload_bytes,
             ..RagConfig::default()
@@ -367,7 +357,35 @@ where
     }
 }
 
-struct RagStorePorts {
+/// The RAG service over `store`'s ports, with its long steps on Tokio's blocking
+/// threads.
+pub(crate) fn rag_service(
+    store: RagStorePorts,
+    embedders: Arc<dyn EmbedderRegistry>,
+    extractor: Arc<dyn trellis_rag::TextExtractor>,
+    clock: Arc<dyn trellis_kernel::Clock>,
+    config: RagConfig,
+) -> RagService {
+    RagService::new(
+        RagPorts {
+            collections: store.collections,
+            documents: store.documents,
+            chunks: store.chunks,
+            vectors: store.vectors,
+            text: store.text,
+            embedders,
+            blobs: store.blobs,
+            extractor,
+            blocking: Arc::new(TokioBlocking),
+            jobs: store.jobs,
+            model_changes: store.model_changes,
+            clock,
+        },
+        config,
+    )
+}
+
+pub(crate) struct RagStorePorts {
     collections: Arc<dyn trellis_rag::CollectionRepo>,
     documents: Arc<dyn trellis_rag::DocumentRepo>,
     chunks: Arc<dyn trellis_rag::ChunkRepo>,
@@ -378,7 +396,7 @@ struct RagStorePorts {
     blobs: Arc<dyn BlobStore>,
 }
 
-fn rag_store_ports<S>(store: &S, blobs: Arc<dyn BlobStore>) -> RagStorePorts
+pub(crate) fn rag_store_ports<S>(store: &S, blobs: Arc<dyn BlobStore>) -> RagStorePorts
 where
     S: trellis_rag::CollectionRepo
         + trellis_rag::DocumentRepo

@@ -67,7 +67,7 @@ fn main() -> anyhow::Result<()> {
         // whose threads all read through the first shard otherwise.
         config.runtime = RuntimeSetting::Shared;
     }
-    if let (Command::Serve, RuntimeSetting::PerCore(runtimes)) = (&command, config.runtime) {
+    if let RuntimeSetting::PerCore(runtimes) = config.runtime {
         return serve_per_core(config, runtimes);
     }
     // What `#[tokio::main]` builds: worker threads from `TOKIO_WORKER_THREADS`, else one

@@ -152,27 +152,19 @@ async fn until(mut stop: watch::Receiver<bool>) {
 }
 
 /// Accepts connections on `listener` and hands them to `runtimes` in turn, until
-/// `stop` completes.
+/// `stop` completes. A failed accept is handled as `axum::serve` handles it: skipped
+/// when the client gave up, else logged and waited out for a second.
 async fn hand_out(
-    listener: TcpListener,
+    mut listener: TcpListener,
     runtimes: Vec<mpsc::UnboundedSender<Handed>>,
     stop: impl Future<Output = ()>,
 ) {
     let mut stop = std::pin::pin!(stop);
     let mut turns = runtimes.iter().cycle();
     loop {
-        let accepted = tokio::select! {
+        let (stream, peer) = tokio::select! {
             () = &mut stop => return,
-            accepted = listener.accept() => accepted,
-        };
-        let (stream, peer) = match accepted {
-            Ok(accepted) => accepted,
-            Err(e) => {
-                tokio::select! {
-                    () = &mut stop => return,
-                    () = accept_failed(&e) => continue,
-                }
-            }
+            accepted = axum::serve::Listener::accept(&mut listener) => accepted,
         };
         // Out of this runtime's reactor, into the serving runtime's there.
         match stream.into_std() {
@@ -186,21 +178,6 @@ async fn hand_out(
             Err(e) => tracing::debug!(error = %e, "could not hand a connection over"),
         }
     }
-}
-
-/// What the accepting does with a failed accept: a connection the
-/// client gave up on is simply skipped; anything else (out of file descriptors, say)
-/// is logged and waited out, so the loop does not spin.
-async fn accept_failed(e: &std::io::Error) {
-    use std::io::ErrorKind::{ConnectionAborted, ConnectionRefused, ConnectionReset};
-    if matches!(
-        e.kind(),
-        ConnectionAborted | ConnectionRefused | ConnectionReset
-    ) {
-        return;
-    }
-    tracing::error!(error = %e, "accepting a connection failed; retrying in a second");
-    tokio::time::sleep(std::time::Duration::from_secs(1)).await;
 }
 
 /// The connections handed to one runtime, as axum takes them from a listener.

@@ -106,8 +106,8 @@ mod tests {
     use std::sync::mpsc;
     use trellis_embed::{EmbedConfig, StaticRegistry};
     use trellis_kernel::{SystemClock, TenantCtx, TenantId};
-    use trellis_memory::{MemoryRag, TokioBlocking};
-    use trellis_rag::service::{CreateCollection, RagConfig, RagPorts, Upload};
+    use trellis_memory::MemoryRag;
+    use trellis_rag::service::{CreateCollection, RagConfig, Upload};
     use trellis_rag::{DocumentStatus, ExtractError, Extracted, SourceType, TextExtractor};
 
     /// Extracts a file as text, but only once the test opens its gate.
@@ -150,23 +150,14 @@ mod tests {
         }
     }
 
+    /// The service as `trellis serve` wires it, on in-memory storage.
     fn rag_with(extractor: Arc<dyn TextExtractor>) -> Arc<RagService> {
         let store = MemoryRag::new();
-        Arc::new(RagService::new(
-            RagPorts {
-                collections: Arc::new(store.clone()),
-                documents: Arc::new(store.clone()),
-                chunks: Arc::new(store.clone()),
-                vectors: Arc::new(store.clone()),
-                text: Arc::new(store.clone()),
-                embedders: Arc::new(StaticRegistry::from_config(&EmbedConfig::default()).unwrap()),
-                blobs: Arc::new(store.clone()),
-                extractor,
-                blocking: Arc::new(TokioBlocking),
-                jobs: Arc::new(store.clone()),
-                model_changes: Arc::new(store.clone()),
-                clock: Arc::new(SystemClock),
-            },
+        Arc::new(crate::bootstrap::rag_service(
+            crate::bootstrap::rag_store_ports(&store, Arc::new(store.clone())),
+            Arc::new(StaticRegistry::from_config(&EmbedConfig::default()).unwrap()),
+            extractor,
+            Arc::new(SystemClock),
             RagConfig::default(),
         ))
     }

@@ -214,26 +214,26 @@ impl PipelinedReads {
             SslMode::Prefer => return Err(NotPipelined::TlsPreferred),
             _ => return Err(NotPipelined::TlsRequired),
         }
-        Ok(Self {
+        Ok(Self::sharded(config, 1, max_connections))
+    }
+
+    /// A pool with nothing open yet, in `shards` shards (at least one) that together
+    /// open at most `max_connections`.
+    fn sharded(config: Config, shards: usize, max_connections: usize) -> Self {
+        Self {
             config,
-            shards: vec![Shard::new()],
+            shards: (0..shards.max(1)).map(|_| Shard::new()).collect(),
             max_connections: AtomicUsize::new(max_connections.max(1)),
             resent: AtomicU64::new(0),
             resent_won: AtomicU64::new(0),
-        })
+        }
     }
 
     /// A pool like this one, with nothing open yet, in `runtimes` shards (at least one)
     /// for a server that runs that many single-threaded runtimes: each shard opens up
     /// to its share of the most, rounded down, and at least one.
     pub(crate) fn for_runtimes(&self, runtimes: usize) -> Self {
-        Self {
-            config: self.config.clone(),
-            shards: (0..runtimes.max(1)).map(|_| Shard::new()).collect(),
-            max_connections: AtomicUsize::new(self.max_connections()),
-            resent: AtomicU64::new(0),
-            resent_won: AtomicU64::new(0),
-        }
+        Self::sharded(self.config.clone(), runtimes, self.max_connections())
     }
 
     /// What this pool counted so far.

@@ -24,7 +24,7 @@ pub struct FilePorts {
     pub blobs: Arc<dyn FileBlobs>,
     pub sniffer: Arc<dyn FileSniffer>,
     pub knowledge: Arc<dyn KnowledgeIntake>,
-    /// Where an upload is hashed, off the threads that serve requests.
+    /// Where an upload is sniffed and hashed, off the threads that serve requests.
     pub blocking: Arc<dyn BlockingRunner>,
 }
 
